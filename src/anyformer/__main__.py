@@ -1,0 +1,3 @@
+from anyformer.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The `anyformer` command. Errors print one line and exit 2; `--debug` shows the traceback."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from anyformer.errors import AnyformerError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Build, train, measure and compare Transformer variants.")
+# Piped output (CI logs, files) gets a wide table rather than rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks on errors")) -> None:
+    STATE["debug"] = debug
+
+
+def _yes_no(v: object) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+@app.command("list")
+def list_cmd(kind: Optional[str] = typer.Argument(None, help="mixer, ffn, norm, position, encoder, head, task or preset")) -> None:
+    """The catalogue: every registered component (and preset) with its cost and paper."""
+    from anyformer import registry
+    from anyformer.presets import list_presets, load_preset
+
+    kinds = list(registry.KINDS) + ["preset"]
+    if kind is not None and kind not in kinds:
+        from anyformer.errors import unknown
+
+        raise unknown("kind", kind, kinds)
+    table = Table(title="anyformer components", show_lines=False)
+    for col in ("name", "kind", "complexity", "causal", "mask", "paper"):
+        table.add_column(col, overflow="fold")
+    for k in (kinds if kind is None else [kind]):
+        if k == "preset":
+            for name in list_presets():
+                p = load_preset(name)
+                table.add_row(name, "preset", "", "", "", str(p.get("paper", "")))
+            continue
+        for name in registry.list_components(k):
+            d = registry.describe(k, name)
+            table.add_row(name, k, str(d["complexity"]), _yes_no(d["causal"]), _yes_no(d["mask"]), str(d["paper"]))
+    console.print(table)
+
+
+@app.command("show")
+def show_cmd(
+    source: str = typer.Argument(..., help="preset name or YAML path"),
+    set_: list[str] = typer.Option([], "--set", help="override, key=value (e.g. mixer=linear, mixer.window=8)"),
+) -> None:
+    """Print the resolved config and the parameter count of each part."""
+    import anyformer as af
+    from anyformer.config import model_config, parse_assignments
+
+    cfg = model_config(source, **parse_assignments(set_))
+    console.print(yaml.safe_dump({"model": cfg.to_dict()}, sort_keys=False).rstrip())
+    model = af.create(cfg)
+    table = Table(title=f"parameters: {source}")
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    for part, n in model.parameter_report().items():
+        table.add_row(part, f"{n:,}")
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning anyformer errors into one line and exit code 2."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except AnyformerError as err:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise SystemExit(130) from None
+    except (typer.Exit, SystemExit) as done:
+        code = getattr(done, "exit_code", getattr(done, "code", 0))
+        raise SystemExit(code) from None
+    except Exception as err:  # click usage errors and the like
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            raise SystemExit(2) from None
+        if isinstance(err, click.exceptions.Abort):
+            raise SystemExit(1) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""One layer: a token mixer and a channel mixer, wired by norm placement and layout.
+
+placement: `pre` x + f(norm(x)); `post` norm(x + f(x)); `peri` x + norm_out(f(norm_in(x)))
+(Peri-LN, Kim et al. 2025). layout: `sequential` mixer then ffn; `parallel` both read the
+same input and their outputs add (GPT-J); `macaron` half-step ffn, mixer, half-step ffn
+(Lu et al. 2019)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from anyformer.errors import unknown
+
+PLACEMENTS = ("pre", "post", "peri")
+LAYOUTS = ("sequential", "parallel", "macaron")
+
+
+class Sublayer(nn.Module):
+    """A residual branch f with its norms; `scale` weights its output (0.5 in Macaron).
+    placement 'bare' has no norms (the block normalises around it)."""
+
+    def __init__(self, fn: nn.Module, make_norm: Callable[[], nn.Module], placement: str,
+                 dropout: float = 0.0, scale: float = 1.0) -> None:
+        super().__init__()
+        self.fn, self.placement, self.scale = fn, placement, scale
+        self.norm_in = make_norm() if placement in ("pre", "peri") else None
+        self.norm_out = make_norm() if placement in ("post", "peri") else None
+        self.drop = nn.Dropout(dropout)
+        self.takes_mask = getattr(fn, "registry_kind", None) == "mixer"
+
+    def branch(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The residual increment f(...) before a post-norm (pre and peri are complete)."""
+        h = self.norm_in(x, mask) if self.norm_in is not None else x
+        h = self.fn(h, mask) if self.takes_mask else self.fn(h)
+        if self.placement == "peri":
+            h = self.norm_out(h, mask)
+        return self.scale * self.drop(h)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = x + self.branch(x, mask)
+        if self.placement == "post":
+            out = self.norm_out(out, mask)
+        return out
+
+
+class Block(nn.Module):
+    """mixer + ffn (+ a second ffn for macaron). x: [B, L, D], mask Bool[B, L] -> [B, L, D]."""
+
+    def __init__(self, mixer: nn.Module, ffn: nn.Module, make_norm: Callable[[], nn.Module],
+                 placement: str = "pre", layout: str = "sequential", dropout: float = 0.0,
+                 ffn2: nn.Module | None = None) -> None:
+        super().__init__()
+        if placement not in PLACEMENTS:
+            raise unknown("norm placement", placement, PLACEMENTS)
+        if layout not in LAYOUTS:
+            raise unknown("layout", layout, LAYOUTS)
+        self.placement, self.layout = placement, layout
+        half = 0.5 if layout == "macaron" else 1.0
+        # Parallel post-norm normalises the summed residual once, so its branches are bare.
+        sub_place = "bare" if layout == "parallel" and placement == "post" else placement
+        subs = [Sublayer(mixer, make_norm, sub_place, dropout), Sublayer(ffn, make_norm, sub_place, dropout, half)]
+        if layout == "macaron":
+            if ffn2 is None:
+                raise ValueError("macaron layout needs a second ffn")
+            subs.insert(0, Sublayer(ffn2, make_norm, placement, dropout, half))
+        self.sublayers = nn.ModuleList(subs)
+        self.parallel_norm = make_norm() if layout == "parallel" and placement == "post" else None
+
+    @property
+    def mixer(self) -> nn.Module:
+        return self.sublayers[1 if self.layout == "macaron" else 0].fn
+
+    @property
+    def ffn(self) -> nn.Module:
+        return self.sublayers[-1].fn
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.layout != "parallel":
+            for sub in self.sublayers:
+                x = sub(x, mask)
+            return x
+        out = x + sum(sub.branch(x, mask) for sub in self.sublayers)
+        return self.parallel_norm(out, mask) if self.parallel_norm is not None else out

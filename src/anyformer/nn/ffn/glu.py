@@ -1,0 +1,38 @@
+"""Gated linear unit feed-forward networks."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from anyformer.errors import unknown
+from anyformer.nn.ffn.mlp import ACTIVATIONS, hidden_size
+from anyformer.registry import register
+
+VARIANTS = {"geglu": "gelu", "swiglu": "silu", "reglu": "relu"}
+
+
+@register("ffn", "glu")
+class GLUFeedForward(nn.Module):
+    """GLU FFN: (act(x W) * (x V)) W2 (Shazeer 2020, "GLU Variants Improve Transformer").
+    x: [..., D] -> [..., D]. `match_params` scales the hidden size by 2/3 so the three
+    matrices hold as many parameters as a two-matrix MLP of the same ratio."""
+
+    paper = "GLU Variants Improve Transformer (Shazeer 2020)"
+
+    def __init__(self, dim: int, ratio: float = 4.0, hidden: int | None = None,
+                 variant: str = "swiglu", match_params: bool = True, bias: bool = False,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise unknown("variant of ffn 'glu'", variant, VARIANTS)
+        h = hidden_size(dim, ratio, hidden, "glu")
+        if match_params and hidden is None:
+            h = max(1, int(round(h * 2 / 3)))
+        self.act = ACTIVATIONS[VARIANTS[variant]]
+        self.gate = nn.Linear(dim, h, bias=bias)
+        self.up = nn.Linear(dim, h, bias=bias)
+        self.down = nn.Linear(h, dim, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.drop(self.act(self.gate(x)) * self.up(x)))

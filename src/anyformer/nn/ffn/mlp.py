@@ -1,0 +1,50 @@
+"""Position-wise feed-forward networks."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyformer.errors import ConfigError, unknown
+from anyformer.registry import register
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "relu2": lambda t: F.relu(t).square(),  # Primer (So et al. 2021)
+    "silu": F.silu,
+}
+
+
+def get_activation(name: str, owner: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name not in ACTIVATIONS:
+        raise unknown(f"activation of ffn {owner!r}", name, ACTIVATIONS)
+    return ACTIVATIONS[name]
+
+
+def hidden_size(dim: int, ratio: float, hidden: int | None, owner: str) -> int:
+    size = hidden if hidden is not None else int(round(dim * ratio))
+    if size < 1:
+        raise ConfigError(f"ffn {owner!r}: hidden size must be >= 1 (dim {dim} x ratio {ratio})")
+    return size
+
+
+@register("ffn", "mlp")
+class MLP(nn.Module):
+    """Two-layer MLP dim -> ratio*dim -> dim (Vaswani et al. 2017). x: [..., D] -> [..., D]."""
+
+    paper = "Attention Is All You Need (Vaswani et al. 2017)"
+
+    def __init__(self, dim: int, ratio: float = 4.0, hidden: int | None = None,
+                 activation: str = "gelu", bias: bool = True, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.act = get_activation(activation, "mlp")
+        h = hidden_size(dim, ratio, hidden, "mlp")
+        self.fc1 = nn.Linear(dim, h, bias=bias)
+        self.fc2 = nn.Linear(h, dim, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(self.act(self.fc1(x))))

@@ -1,0 +1,147 @@
+"""The token-mixer contract and the shared machinery of attention-family mixers.
+
+Contract: `__init__(dim, heads, max_len, causal=False, grid=None, **options)`;
+`forward(x: [B, L, D], mask: Bool[B, L] | None) -> [B, L, D]`, mask True for real tokens.
+A mixer that cannot honour a request raises ConfigError when it is built (or, for a mask,
+when one with padding reaches it), never a wrong answer.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from anyformer.errors import ConfigError, ShapeError
+
+
+def mixers_supporting(flag: str) -> str:
+    """Names of registered mixers with a capability, for error messages."""
+    from anyformer.registry import _REGISTRY
+
+    return ", ".join(sorted(n for n, c in _REGISTRY["mixer"].items() if getattr(c, flag, False)))
+
+
+class TokenMixer(nn.Module):
+    """Base of every token mixer; checks the contract's requests at build and call time."""
+
+    supports_causal: ClassVar[bool] = True
+    supports_mask: ClassVar[bool] = True
+    complexity: ClassVar[str] = "L^2"
+    paper: ClassVar[str] = ""
+    needs_grid: ClassVar[bool] = False
+    # Positions applied inside the mixer ('rotary' -> q/k, 'alibi' -> score bias).
+    supported_positions: ClassVar[frozenset[str]] = frozenset()
+    # Options the generic test suite adds when it builds this mixer (kept small and fast).
+    example_options: ClassVar[dict] = {}
+    # True when outputs are random in training mode (feature redraw, subsampling).
+    stochastic_in_training: ClassVar[bool] = False
+
+    def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
+                 grid: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        name = getattr(self, "registry_name", type(self).__name__)
+        if dim < 1 or heads < 1 or max_len < 1:
+            raise ConfigError(f"mixer {name!r}: dim, heads and max_len must be positive (got {dim}, {heads}, {max_len})")
+        if causal and not self.supports_causal:
+            raise ConfigError(
+                f"mixer {name!r} cannot be causal; causal mixers: {mixers_supporting('supports_causal')}"
+            )
+        if self.needs_grid and grid is None:
+            raise ConfigError(
+                f"mixer {name!r} needs a 2-D token grid (image patches); use it with the 'patches' encoder"
+            )
+        self.dim, self.heads, self.max_len, self.causal = dim, heads, max_len, causal
+        self.grid = tuple(grid) if grid is not None else None
+        self.position: nn.Module | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self, "registry_name", type(self).__name__)
+
+    def set_position(self, position: nn.Module) -> None:
+        """Attach a rotary / ALiBi module that acts inside this mixer."""
+        kind = getattr(position, "registry_name", "?")
+        if kind not in self.supported_positions:
+            allowed = ", ".join(sorted(self.supported_positions)) or "none inside the mixer"
+            raise ConfigError(
+                f"mixer {self.name!r} cannot apply {kind!r} positions (supports: {allowed}); "
+                "use position 'learned' or 'sinusoidal', which act on the input"
+            )
+        self.position = position
+
+    def check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Validate shapes; returns the mask, or None when it masks nothing."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ShapeError(f"mixer {self.name!r} expects [batch, length, {self.dim}], got {list(x.shape)}")
+        if x.shape[1] > self.max_len:
+            raise ConfigError(
+                f"sequence length {x.shape[1]} exceeds max_len {self.max_len} of mixer {self.name!r}; raise model.max_len"
+            )
+        if mask is None:
+            return None
+        if mask.shape != x.shape[:2] or mask.dtype != torch.bool:
+            raise ShapeError(f"mask must be bool [batch, length] = {list(x.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
+        if bool(mask.all()):
+            return None
+        if not self.supports_mask:
+            raise ConfigError(
+                f"mixer {self.name!r} cannot honour a padding mask; pad-free batches or a mixer that can: {mixers_supporting('supports_mask')}"
+            )
+        return mask
+
+
+class AttentionMixer(TokenMixer):
+    """Attention family: `q_proj`, `k_proj`, `v_proj`, `o_proj` (dim -> dim, shared names so
+    weights move between variants); queries/keys/values split into heads [B, H, L, Dh]."""
+
+    supported_positions = frozenset({"rotary", "alibi"})
+
+    def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
+                 grid: tuple[int, int] | None = None, bias: bool = True) -> None:
+        super().__init__(dim, heads, max_len, causal, grid)
+        if dim % heads:
+            raise ConfigError(f"dim {dim} is not divisible by heads {heads}; pick heads among the divisors of {dim}")
+        self.head_dim = dim // heads
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.o_proj = nn.Linear(dim, dim, bias=bias)
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        B, L, _ = t.shape
+        return t.view(B, L, self.heads, -1).transpose(1, 2)
+
+    def merge(self, t: torch.Tensor) -> torch.Tensor:
+        B, H, L, Dh = t.shape
+        return t.transpose(1, 2).reshape(B, L, H * Dh)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, head-split q, k, v [B, H, L, Dh], rotary applied when attached."""
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
+        if self.position is not None and self.position.applies_to == "qk":
+            q, k = self.position(q, k)
+        return q, k, v
+
+    def score_bias(self, length: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """Additive score bias [H, L, L] from an attached ALiBi module, else None."""
+        if self.position is not None and self.position.applies_to == "bias":
+            return self.position(length).to(dtype)
+        return None
+
+
+def allowed_pairs(length: int, mask: torch.Tensor | None, causal: bool,
+                  device: torch.device) -> torch.Tensor | None:
+    """Bool [B or 1, 1, L, L], True where query i may attend key j; None when all may.
+
+    Each query also may attend itself, so a padded query never faces an empty row (whose
+    softmax is NaN); this changes only outputs at padded positions, which nobody reads."""
+    if mask is None and not causal:
+        return None
+    allowed = torch.ones(1, 1, length, length, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed.tril()
+    if mask is not None:
+        allowed = allowed & mask[:, None, None, :]
+        allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)
+    return allowed

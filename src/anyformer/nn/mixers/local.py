@@ -1,0 +1,104 @@
+"""Sliding-window (local) attention, optionally with DiSAN's distance penalty."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from anyformer.errors import ConfigError
+from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.registry import register
+
+
+@register("mixer", "local")
+class LocalAttention(AttentionMixer):
+    """Each query attends keys within distance `window` (|i - j| < window; causal: the last
+    `window` positions), optionally scores minus `distance_penalty * |i - j|` as in the
+    Distance-based Self-Attention Network (Im & Cho 2017). x: [B, L, D] -> [B, L, D].
+
+    Long sequences run in blocks of `window` queries against their own and neighbouring
+    key blocks, so time and memory grow as L * window rather than L^2."""
+
+    complexity = "L*w"
+    paper = "Longformer (Beltagy et al. 2020) local window; Distance-based Self-Attention Network (Im & Cho 2017)"
+    example_options = {"window": 3}
+
+    def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
+                 grid: tuple[int, int] | None = None, bias: bool = True,
+                 window: int = 64, distance_penalty: float = 0.0) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+        if window < 1:
+            raise ConfigError(f"mixer 'local': window must be >= 1, got {window}")
+        self.window = window
+        self.distance_penalty = distance_penalty
+
+    def _bias(self, dist: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Additive bias from signed distances i - j: -inf outside the window, minus the
+        distance penalty inside."""
+        inside = dist.abs() < self.window
+        if self.causal:
+            inside = inside & (dist >= 0)
+        bias = torch.zeros(dist.shape, dtype=dtype, device=dist.device)
+        if self.distance_penalty:
+            bias = bias - self.distance_penalty * dist.abs().to(dtype)
+        return bias.masked_fill(~inside, float("-inf"))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = self.check_input(x, mask)
+        L = x.shape[1]
+        q, k, v = self.qkv(x)
+        if L <= 3 * self.window:
+            out = self._full(q, k, v, mask)
+        else:
+            out = self._blocked(q, k, v, mask)
+        return self.o_proj(self.merge(out))
+
+    def _full(self, q, k, v, mask):
+        L = q.shape[2]
+        pos = torch.arange(L, device=q.device)
+        bias = self._bias(pos[:, None] - pos[None, :], q.dtype)[None, None]
+        alibi = self.score_bias(L, q.dtype)
+        if alibi is not None:
+            bias = bias + alibi[None]
+        allowed = allowed_pairs(L, mask, False, q.device)
+        if allowed is not None:
+            bias = bias.masked_fill(~allowed, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+    def _blocked(self, q, k, v, mask):
+        B, H, L, Dh = q.shape
+        w = self.window
+        n = -(-L // w)
+        pad = n * w - L
+        if pad:
+            q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        real = torch.ones(B, L, dtype=torch.bool, device=q.device) if mask is None else mask
+        real = F.pad(real, (0, pad), value=False)
+        # Keys for block b: blocks b-1, b, b+1 (the window never reaches further).
+        def neighbours(t: torch.Tensor) -> torch.Tensor:
+            tb = t.view(*t.shape[:2], n, w, *t.shape[3:])
+            prev = F.pad(tb, (0, 0) * (t.dim() - 3) + (0, 0, 1, 0))[:, :, :n]
+            nxt = F.pad(tb, (0, 0) * (t.dim() - 3) + (0, 0, 0, 1))[:, :, 1:]
+            return torch.cat([prev, tb, nxt], dim=3)
+
+        kb, vb = neighbours(k), neighbours(v)  # [B, H, n, 3w, Dh]
+        qb = q.view(B, H, n, w, Dh)
+        qpos = torch.arange(n * w, device=q.device).view(n, w)
+        kpos = torch.cat([qpos - w, qpos, qpos + w], dim=1)  # [n, 3w]
+        dist = qpos[:, :, None] - kpos[:, None, :]  # [n, w, 3w]
+        bias = self._bias(dist, q.dtype)
+        kreal = real.view(B, 1, n, w)
+        kreal = torch.cat([
+            F.pad(kreal, (0, 0, 1, 0), value=False)[:, :, :n],
+            kreal,
+            F.pad(kreal, (0, 0, 0, 1), value=False)[:, :, 1:],
+        ], dim=3)  # [B, 1, n, 3w]
+        if self.position is not None and self.position.applies_to == "bias":
+            slopes = self.position.slopes.to(q.dtype)
+            full_bias = bias[None, None] - slopes[None, :, None, None, None] * dist.abs().to(q.dtype)[None, None]
+        else:
+            full_bias = bias[None, None].expand(B, H, n, w, 3 * w)
+        self_pos = dist == 0  # a padded query keeps itself
+        keep = kreal[:, :, :, None, :] | self_pos[None, None]
+        full_bias = full_bias.masked_fill(~keep, float("-inf"))
+        out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=full_bias)
+        return out.reshape(B, H, n * w, Dh)[:, :, :L]

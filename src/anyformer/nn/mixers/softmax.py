@@ -1,0 +1,43 @@
+"""Full softmax attention through PyTorch's scaled_dot_product_attention."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.registry import register
+
+
+@register("mixer", "softmax")
+class SoftmaxAttention(AttentionMixer):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017). x: [B, L, D] -> [B, L, D].
+
+    Uses `F.scaled_dot_product_attention`, which picks FlashAttention / memory-efficient
+    kernels on CUDA when no explicit mask is needed (causal alone uses `is_causal`)."""
+
+    complexity = "L^2"
+    paper = "Attention Is All You Need (Vaswani et al. 2017)"
+
+    def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
+                 grid: tuple[int, int] | None = None, bias: bool = True,
+                 attn_dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+        self.attn_dropout = attn_dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = self.check_input(x, mask)
+        L = x.shape[1]
+        q, k, v = self.qkv(x)
+        bias = self.score_bias(L, q.dtype)
+        drop = self.attn_dropout if self.training else 0.0
+        if mask is None and bias is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal)
+        else:
+            allowed = allowed_pairs(L, mask, self.causal, x.device)
+            attn_mask = allowed
+            if bias is not None:
+                attn_mask = bias[None]
+                if allowed is not None:
+                    attn_mask = attn_mask.masked_fill(~allowed, float("-inf"))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        return self.o_proj(self.merge(out))

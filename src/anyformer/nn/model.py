@@ -1,0 +1,125 @@
+"""AnyFormer: encoder -> layer schedule -> final norm -> head, built from a ModelConfig."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from anyformer import registry
+from anyformer.config import ComponentSpec, ModelConfig
+from anyformer.errors import ConfigError
+from anyformer.nn.block import Block
+from anyformer.nn.mixers.base import mixers_supporting
+
+
+def _build(kind: str, spec: ComponentSpec, **context: Any) -> nn.Module:
+    return registry.build(kind, spec.name, **context, **spec.options)
+
+
+class AnyFormer(nn.Module):
+    """Any Transformer variant. forward(x, mask=None, return_hidden=False) -> output
+    (and every layer's hidden state [B, L, D] when `return_hidden`)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.encoder is None or config.head is None:
+            missing = "encoder" if config.encoder is None else "head"
+            raise ConfigError(f"model.{missing} is not set; name one (see `anyformer list {missing}`) or train on a task, which supplies it")
+        self.config = config
+        c = config
+        self.encoder = _build("encoder", c.encoder, dim=c.dim, max_len=c.max_len)
+        num_tokens, grid = self.encoder.num_tokens, self.encoder.grid
+        self.position = _build("position", c.position, dim=c.dim, heads=c.heads, num_tokens=num_tokens)
+        self.input_drop = nn.Dropout(c.dropout)
+
+        # The schedule: layer i runs distinct block layer_blocks[i]; sharing reuses blocks
+        # cyclically, overrides replace a distinct block's mixer/ffn.
+        n_blocks = c.schedule.share or c.depth
+        self.layer_blocks = [i % n_blocks for i in range(c.depth)]
+        mixer_for = [c.mixer] * n_blocks
+        ffn_for = [c.ffn] * n_blocks
+        for ov in c.schedule.overrides:
+            for layer in ov.indices(c.depth):
+                b = self.layer_blocks[layer]
+                if ov.mixer is not None:
+                    mixer_for[b] = ov.mixer
+                if ov.ffn is not None:
+                    ffn_for[b] = ov.ffn
+        self.dropped = set(c.schedule.drop)
+
+        def make_norm() -> nn.Module:
+            return _build("norm", c.norm, dim=c.dim)
+
+        context = dict(dim=c.dim, heads=c.heads, max_len=num_tokens, causal=c.causal, grid=grid, num_tokens=num_tokens)
+        blocks = []
+        for b in range(n_blocks):
+            mixer = _build("mixer", mixer_for[b], **context)
+            if self.position.applies_to in ("qk", "bias"):
+                mixer.set_position(self.position)
+            if self.encoder.may_pad and not getattr(mixer, "supports_mask", True):
+                raise ConfigError(
+                    f"mixer {mixer_for[b].name!r} cannot honour the padding mask of encoder {c.encoder.name!r}; "
+                    f"drop pad_id or use one of: {mixers_supporting('supports_mask')}"
+                )
+            ffn = _build("ffn", ffn_for[b], **context)
+            ffn2 = _build("ffn", ffn_for[b], **context) if c.layout == "macaron" else None
+            blocks.append(Block(mixer, ffn, make_norm, c.norm.placement, c.layout, c.dropout, ffn2))
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = make_norm() if c.final_norm else None
+
+        hints = {k: v for k, v in self.encoder.head_hints().items() if k not in c.head.options}
+        head_cls = registry.get("head", c.head.name)
+        hints = {k: v for k, v in hints.items() if k in registry.option_names(head_cls)}
+        self.head = _build("head", c.head, dim=c.dim, num_tokens=num_tokens, **hints)
+        if getattr(self.head, "tie", False):
+            emb = getattr(self.encoder, "embedding", None)
+            if emb is None or emb.weight.shape != self.head.fc.weight.shape:
+                raise ConfigError(
+                    f"head {c.head.name!r} tie=true needs a token encoder with the same vocabulary; set head.tie=false"
+                )
+            self.head.fc.weight = emb.weight
+
+    @property
+    def num_tokens(self) -> int:
+        return self.encoder.num_tokens
+
+    def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
+        tokens, mask = self.encoder(x, mask)
+        if self.position.applies_to == "input":
+            tokens = self.position(tokens)
+        tokens = self.input_drop(tokens)
+        hidden: list[torch.Tensor] = []
+        for layer, b in enumerate(self.layer_blocks):
+            if layer in self.dropped:
+                continue
+            tokens = self.blocks[b](tokens, mask)
+            hidden.append(tokens)
+        if self.final_norm is not None:
+            tokens = self.final_norm(tokens, mask)
+        out = self.encoder.postprocess(self.head(tokens, mask, hidden))
+        return (out, hidden) if return_hidden else out
+
+    def parameter_report(self) -> dict[str, int]:
+        """Parameters per part (tied or shared tensors counted once, where first met)."""
+        seen: set[int] = set()
+
+        def count(module: nn.Module | None) -> int:
+            if module is None:
+                return 0
+            total = 0
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    total += p.numel()
+            return total
+
+        report = {"encoder": count(self.encoder), "position": count(self.position)}
+        for i, block in enumerate(self.blocks):
+            report[f"block {i} mixer"] = count(block.mixer)
+            report[f"block {i} ffn"] = sum(count(s.fn) for s in block.sublayers if s.fn is not block.mixer)
+            report[f"block {i} norms"] = count(block)
+        report["final norm"] = count(self.final_norm)
+        report["head"] = count(self.head)
+        report["total"] = sum(p.numel() for p in self.parameters())  # parameters() dedups shared ones
+        return report

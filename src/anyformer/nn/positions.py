@@ -1,0 +1,133 @@
+"""Position information. Each position module says where it acts (`applies_to`):
+`input` modules add to the tokens after the encoder; `qk` modules rotate queries and keys
+inside attention-family mixers; `bias` modules add to the attention scores."""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from anyformer.errors import ConfigError
+from anyformer.registry import register
+
+
+class Position(nn.Module):
+    applies_to: ClassVar[str] = "input"
+    paper: ClassVar[str] = ""
+
+
+@register("position", "none")
+class NoPosition(Position):
+    """No position information (permutation-equivariant mixers, iTransformer variate tokens)."""
+
+    applies_to = "none"
+    paper = "-"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+
+@register("position", "learned")
+class LearnedPosition(Position):
+    """A learned vector per position, added to the tokens (BERT, ViT, GPT-2). x: [B, L, D] -> [B, L, D]."""
+
+    paper = "Attention Is All You Need (learned variant: BERT, Devlin et al. 2019)"
+
+    def __init__(self, dim: int, num_tokens: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.weight = nn.Parameter(torch.randn(num_tokens, dim) * init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[: x.shape[1]].to(x.dtype)
+
+
+def sinusoid_table(length: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    idx = torch.arange(0, dim, 2, dtype=torch.float64)
+    angle = pos / base ** (idx / dim)
+    table = torch.zeros(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : dim // 2])
+    return table.float()
+
+
+@register("position", "sinusoidal")
+class SinusoidalPosition(Position):
+    """Fixed sine/cosine positions added to the tokens. x: [B, L, D] -> [B, L, D]."""
+
+    paper = "Attention Is All You Need (Vaswani et al. 2017)"
+
+    def __init__(self, dim: int, num_tokens: int, base: float = 10000.0) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoid_table(num_tokens, dim, base), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[: x.shape[1]].to(x.dtype)
+
+
+@register("position", "rotary")
+class RotaryPosition(Position):
+    """Rotary embedding applied to queries and keys per head. q, k: [B, H, L, Dh] -> same."""
+
+    applies_to = "qk"
+    paper = "RoFormer: Enhanced Transformer with Rotary Position Embedding (Su et al. 2021)"
+
+    def __init__(self, dim: int, heads: int, num_tokens: int, base: float = 10000.0,
+                 fraction: float = 1.0) -> None:
+        super().__init__()
+        head_dim = dim // heads
+        rot = int(head_dim * fraction) // 2 * 2
+        if rot < 2:
+            raise ConfigError(f"rotary positions need at least 2 rotated dims per head; head dim is {head_dim}, fraction {fraction}")
+        self.rot = rot
+        inv = 1.0 / base ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot)
+        angle = torch.arange(num_tokens, dtype=torch.float64)[:, None] * inv[None]
+        self.register_buffer("cos", angle.cos().float(), persistent=False)
+        self.register_buffer("sin", angle.sin().float(), persistent=False)
+
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        L = x.shape[-2]
+        cos = self.cos[:L].to(x.dtype)
+        sin = self.sin[:L].to(x.dtype)
+        xr, rest = x[..., : self.rot], x[..., self.rot:]
+        x1, x2 = xr[..., : self.rot // 2], xr[..., self.rot // 2:]
+        out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        return torch.cat([out, rest], dim=-1)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._rotate(q), self._rotate(k)
+
+
+@register("position", "alibi")
+class AlibiPosition(Position):
+    """ALiBi: a per-head linear distance penalty added to the attention scores -> [H, L, L]."""
+
+    applies_to = "bias"
+    paper = "Train Short, Test Long: Attention with Linear Biases (Press et al. 2022)"
+
+    def __init__(self, heads: int) -> None:
+        super().__init__()
+        self.register_buffer("slopes", self.slopes_for(heads), persistent=False)
+
+    @staticmethod
+    def slopes_for(heads: int) -> torch.Tensor:
+        # The paper's geometric sequence; for a head count that is not a power of two it
+        # interleaves the slopes of the next power of two, as the reference code does.
+        def pow2(n: int) -> list[float]:
+            start = 2 ** (-8 / n)
+            return [start ** (i + 1) for i in range(n)]
+
+        if math.log2(heads).is_integer():
+            s = pow2(heads)
+        else:
+            low = 2 ** math.floor(math.log2(heads))
+            s = pow2(low) + pow2(2 * low)[0::2][: heads - low]
+        return torch.tensor(s, dtype=torch.float32)
+
+    def forward(self, length: int) -> torch.Tensor:
+        pos = torch.arange(length, device=self.slopes.device)
+        dist = (pos[None, :] - pos[:, None]).abs().float()
+        return -self.slopes[:, None, None] * dist[None]
