@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/anyformer show vit
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache
