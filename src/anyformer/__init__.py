@@ -24,9 +24,8 @@ def create(source: str | Path | dict[str, Any] | ModelConfig = "vit", **override
     """Build a model from a preset name, a YAML path, a dict or a ModelConfig; keyword
     overrides set model fields (`depth=2`, `mixer="linear"`) or component options
     (`num_classes=10`, `vocab_size=256`, `image_size=8`)."""
-    from anyformer.nn.model import AnyFormer
-
-    return AnyFormer(model_config(source, **overrides))
+    cfg = model_config(source, **overrides)
+    return build("arch", cfg.arch.name, config=cfg, **cfg.arch.options)
 
 
 def list_presets() -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anyformer import registry
 from anyformer.errors import ConfigError, suggest
@@ -78,9 +78,11 @@ class LayerOverride(BaseModel):
 
 
 class ScheduleConfig(BaseModel):
-    """How the depth is laid out: per-layer overrides, weight sharing, dropped layers."""
+    """How the depth is laid out: per-layer overrides, weight sharing, dropped layers, and a
+    transition module between consecutive layers (e.g. Informer's distilling)."""
 
     model_config = ConfigDict(extra="forbid")
+    transition: ComponentSpec | None = Field(None, description="module applied between consecutive layers (see `anyformer list transition`)")
     overrides: list[LayerOverride] = Field(default_factory=list, description="per-layer mixer/ffn replacements")
     share: int | None = Field(None, ge=1, description="number of distinct blocks reused cyclically across depth (None: no sharing)")
     drop: list[int] = Field(default_factory=list, description="layer indices skipped in the forward pass (weights kept)")
@@ -91,6 +93,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
     preset: str | None = Field(None, description="preset this config started from (informational once resolved)")
+    arch: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="stack"), description="model-level architecture (see `anyformer list arch`); 'stack' is encoder -> layers -> head")
     dim: int = Field(128, ge=1, description="width of every token")
     depth: int = Field(4, ge=1, description="number of layers")
     heads: int = Field(4, ge=1, description="attention heads (dim must be divisible by heads)")
@@ -112,7 +115,9 @@ class ModelConfig(BaseModel):
         if self.dim % self.heads:
             divisors = [h for h in range(1, min(self.dim, 64) + 1) if self.dim % h == 0]
             raise ConfigError(f"model.dim {self.dim} is not divisible by model.heads {self.heads}; heads could be one of {divisors}")
-        for kind in ("mixer", "ffn", "norm", "position", "encoder", "head"):
+        if self.schedule.transition is not None:
+            self.schedule.transition.check("transition", "model.schedule.transition")
+        for kind in ("arch", "mixer", "ffn", "norm", "position", "encoder", "head"):
             spec = getattr(self, kind)
             if spec is not None:
                 spec.check(kind, f"model.{kind}")
@@ -133,7 +138,7 @@ class ModelConfig(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-COMPONENT_FIELDS = {"mixer": "mixer", "ffn": "ffn", "norm": "norm", "position": "position",
+COMPONENT_FIELDS = {"arch": "arch", "mixer": "mixer", "ffn": "ffn", "norm": "norm", "position": "position",
                     "encoder": "encoder", "head": "head"}
 
 

@@ -16,11 +16,11 @@ import pydantic
 
 from anyformer.errors import ConfigError, suggest, unknown
 
-KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "task")
+KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "transition", "arch", "task")
 
 # Arguments the model supplies to a component from its own config; a user never sets them
 # as component options (they are model fields: dim, heads, max_len, causal, grid, ...).
-CONTEXT_KEYS = frozenset({"dim", "heads", "max_len", "causal", "grid", "num_tokens"})
+CONTEXT_KEYS = frozenset({"dim", "heads", "max_len", "causal", "grid", "num_tokens", "config"})
 
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 _LOADED = False

@@ -14,6 +14,7 @@ class ClassifierHead(nn.Module):
     `multi_label` marks the logits as independent sigmoids (trained with BCE)."""
 
     paper = ""
+    problem = "classification"
 
     def __init__(self, dim: int, num_classes: int = 2, multi_label: bool = False,
                  dropout: float = 0.0) -> None:
@@ -95,6 +96,7 @@ class LMHead(nn.Module):
     weight with the token embedding (Press & Wolf 2017)."""
 
     paper = "Using the Output Embedding to Improve Language Models (Press & Wolf 2017)"
+    problem = "lm"
 
     def __init__(self, dim: int, vocab_size: int = 256, tie: bool = True, bias: bool = False) -> None:
         super().__init__()
@@ -112,6 +114,7 @@ class ForecastHead(nn.Module):
     variate, iTransformer) -> its own H values, [B, N, D] -> [B, H, N]."""
 
     paper = "PatchTST (Nie et al. 2023) flatten head; iTransformer (Liu et al. 2024) projection"
+    problem = "forecast"
 
     def __init__(self, dim: int, num_tokens: int, horizon: int = 96, channels: int = 1,
                  per_token: bool = False, dropout: float = 0.0) -> None:

@@ -17,9 +17,14 @@ def _build(kind: str, spec: ComponentSpec, **context: Any) -> nn.Module:
     return registry.build(kind, spec.name, **context, **spec.options)
 
 
+@registry.register("arch", "stack")
 class AnyFormer(nn.Module):
-    """Any Transformer variant. forward(x, mask=None, return_hidden=False) -> output
-    (and every layer's hidden state [B, L, D] when `return_hidden`)."""
+    """Encoder -> layer schedule (with optional transitions between layers) -> final norm ->
+    head. forward(x, mask=None, return_hidden=False) -> output (and every layer's hidden
+    state [B, L, D] when `return_hidden`). Other architectures subclass it and reuse
+    `make_block` / `make_head`."""
+
+    paper = "Attention Is All You Need (Vaswani et al. 2017)"
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -48,37 +53,61 @@ class AnyFormer(nn.Module):
                     ffn_for[b] = ov.ffn
         self.dropped = set(c.schedule.drop)
 
-        def make_norm() -> nn.Module:
-            return _build("norm", c.norm, dim=c.dim)
+        # Transitions (e.g. distilling) between consecutive layers change the length seen
+        # by later layers: each block is built for the longest input it will get.
+        n_trans = c.depth - 1 if c.schedule.transition is not None else 0
+        self.transitions = nn.ModuleList(
+            _build("transition", c.schedule.transition, dim=c.dim) for _ in range(n_trans)
+        )
+        lengths, grids = [num_tokens], [grid]
+        for layer in range(1, c.depth):
+            t = self.transitions[layer - 1] if self.transitions else None
+            lengths.append(t.out_length(lengths[-1]) if t is not None else lengths[-1])
+            grids.append(t.out_grid(grids[-1]) if t is not None else grids[-1])
+        blocks: dict[int, Block] = {}
+        for layer, b in enumerate(self.layer_blocks):
+            if b not in blocks:
+                blocks[b] = self.make_block(mixer_for[b], ffn_for[b], lengths[layer], grids[layer])
+        self.blocks = nn.ModuleList(blocks[b] for b in range(n_blocks))
+        self.final_norm = self.make_norm() if c.final_norm else None
+        self.head = self.make_head(lengths[-1])
 
-        context = dict(dim=c.dim, heads=c.heads, max_len=num_tokens, causal=c.causal, grid=grid, num_tokens=num_tokens)
-        blocks = []
-        for b in range(n_blocks):
-            mixer = _build("mixer", mixer_for[b], **context)
-            if self.position.applies_to in ("qk", "bias"):
-                mixer.set_position(self.position)
-            if self.encoder.may_pad and not getattr(mixer, "supports_mask", True):
-                raise ConfigError(
-                    f"mixer {mixer_for[b].name!r} cannot honour the padding mask of encoder {c.encoder.name!r}; "
-                    f"drop pad_id or use one of: {mixers_supporting('supports_mask')}"
-                )
-            ffn = _build("ffn", ffn_for[b], **context)
-            ffn2 = _build("ffn", ffn_for[b], **context) if c.layout == "macaron" else None
-            blocks.append(Block(mixer, ffn, make_norm, c.norm.placement, c.layout, c.dropout, ffn2))
-        self.blocks = nn.ModuleList(blocks)
-        self.final_norm = make_norm() if c.final_norm else None
+    def make_norm(self) -> nn.Module:
+        return _build("norm", self.config.norm, dim=self.config.dim)
 
-        hints = {k: v for k, v in self.encoder.head_hints().items() if k not in c.head.options}
+    def make_block(self, mixer_spec: ComponentSpec, ffn_spec: ComponentSpec, length: int,
+                   grid: tuple[int, int] | None, causal: bool | None = None) -> Block:
+        """One block for inputs of up to `length` tokens, positions attached as configured."""
+        c = self.config
+        context = dict(dim=c.dim, heads=c.heads, max_len=length, grid=grid, num_tokens=length,
+                       causal=c.causal if causal is None else causal)
+        mixer = _build("mixer", mixer_spec, **context)
+        if self.position.applies_to in ("qk", "bias"):
+            mixer.set_position(self.position)
+        if self.encoder.may_pad and not getattr(mixer, "supports_mask", True):
+            raise ConfigError(
+                f"mixer {mixer_spec.name!r} cannot honour the padding mask of encoder {c.encoder.name!r}; "
+                f"drop pad_id or use one of: {mixers_supporting('supports_mask')}"
+            )
+        ffn = _build("ffn", ffn_spec, **context)
+        ffn2 = _build("ffn", ffn_spec, **context) if c.layout == "macaron" else None
+        return Block(mixer, ffn, self.make_norm, c.norm.placement, c.layout, c.dropout, ffn2)
+
+    def make_head(self, num_tokens: int) -> nn.Module:
+        """The configured head, with defaults the encoder hints at (vocab, channels, ...)."""
+        c = self.config
         head_cls = registry.get("head", c.head.name)
-        hints = {k: v for k, v in hints.items() if k in registry.option_names(head_cls)}
-        self.head = _build("head", c.head, dim=c.dim, num_tokens=num_tokens, **hints)
-        if getattr(self.head, "tie", False):
+        accepted = registry.option_names(head_cls)
+        hints = {k: v for k, v in self.encoder.head_hints().items() if k not in c.head.options and k in accepted}
+        head = _build("head", c.head, dim=c.dim, num_tokens=num_tokens, **hints)
+        if getattr(head, "tie", False):
             emb = getattr(self.encoder, "embedding", None)
-            if emb is None or emb.weight.shape != self.head.fc.weight.shape:
+            if emb is None or emb.weight.shape != head.fc.weight.shape:
                 raise ConfigError(
                     f"head {c.head.name!r} tie=true needs a token encoder with the same vocabulary; set head.tie=false"
                 )
-            self.head.fc.weight = emb.weight
+            head.fc.weight = emb.weight
+        return head
 
     @property
     def num_tokens(self) -> int:
@@ -91,10 +120,11 @@ class AnyFormer(nn.Module):
         tokens = self.input_drop(tokens)
         hidden: list[torch.Tensor] = []
         for layer, b in enumerate(self.layer_blocks):
-            if layer in self.dropped:
-                continue
-            tokens = self.blocks[b](tokens, mask)
+            if layer not in self.dropped:
+                tokens = self.blocks[b](tokens, mask)
             hidden.append(tokens)
+            if layer < len(self.transitions):
+                tokens, mask = self.transitions[layer](tokens, mask)
         if self.final_norm is not None:
             tokens = self.final_norm(tokens, mask)
         out = self.encoder.postprocess(self.head(tokens, mask, hidden))
@@ -119,6 +149,7 @@ class AnyFormer(nn.Module):
             report[f"block {i} mixer"] = count(block.mixer)
             report[f"block {i} ffn"] = sum(count(s.fn) for s in block.sublayers if s.fn is not block.mixer)
             report[f"block {i} norms"] = count(block)
+        report["transitions"] = count(self.transitions)
         report["final norm"] = count(self.final_norm)
         report["head"] = count(self.head)
         report["total"] = sum(p.numel() for p in self.parameters())  # parameters() dedups shared ones

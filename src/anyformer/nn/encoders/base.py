@@ -15,7 +15,8 @@ class Encoder(nn.Module):
     (`head_hints`) and undo their own transforms on the head's output (`postprocess`)."""
 
     paper: ClassVar[str] = ""
-    # A batch the generic tests feed this encoder, built from its own options.
+    # The input family this encoder reads: 'tokens', 'images', 'series' or 'tabular'.
+    modality: ClassVar[str] = ""
     num_tokens: int
     grid: tuple[int, int] | None = None
     num_prefix_tokens: int = 0

@@ -40,6 +40,7 @@ class PatchEncoder(Encoder):
     strided 3x3 convolutions (patch size a power of two)."""
 
     paper = "An Image is Worth 16x16 Words (Dosovitskiy et al. 2021)"
+    modality = "images"
 
     def __init__(self, dim: int, image_size: int | tuple[int, int] = 32,
                  patch_size: int | tuple[int, int] = 4, channels: int = 3,

@@ -49,6 +49,7 @@ class SeriesEncoder(Encoder):
     input series and `postprocess` restores the scale of forecasts [B, H, C]."""
 
     paper = "PatchTST (Nie et al. 2023); iTransformer (Liu et al. 2024); RevIN (Kim et al. 2022)"
+    modality = "series"
 
     def __init__(self, dim: int, max_len: int, channels: int = 1, mode: str = "step",
                  patch_len: int = 16, stride: int = 8, revin: bool = False) -> None:

@@ -19,6 +19,7 @@ class TabularEncoder(Encoder):
     -> tokens [B, n + m (+1), D]."""
 
     paper = "Revisiting Deep Learning Models for Tabular Data (Gorishniy et al. 2021)"
+    modality = "tabular"
     example_options = {"num_numeric": 3, "categories": [4, 2]}
 
     def __init__(self, dim: int, num_numeric: int = 0, categories: list[int] | None = None,

@@ -18,6 +18,7 @@ class TokenEncoder(Encoder):
     [CLS] token (BERT, Devlin et al. 2019)."""
 
     paper = "BERT (Devlin et al. 2019) / byte-level models"
+    modality = "tokens"
 
     def __init__(self, dim: int, max_len: int, vocab_size: int = 256, pad_id: int | None = None,
                  cls_token: bool = False, init_std: float = 0.02) -> None:

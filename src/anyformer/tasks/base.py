@@ -1,0 +1,152 @@
+"""The Task contract: data splits + default encoder and head + loss + metrics.
+
+A task is registered as kind "task"; its `__init__` keywords are its options (validated
+like any component's). Splits live in memory as tensors (`Split`), so batching is a
+seeded permutation and a position in it: exact to resume, no worker processes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from anyformer.errors import DataError
+from anyformer.tasks import metrics as M
+
+Inputs = torch.Tensor | dict[str, torch.Tensor]
+
+
+@dataclass
+class Batch:
+    """One batch: model inputs (tensor or dict of tensors), padding mask, targets."""
+
+    inputs: Inputs
+    target: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        inputs = {k: move(v) for k, v in self.inputs.items()} if isinstance(self.inputs, dict) else move(self.inputs)
+        return Batch(inputs, move(self.target), move(self.mask))
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+
+@dataclass
+class Split:
+    """A split held as tensors; `transform` turns stored inputs (e.g. uint8) into model
+    inputs batch by batch, so large image sets stay compact in memory."""
+
+    inputs: Inputs
+    target: torch.Tensor
+    mask: torch.Tensor | None = None
+    transform: Callable[[Inputs], Inputs] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.target)
+        sizes = [len(v) for v in self.inputs.values()] if isinstance(self.inputs, dict) else [len(self.inputs)]
+        if any(s != n for s in sizes) or (self.mask is not None and len(self.mask) != n):
+            raise DataError(f"split inputs ({sizes}) and targets ({n}) differ in length")
+
+    def __len__(self) -> int:
+        return int(len(self.target))
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        inputs = {k: v[index] for k, v in self.inputs.items()} if isinstance(self.inputs, dict) else self.inputs[index]
+        if self.transform is not None:
+            inputs = self.transform(inputs)
+        return Batch(inputs, self.target[index], None if self.mask is None else self.mask[index])
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        inputs = {k: v[index] for k, v in self.inputs.items()} if isinstance(self.inputs, dict) else self.inputs[index]
+        return Split(inputs, self.target[index], None if self.mask is None else self.mask[index], self.transform)
+
+
+class Task:
+    """Base of every task. Subclasses set the class attributes and implement `build_splits`
+    and `model_defaults`; loss and metrics follow from `problem` unless overridden.
+
+    problem: 'classification' (targets: class index [N], or multi-hot [N, K] when
+    `multi_label`), 'forecast' (targets [N, H, C]), 'lm' (targets [N, L], -100 = ignore).
+    modality: which encoder family the inputs need ('images', 'tokens', 'series', 'tabular').
+    """
+
+    problem: ClassVar[str] = "classification"
+    modality: ClassVar[str] = "tokens"
+    primary_metric: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool] = True
+    paper: ClassVar[str] = ""
+    # Options the test suite uses to make a small, fast instance of this task.
+    example_options: ClassVar[dict] = {}
+    multi_label: bool = False
+
+    def __init__(self) -> None:
+        self._splits: dict[str, Split] | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self, "registry_name", type(self).__name__)
+
+    # -- data
+    def build_splits(self) -> dict[str, Split]:
+        """Return {'train': ..., 'val': ..., 'test': ...} (more splits may follow)."""
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, Split]:
+        if self._splits is None:
+            splits = self.build_splits()
+            for name in ("train", "val", "test"):
+                if name not in splits or len(splits[name]) == 0:
+                    raise DataError(f"task {self.name!r}: the {name} split is empty; give it more data or change the split options")
+            self._splits = splits
+        return self._splits
+
+    def eval_splits(self) -> list[str]:
+        """Splits evaluated during and after training (besides the training loss)."""
+        return ["val", "test"]
+
+    # -- model
+    def model_defaults(self) -> dict[str, Any]:
+        """Model fields for this data: {'encoder': spec, 'head': spec, 'max_len': n, ...}.
+        The encoder/head of a preset of the same modality/problem is kept, with the
+        options named in `required_options` forced to the data's values."""
+        raise NotImplementedError
+
+    def required_options(self) -> dict[str, dict[str, Any]]:
+        """Facts of the data every encoder/head must take (image size, classes, vocab)."""
+        return {}
+
+    # -- objective
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.problem == "classification":
+            if self.multi_label:
+                return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))
+            return F.cross_entropy(output, target)
+        if self.problem == "forecast":
+            return F.mse_loss(output, target.to(output.dtype))
+        if self.problem == "lm":
+            return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1), ignore_index=-100)
+        raise NotImplementedError(f"task {self.name!r} defines no loss for problem {self.problem!r}")
+
+    def compact(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shrink one batch's output before it is kept for `metrics` (LM logits are huge:
+        keep each real token's negative log-likelihood and hit instead)."""
+        if self.problem == "lm":
+            return M.lm_token_stats(output, target), target.new_zeros(0)
+        return output, target
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """Metrics over a whole split: the `compact` outputs of every batch, concatenated."""
+        if self.problem == "classification":
+            if self.multi_label:
+                return M.multilabel_metrics(output, target)
+            return {"accuracy": M.accuracy(output, target), "macro_f1": M.macro_f1(output.argmax(-1), target, output.shape[-1])}
+        if self.problem == "forecast":
+            return {"mse": M.mse(output, target), "mae": M.mae(output, target)}
+        if self.problem == "lm":
+            return M.lm_metrics(output)
+        raise NotImplementedError(f"task {self.name!r} defines no metrics for problem {self.problem!r}")

@@ -1,0 +1,82 @@
+"""Fit a model config to a task: precedence preset < task defaults < the user's own fields,
+then the data's facts (image size, classes, vocabulary) are forced."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from anyformer import registry
+from anyformer.config import ModelConfig, merge_model, model_config, read_yaml, looks_like_path
+from anyformer.errors import ConfigError
+from anyformer.tasks.base import Task
+
+
+def _name(spec: Any) -> str | None:
+    return spec if isinstance(spec, str) else (spec or {}).get("name")
+
+
+def _fits(kind: str, spec: Any, task: Task) -> bool:
+    name = _name(spec)
+    if not name:
+        return False
+    cls = registry.get(kind, name)
+    if kind == "encoder":
+        return getattr(cls, "modality", None) == task.modality
+    return getattr(cls, "problem", None) == task.problem
+
+
+def raw_model_dict(source: str | dict[str, Any] | ModelConfig | None) -> dict[str, Any]:
+    """The user's own model fields (preset named, not yet expanded)."""
+    if source is None:
+        return {}
+    if isinstance(source, ModelConfig):
+        return source.to_dict()
+    if isinstance(source, str):
+        if looks_like_path(source):
+            data = read_yaml(source)
+            return copy.deepcopy(data.get("model", data))
+        return {"preset": source}
+    return copy.deepcopy(source.get("model", source) if "model" in source else source)
+
+
+def model_for_task(source: str | dict[str, Any] | ModelConfig | None, task: Task,
+                   **overrides: Any) -> ModelConfig:
+    """A validated ModelConfig for `task` from a preset / YAML / dict and overrides."""
+    from anyformer.presets import load_preset
+
+    user = raw_model_dict(source)
+    preset = user.pop("preset", None)
+    base = load_preset(preset)["model"] if preset else {}
+    defaults = task.model_defaults()
+    fitted = copy.deepcopy(base)
+    for kind in ("encoder", "head"):
+        if kind in user and _name(user[kind]) and not _fits(kind, user[kind], task):
+            raise ConfigError(
+                f"model.{kind} {_name(user[kind])!r} does not fit task {task.name!r} "
+                f"({'inputs are ' + task.modality if kind == 'encoder' else 'problem is ' + task.problem}); leave it unset to use {_name(defaults[kind])!r}"
+            )
+        if kind not in fitted or not _fits(kind, fitted[kind], task):
+            fitted[kind] = copy.deepcopy(defaults[kind])
+            if kind == "head" and task.problem == "classification" and (user.get("causal", base.get("causal"))):
+                # A causal model's first token sees nothing else: classify from the last one.
+                fitted["head"]["name"] = "last"
+                if isinstance(fitted.get("encoder"), dict) and "cls_token" in fitted["encoder"]:
+                    fitted["encoder"]["cls_token"] = False
+        elif _name(fitted[kind]) == _name(defaults[kind]):
+            # Same component as the task's default: the task's tuned options beat the preset's.
+            fitted[kind] = {**({"name": fitted[kind]} if isinstance(fitted[kind], str) else fitted[kind]), **defaults[kind]}
+    for key, value in defaults.items():
+        if key not in ("encoder", "head"):
+            fitted[key] = value
+    merged = merge_model(fitted, user)
+    for kind, facts in task.required_options().items():
+        spec = merged.get(kind)
+        if spec is None:
+            continue
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        accepted = registry.option_names(registry.get(kind, spec["name"]))
+        spec.update({k: v for k, v in facts.items() if k in accepted})
+        merged[kind] = spec
+    if preset:
+        merged["preset"] = preset
+    return model_config(merged, **overrides)
