@@ -28,6 +28,13 @@ def create(source: str | Path | dict[str, Any] | ModelConfig = "vit", **override
     return build("arch", cfg.arch.name, config=cfg, **cfg.arch.options)
 
 
+def load(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained run directory -> (model with its trained weights, resolved config)."""
+    from anyformer.train.loop import load_run
+
+    return load_run(run_dir)
+
+
 def list_presets() -> list[str]:
     from anyformer.presets import list_presets as _list
 
@@ -36,5 +43,5 @@ def list_presets() -> list[str]:
 
 __all__ = [
     "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig",
-    "build", "create", "list_components", "list_presets", "model_config", "register",
+    "build", "create", "list_components", "list_presets", "load", "model_config", "register",
 ]

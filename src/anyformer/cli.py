@@ -74,6 +74,78 @@ def show_cmd(
     console.print(table)
 
 
+def _run_config(config: Optional[str], set_: list[str], **flags):
+    from anyformer.config import parse_assignments, run_config
+
+    overrides = parse_assignments(set_)
+    for key, value in flags.items():
+        if value is not None:
+            overrides[f"train.{key}"] = value
+    return run_config(config, overrides)
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[str] = typer.Argument(None, help="run YAML (model, task, train); omitted: vit on digits"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. train.lr=3e-4, task.p=113, mixer=linear"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<preset>-<task>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out exactly"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps"),
+    max_time: Optional[float] = typer.Option(None, "--max-time", help="stop after this many seconds"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    skip_nonfinite: Optional[int] = typer.Option(None, "--skip-nonfinite", help="skip up to N batches with a non-finite loss"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+) -> None:
+    """Train a model on a task; writes a run directory (config, metrics, weights, state)."""
+    from anyformer.train import train
+
+    run = _run_config(config, set_, steps=steps, max_time=max_time, device=device, seed=seed,
+                      skip_nonfinite=skip_nonfinite, compile=compile_)
+    out = out or f"runs/{run.model.get('preset', 'model')}-{run.task.name}"
+    summary = train(run, out, resume=resume)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    table = Table(title=f"{summary['task']}: {summary['steps']} steps ({summary['stopped']}), {summary['train_seconds']:.0f} s")
+    metrics = sorted({k for m in summary["final"].values() for k in m})
+    table.add_column("split")
+    for k in metrics:
+        table.add_column(k, justify="right")
+    for split, vals in summary["final"].items():
+        table.add_row(split, *(f"{vals[k]:.4f}" if k in vals else "" for k in metrics))
+    console.print(table)
+    console.print(f"run directory: {out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: str = typer.Argument(..., help="a run directory written by `anyformer train`"),
+    split: list[str] = typer.Option(["test"], "--split", help="split(s) to evaluate"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Evaluate a trained run on its task's splits."""
+    from anyformer.config import run_config
+    from anyformer.train.evaluate import evaluate
+    from anyformer.train.loop import build_task, load_run, pick_device
+
+    model, config = load_run(run_dir)
+    run = run_config({"task": config["task"]})
+    task = build_task(run)
+    dev = pick_device(device)
+    model.to(dev)
+    valid = list(task.splits())
+    results = {}
+    for s in split:
+        if s not in valid:
+            from anyformer.errors import unknown
+
+            raise unknown("split", s, valid)
+        results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev)
+    _print_summary({"task": task.name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning anyformer errors into one line and exit code 2."""
     args = sys.argv[1:] if argv is None else argv

@@ -1,0 +1,341 @@
+"""The training loop: plain PyTorch, exact resume, one process or DDP."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+import anyformer as af
+from anyformer import registry
+from anyformer.config import RunConfig
+from anyformer.errors import ConfigError, TrainingError
+from anyformer.tasks.resolve import model_for_task
+from anyformer.train import checkpoint as ckpt
+from anyformer.train import distributed as D
+from anyformer.train.data import DataCursor
+from anyformer.train.evaluate import autocast_for, evaluate, model_kwargs
+from anyformer.train.logging import RunLogger
+from anyformer.train.optim import make_optimizer, make_scheduler
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} is not available on this machine (no CUDA); use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_task(run: RunConfig):
+    return registry.build("task", run.task.name, **run.task.options)
+
+
+def resolved_config(run: RunConfig, model_cfg) -> dict[str, Any]:
+    return {
+        "model": model_cfg.to_dict(),
+        "task": run.task.model_dump(mode="json"),
+        "train": run.train.model_dump(mode="json"),
+    }
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate((meta["python_rng"][0], tuple(meta["python_rng"][1]), meta["python_rng"][2]))
+    np_state = meta["numpy_rng"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+
+
+def _rng_meta() -> dict[str, Any]:
+    py = random.getstate()
+    npst = np.random.get_state()
+    return {"python_rng": [py[0], list(py[1]), py[2]],
+            "numpy_rng": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
+
+
+def aux_loss(model: nn.Module) -> torch.Tensor | float:
+    """Sum of the auxiliary losses components expose (MoE balancing, router z-loss)."""
+    total: torch.Tensor | float = 0.0
+    for m in model.modules():
+        extra = getattr(m, "aux_loss", None)
+        if isinstance(extra, torch.Tensor):
+            total = total + extra
+    return total
+
+
+def expert_usage(model: nn.Module) -> dict[str, list[float]]:
+    out = {}
+    for name, m in model.named_modules():
+        usage = getattr(m, "expert_usage", None)
+        if isinstance(usage, torch.Tensor):
+            out[name] = [round(float(u), 4) for u in usage]
+    return out
+
+
+class Trainer:
+    """Train one run into `out_dir`. `fit()` returns the summary written to summary.json."""
+
+    def __init__(self, run: RunConfig, out_dir: str | Path, resume: bool = False) -> None:
+        self.run, self.cfg, self.out = run, run.train, Path(out_dir)
+        self.device = pick_device(self.cfg.device)
+        self.dist = D.init(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.task = build_task(run)
+        self.splits = self.task.splits()
+        self.model_cfg = model_for_task(run.model, self.task, **run._model_overrides)
+        self.config_dict = resolved_config(run, self.model_cfg)
+        self._check_run_dir(resume)
+        if self.cfg.batch_size < self.cfg.grad_accum * self.dist.world:
+            raise ConfigError(
+                f"train.batch_size {self.cfg.batch_size} is smaller than grad_accum x processes "
+                f"({self.cfg.grad_accum} x {self.dist.world}); raise the batch size"
+            )
+        seed_everything(self.cfg.seed)
+        self.model = af.create(self.model_cfg).to(self.device)
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg)
+        self.step, self.skipped, self.best, self.best_step, self.bad_evals = 0, 0, None, None, 0
+        self.elapsed_before = 0.0
+        self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed)
+        self.metric = self.cfg.metric or self.task.primary_metric
+        self.higher = self.task.higher_is_better if self.cfg.metric is None else not self.metric.lower() in ("loss", "mse", "mae", "perplexity")
+        self.logger = RunLogger(self.out, enabled=self.dist.is_main, progress=self.cfg.progress, total=self.cfg.steps)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
+        if resume:
+            self._restore()
+        self.train_model = self.model
+        if self.cfg.compile:
+            self.train_model = torch.compile(self.model)
+        if self.dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # ------------------------------------------------------------ run directory
+    def _check_run_dir(self, resume: bool) -> None:
+        if not self.out.exists():
+            return
+        ckpt.recover(self.out)
+        if (self.out / "summary.json").exists() and not resume:
+            raise ConfigError(f"{self.out} holds a finished run; choose another --out (its results are kept)")
+        if (self.out / "state.json").exists() and not resume:
+            raise ConfigError(f"{self.out} holds a checkpoint; pass --resume to continue it or choose another --out")
+        if resume and (self.out / "config.yaml").exists():
+            old = yaml.safe_load((self.out / "config.yaml").read_text())
+            strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k not in ("progress", "device")}}  # noqa: E731
+            if strip(old) != strip(self.config_dict):
+                raise ConfigError(f"the config differs from the one {self.out} was started with; resume with the same config or choose another --out")
+
+    def _restore(self) -> None:
+        found = ckpt.read_checkpoint(self.out)
+        if found is None:
+            return  # nothing committed yet: start from scratch
+        tensors, meta = found
+        ckpt.load_weights(self.model, self.out / "model.safetensors")
+        opt_state = ckpt.unflatten_optimizer(tensors, meta["optimizer"])
+        self.optimizer.load_state_dict(opt_state)
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.step, self.skipped = meta["step"], meta["skipped"]
+        self.best, self.best_step, self.bad_evals = meta["best"], meta["best_step"], meta["bad_evals"]
+        self.elapsed_before = meta["elapsed"]
+        self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed, **meta["data"])
+        self.logger.truncate(meta["metrics_bytes"])
+        _set_rng_state(tensors, meta)
+
+    def _checkpoint(self, elapsed: float) -> None:
+        if not self.dist.is_main:
+            return
+        opt_tensors, opt_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
+        meta = {
+            "step": self.step, "skipped": self.skipped, "best": self.best, "best_step": self.best_step,
+            "bad_evals": self.bad_evals, "elapsed": elapsed, "data": self.cursor.state(),
+            "scheduler": self.scheduler.state_dict(), "optimizer": opt_meta,
+            "metrics_bytes": self.logger.size(), **_rng_meta(),
+        }
+        ckpt.write_checkpoint(self.out, self.model, {**opt_tensors, **_rng_state()}, meta)
+
+    # ------------------------------------------------------------ training
+    def _set_progress(self) -> None:
+        fraction = self.step / self.cfg.steps
+        for m in self.model.modules():
+            hook = getattr(m, "set_progress", None)
+            if callable(hook):
+                hook(fraction)
+
+    def _train_step(self) -> float | None:
+        """One optimizer step over the global batch; None when the batch was skipped."""
+        cfg, world, rank = self.cfg, self.dist.world, self.dist.rank
+        indices = self.cursor.take(cfg.batch_size)
+        micro_batches = [c for c in indices.chunk(cfg.grad_accum) if len(c)]
+        total, finite = 0.0, True
+        self._set_progress()
+        for i, micro in enumerate(micro_batches):
+            part = micro.tensor_split(world)[rank]
+            batch = self.splits["train"].batch(part).to(self.device)
+            sync = i == len(micro_batches) - 1 or not self.dist.enabled
+            ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
+            with ctx:
+                with autocast_for(self.device, cfg.precision):
+                    out = self.train_model(batch.inputs, **model_kwargs(batch))
+                loss = self.task.loss(out.float(), batch.target) + aux_loss(self.model)
+                finite = finite and bool(torch.isfinite(loss))
+                weight = world * len(part) / cfg.batch_size
+                (loss * weight).backward()
+            total += float(loss.detach()) * len(part) / cfg.batch_size
+        if not D.all_true(finite, self.dist):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if self.dist.enabled:
+            t = torch.tensor([total], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            total = float(t.item())
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    def _evaluate_all(self) -> dict[str, dict[str, float]]:
+        return {s: evaluate(self.model, self.task, s, self.cfg.eval_batch_size, self.device, self.cfg.precision)
+                for s in self.task.eval_splits()}
+
+    def _after_eval(self, results: dict[str, dict[str, float]]) -> bool:
+        """Track the best val metric; True when early stopping says stop."""
+        value = results.get("val", {}).get(self.metric)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        improved = self.best is None or (value > self.best if self.higher else value < self.best)
+        if improved:
+            self.best, self.best_step, self.bad_evals = value, self.step, 0
+            if self.cfg.early_stopping and self.dist.is_main:
+                ckpt.save_weights(self.model, self.out / "best.safetensors", {"step": str(self.step)})
+            return False
+        self.bad_evals += 1
+        return bool(self.cfg.early_stopping and self.bad_evals >= self.cfg.early_stopping)
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        ckpt_every = cfg.checkpoint_every or cfg.eval_every
+        start = time.perf_counter()
+        elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
+        stopped, window, last_eval = "steps", [], None
+        self.model.train()
+        with self.logger:
+            self.logger.advance(self.step)
+            while self.step < cfg.steps:
+                if cfg.max_time is not None and elapsed() >= cfg.max_time:
+                    stopped = "max_time"
+                    break
+                loss = self._train_step()
+                if loss is None:
+                    self.skipped += 1
+                    if self.skipped > cfg.skip_nonfinite:
+                        raise TrainingError(
+                            f"non-finite loss at step {self.step + 1}; the last good checkpoint is kept in {self.out} "
+                            f"(lower train.lr, set train.grad_clip, or pass --skip-nonfinite N to skip bad batches)"
+                        )
+                    continue
+                self.step += 1
+                window.append(loss)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    record = {"step": self.step, "loss": sum(window) / len(window), "lr": self.scheduler.get_last_lr()[0]}
+                    usage = expert_usage(self.model)
+                    if usage:
+                        record["expert_usage"] = usage
+                    self.logger.log(record)
+                    window = []
+                self.logger.advance(self.step, loss=loss)
+                stop = False
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    last_eval = (self.step, self._evaluate_all())
+                    for split, metrics in last_eval[1].items():
+                        self.logger.log({"step": self.step, "split": split, **metrics})
+                    self.logger.advance(self.step, metric=last_eval[1].get("val", {}).get(self.metric))
+                    stop = self._after_eval(last_eval[1])
+                if self.step % ckpt_every == 0 or self.step == cfg.steps or stop:
+                    self._checkpoint(elapsed())
+                if stop:
+                    stopped = "early_stopping"
+                    break
+        return self._finish(stopped, last_eval, elapsed())
+
+    def _finish(self, stopped: str, last_eval, elapsed: float) -> dict[str, Any]:
+        if self.cfg.early_stopping and (self.out / "best.safetensors").exists():
+            ckpt.load_weights(self.model, self.out / "best.safetensors")
+            last_eval = None
+        if last_eval is None or last_eval[0] != self.step:
+            final = self._evaluate_all()
+        else:
+            final = last_eval[1]
+        summary = {
+            "task": self.task.name, "steps": self.step, "stopped": stopped, "skipped_batches": self.skipped,
+            "metric": self.metric, "higher_is_better": self.higher, "best_val": self.best, "best_step": self.best_step,
+            "final": final, "train_seconds": round(elapsed, 3),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+        if self.dist.is_main:
+            self._checkpoint(elapsed)
+            ckpt.atomic_write_json(self.out / "summary.json", summary)
+        D.barrier(self.dist)
+        return summary
+
+
+def train(run: RunConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    trainer = Trainer(run, out_dir, resume)
+    try:
+        return trainer.fit()
+    finally:
+        D.shutdown(trainer.dist)
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained run directory -> (model with its weights, resolved config dict)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    config = yaml.safe_load(cfg_path.read_text())
+    ckpt.recover(run_dir)
+    model = af.create(config["model"])
+    ckpt.load_weights(model, run_dir / "model.safetensors")
+    model.eval()
+    return model, config
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,96 @@
+"""A run killed with SIGKILL mid-training and resumed ends exactly like an uninterrupted one."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from anyformer.train import checkpoint as ckpt
+
+CONFIG = {
+    "model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2, "dropout": 0.1},
+    "task": {"name": "digits"},
+    "train": {"steps": 300, "batch_size": 16, "eval_every": 50, "checkpoint_every": 5, "log_every": 5,
+              "lr": 3e-3, "warmup_steps": 10, "seed": 3, "progress": False},
+}
+
+
+def _cmd(cfg_path, out, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [sys.executable, "-m", "anyformer", "train", str(cfg_path), "--out", str(out), *extra], env
+
+
+def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(CONFIG))
+    full, killed = tmp_path / "full", tmp_path / "killed"
+
+    cmd, env = _cmd(cfg_path, full)
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+
+    cmd, env = _cmd(cfg_path, killed)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        state = killed / "state.json"
+        try:
+            step = json.loads(state.read_text())["step"] if state.exists() else 0
+        except (json.JSONDecodeError, OSError):
+            step = 0
+        if step >= 60:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run must be killed before it finishes"
+    assert not (killed / "summary.json").exists()
+
+    # A plain restart without --resume refuses to overwrite the checkpoint.
+    cmd, env = _cmd(cfg_path, killed)
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    cmd, env = _cmd(cfg_path, killed, "--resume")
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+
+    assert (killed / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa, sb = json.loads((full / "summary.json").read_text()), json.loads((killed / "summary.json").read_text())
+    assert sa["final"] == sb["final"] and sa["steps"] == sb["steps"] == 300
+
+
+def test_checkpoint_journal_recovery(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    ckpt.write_checkpoint(tmp_path, model, {"x": torch.zeros(1)}, {"step": 1})
+    # Killed after all temporaries and the marker were written: recovery finishes the commit.
+    torch.nn.init.ones_(model.weight)
+    ckpt.save_weights(model, tmp_path / "model.safetensors.tmp")
+    (tmp_path / "state.json.tmp").write_text(json.dumps({"step": 2}))
+    (tmp_path / ckpt.MARKER).write_text("2")
+    _, meta = ckpt.read_checkpoint(tmp_path)
+    assert meta["step"] == 2 and torch.equal(load_file(str(tmp_path / "model.safetensors"))["weight"], torch.ones(2, 3))
+    # Killed while writing temporaries (no marker): they are discarded, the old checkpoint stays.
+    (tmp_path / "state.json.tmp").write_text("{half")
+    _, meta = ckpt.read_checkpoint(tmp_path)
+    assert meta["step"] == 2 and not (tmp_path / "state.json.tmp").exists()
+
+
+def test_load_weights_rejects_a_foreign_file(tmp_path):
+    from anyformer.errors import DataError
+
+    ckpt.save_weights(torch.nn.Linear(3, 2), tmp_path / "w.safetensors")
+    with pytest.raises(DataError, match="does not match"):
+        ckpt.load_weights(torch.nn.Linear(4, 2), tmp_path / "w.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match="not a readable"):
+        ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")
