@@ -27,7 +27,8 @@ def sweep(build: Builder, lengths: Sequence[int], *, device: str | torch.device 
     """Profile `build(L) -> (model, input[, mask])` at each length, shortest first.
 
     Stops at the first failure (out of memory or any error), recording it with what was
-    measured before, and after a length whose median step exceeds `max_step_s` (longer ones
+    measured before ('failure' holds the exception object under 'exception': pop it before
+    saving), and after a length whose median step exceeds `max_step_s` (longer ones
     would only take longer). Returns {'rows': [profile + 'length'], 'failure': {...} | None,
     'stopped': reason | None, 'largest_ok': L | None}."""
     dev = resolve_device(device)
@@ -45,7 +46,7 @@ def sweep(build: Builder, lengths: Sequence[int], *, device: str | torch.device 
             free_memory(dev)
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             out["failure"] = {"length": L, "kind": "out_of_memory" if oom else type(err).__name__,
-                              "message": message}
+                              "message": message, "exception": err}
             out["stopped"] = f"failed at length {L}: {message}"
             break
         row["length"] = L
