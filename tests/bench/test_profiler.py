@@ -52,6 +52,8 @@ def test_cpu_attention_kernel_is_counted():
     q = torch.randn(1, 2, 8, 4)
     total, _ = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
     assert total == 2 * (2 * 8 * 8 * 4) * 2  # QK^T and AV, 2 heads
+    causal, _ = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True))
+    assert causal == total // 2  # the kernel skips the masked half
 
 
 def test_non_embedding_params_exclude_embeddings_exactly():

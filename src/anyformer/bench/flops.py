@@ -7,8 +7,8 @@ counted, as in FlopCounterMode, nanoGPT's and PaLM's MFU. Added here:
 
 - CPU fused attention (`_scaled_dot_product_flash_attention_for_cpu` and its backward),
   which FlopCounterMode leaves at 0: the same count as its CUDA kernels, 4*B*H*Lq*Lk*Dh
-  forward and 2.5x that backward. Causal masking is not discounted (as FlopCounterMode does
-  for CUDA kernels).
+  forward and 2.5x that backward; with `is_causal` the kernel skips the masked half of the
+  score matrix, so half is counted (FlopCounterMode's CUDA formulas do not discount it).
 - FFTs: 5 N log2 N real FLOPs per complex FFT of N points (the Cooley-Tukey count used by
   FFTW's benchmarks); a real-input or real-output FFT counts half, 2.5 N log2 N. A
   multi-dimensional FFT over sizes n1..nk has N = n1*...*nk.
@@ -48,12 +48,15 @@ def fft_c2r_flops(x_shape, dim, *args, out_shape=None, **kwargs) -> int:
     return int(2.5 * n * math.log2(n) * batch) if n > 1 else 0
 
 
-def cpu_sdpa_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(q_shape, k_shape, v_shape)
+def cpu_sdpa_flops(q_shape, k_shape, v_shape, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
+    flops = sdpa_flop_count(q_shape, k_shape, v_shape)
+    return flops // 2 if is_causal else flops
 
 
-def cpu_sdpa_backward_flops(grad_out_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, q_shape, k_shape, v_shape)
+def cpu_sdpa_backward_flops(grad_out_shape, q_shape, k_shape, v_shape, out_shape_, logsumexp_shape,
+                            dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
+    flops = sdpa_backward_flop_count(grad_out_shape, q_shape, k_shape, v_shape)
+    return flops // 2 if is_causal else flops
 
 
 # Ops FlopCounterMode has no formula for, found by running it on every registered mixer
