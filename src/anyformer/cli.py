@@ -144,6 +144,98 @@ def eval_cmd(
             raise unknown("split", s, valid)
         results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev)
     _print_summary({"task": task.name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+# ---------------------------------------------------------------- bench
+def _parse_lengths(text: Optional[str]) -> list[int] | None:
+    from anyformer.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        lengths = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise ConfigError(f"--lengths expects comma-separated integers like 256,1024,4096, got {text!r}") from None
+    if not lengths or lengths[0] < 1:
+        raise ConfigError(f"--lengths must be positive integers, got {text!r}")
+    return lengths
+
+
+def _ms(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    return f"{stats['median_ms']:.1f} [{stats['min_ms']:.1f}-{stats['max_ms']:.1f}]"
+
+
+@app.command("bench")
+def bench_cmd(
+    source: str = typer.Argument(..., help="preset name or YAML path"),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="comma-separated sequence lengths to sweep, e.g. 256,1024,4096"),
+    batch: int = typer.Option(1, "--batch", min=1, help="samples per step"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)"),
+    compile_: bool = typer.Option(False, "--compile", help="time a torch.compile'd model (compile time reported apart)"),
+    set_: list[str] = typer.Option([], "--set", help="override, key=value (e.g. mixer=linear, depth=2)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output directory (default runs/bench-<name>)"),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="timed steps per measurement (median reported)"),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="untimed steps before timing"),
+) -> None:
+    """Cost of a model: params, FLOPs, latency, throughput, peak memory and MFU, over lengths."""
+    from pathlib import Path
+
+    import torch
+
+    from anyformer.bench import plot_sweeps, profile, resolve_device, save_json, sweep
+    from anyformer.bench.inputs import example_model, length_builder
+    from anyformer.config import parse_assignments
+    from anyformer.errors import AnyformerError, TrainingError
+
+    overrides = parse_assignments(set_)
+    dev = resolve_device(device)
+    name = Path(source).stem if source.endswith((".yaml", ".yml")) else source
+    out_dir = Path(out) if out else Path("runs") / f"bench-{name}"
+    length_list = _parse_lengths(lengths)
+    if length_list is None:
+        model, x = example_model(source, overrides, batch)
+        row = profile(model, x, device=dev, repeats=repeats, warmup=warmup, compile=compile_)
+        row["length"] = row["tokens_per_sample"]
+        result = {"rows": [row], "failure": None, "stopped": None, "largest_ok": row["length"]}
+    else:
+        build = length_builder(source, overrides, length_list, batch)
+        with console.status(f"benchmarking {name} on {dev}") as status:
+            result = sweep(build, length_list, device=dev, repeats=repeats, warmup=warmup, compile=compile_,
+                           on_result=lambda r: status.update(f"benchmarking {name} on {dev}: length {r['length']} done"))
+    table = Table(title=f"bench {name} on {dev} (batch {batch}, {torch.get_num_threads()} threads)")
+    for col in ("length", "params", "non-emb", "GFLOP/sample fwd", "GFLOP/sample train", "fwd ms [min-max]",
+                "fwd+bwd ms [min-max]", "train tokens/s", "peak MiB fwd", "peak MiB train", "MFU train"):
+        table.add_column(col, justify="right")
+    if compile_:
+        table.add_column("compile s", justify="right")
+    for r in result["rows"]:
+        fl, mem, fb = r.get("flops", {}), r.get("memory", {}), r.get("forward_backward", {})
+        cells = [str(r["length"]), f"{r['params']['total']:,}", f"{r['params']['non_embedding']:,}",
+                 f"{fl.get('forward_per_sample', 0) / 1e9:.3f}", f"{fl.get('train_step_per_sample', 0) / 1e9:.3f}",
+                 _ms(r.get("forward")), _ms(fb), f"{fb.get('tokens_per_s', 0):,.0f}",
+                 f"{mem.get('forward_peak_bytes', 0) / 2**20:.1f}", f"{mem.get('train_step_peak_bytes', 0) / 2**20:.1f}",
+                 f"{100 * fb.get('mfu', 0):.1f}%"]
+        if compile_:
+            cells.append(f"{r.get('compile_s', 0):.1f}")
+        table.add_row(*cells)
+    console.print(table)
+    rows = result["rows"]
+    if rows:
+        console.print(f"roof: {rows[0]['roof']} = {rows[0]['roof_flops_per_s'] / 1e9:.1f} GFLOP/s (MFU is against it)")
+    failure = result["failure"]
+    err = failure.pop("exception", None) if failure else None
+    report = {"source": source, "overrides": overrides, "batch": batch, "device": str(dev), "compile": compile_,
+              "torch": torch.__version__, **result}
+    json_path = save_json(report, out_dir / "bench.json")
+    png_path = plot_sweeps({name: result}, out_dir / "bench.png", title=f"{name} on {dev}") if rows else None
+    console.print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
+    if failure:
+        fit = f"the largest length that fit was {result['largest_ok']}" if result["largest_ok"] else "no length fit"
+        if failure["kind"] == "out_of_memory":
+            raise TrainingError(f"out of memory at length {failure['length']} (batch {batch}); {fit}; lower --batch or --lengths")
+        if err is None or isinstance(err, AnyformerError):
+            raise err or TrainingError(failure["message"])
+        raise err  # not an anyformer error: a bug, shown with its traceback
 
 
 def main(argv: list[str] | None = None) -> None:
