@@ -25,13 +25,17 @@ class Sublayer(nn.Module):
                  dropout: float = 0.0, scale: float = 1.0) -> None:
         super().__init__()
         self.fn, self.placement, self.scale = fn, placement, scale
-        self.norm_in = make_norm() if placement in ("pre", "peri") else None
-        self.norm_out = make_norm() if placement in ("post", "peri") else None
+        # An absent branch (ffn 'none') is skipped outright: no norms, the input passes through.
+        self.absent = bool(getattr(fn, "absent", False))
+        self.norm_in = make_norm() if placement in ("pre", "peri") and not self.absent else None
+        self.norm_out = make_norm() if placement in ("post", "peri") and not self.absent else None
         self.drop = nn.Dropout(dropout)
         self.takes_mask = getattr(fn, "registry_kind", None) == "mixer"
 
     def branch(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """The residual increment f(...) before a post-norm (pre and peri are complete)."""
+        if self.absent:
+            return torch.zeros_like(x)
         h = self.norm_in(x, mask) if self.norm_in is not None else x
         h = self.fn(h, mask) if self.takes_mask else self.fn(h)
         if self.placement == "peri":
@@ -39,6 +43,8 @@ class Sublayer(nn.Module):
         return self.scale * self.drop(h)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.absent:
+            return x
         out = x + self.branch(x, mask)
         if self.placement == "post":
             out = self.norm_out(out, mask)

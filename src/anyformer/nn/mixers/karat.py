@@ -1,0 +1,76 @@
+"""Fourier-KArAt: a learnable Kolmogorov-Arnold operator over Fourier bases in place of
+softmax, in the paper's modular (low-rank) form."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from anyformer.errors import ConfigError
+from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.registry import register
+
+
+@register("mixer", "karat")
+class FourierKArAt(AttentionMixer):
+    """Modular Fourier-KArAt (Maity et al. 2025). x: [B, L, D] -> [B, L, D].
+
+    Each score row s_i = q_i K^T / sqrt(Dh) in R^N (N = max_len keys) goes through a
+    learnable KAN layer Phi: R^N -> R^r of univariate Fourier functions,
+    Phi_p(s_i) = sum_j sum_{g=1..G} a[p,j,g] cos(g s_ij) + b[p,j,g] sin(g s_ij),
+    and a learnable W in R^{N x r} maps it back: A_i = W Phi(s_i), the low-rank stand-in
+    for the full N x N operator; y_i = A_i V. One operator per head and per layer (the
+    paper's blockwise variant). Masked keys (padding, or the future when causal) are left
+    out of the sum over j and get zero weight in A, so they never reach a query; inputs
+    shorter than max_len use the first L rows/columns. No row normalisation is applied:
+    the operator replaces softmax outright."""
+
+    complexity = "L^2*G*r"
+    paper = "Kolmogorov-Arnold Attention: Is Learnable Attention Better For Vision Transformers? (Maity et al. 2025)"
+    supported_positions = frozenset({"rotary"})
+    example_options = {"rank": 4, "grid_size": 2}
+
+    def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
+                 grid: tuple[int, int] | None = None, bias: bool = True,
+                 grid_size: int = 3, rank: int = 12) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+        if grid_size < 1 or rank < 1:
+            raise ConfigError(f"mixer 'karat': grid_size and rank must be >= 1, got {grid_size} and {rank}")
+        self.grid_size, self.rank = grid_size, rank
+        N = max_len
+        # Fourier-KAN init: the sum over N inputs and G frequencies stays O(1).
+        std = 1.0 / math.sqrt(N * grid_size)
+        self.cos_coef = nn.Parameter(torch.randn(heads, rank, N, grid_size) * std)
+        self.sin_coef = nn.Parameter(torch.randn(heads, rank, N, grid_size) * std)
+        self.lift = nn.Parameter(torch.empty(heads, N, rank).uniform_(-1 / math.sqrt(rank), 1 / math.sqrt(rank)))
+
+    def operator(self, scores: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """The learned attention A [B, H, L, L] from scores [B, H, L, L]; `keep` (bool,
+        broadcastable) marks the (query, key) pairs that may interact."""
+        L = scores.shape[-1]
+        freqs = torch.arange(1, self.grid_size + 1, dtype=scores.dtype, device=scores.device)
+        angle = scores[..., None] * freqs  # [B, H, L, L, G]
+        cos, sin = angle.cos(), angle.sin()
+        if keep is not None:
+            w = keep[..., None].to(scores.dtype)
+            cos, sin = cos * w, sin * w
+        a, b = self.cos_coef[:, :, :L], self.sin_coef[:, :, :L]
+        phi = torch.einsum("bhijg,hpjg->bhip", cos, a) + torch.einsum("bhijg,hpjg->bhip", sin, b)
+        attn = torch.einsum("bhip,hjp->bhij", phi, self.lift[:, :L])
+        if keep is not None:
+            attn = attn * keep.to(attn.dtype)
+        return attn
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = self.check_input(x, mask)
+        L = x.shape[1]
+        q, k, v = self.qkv(x)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        keep = None
+        if self.causal:
+            keep = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()[None, None]
+        if mask is not None:
+            km = mask[:, None, None, :]
+            keep = km if keep is None else keep & km
+        return self.o_proj(self.merge(self.operator(scores, keep) @ v))

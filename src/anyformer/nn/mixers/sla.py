@@ -1,0 +1,87 @@
+"""SLAB's simplified linear attention: ReLU-kernel linear attention plus a depthwise
+convolution on the values."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyformer.errors import ConfigError
+from anyformer.nn.mixers.linear import LinearAttention
+from anyformer.registry import register
+
+
+@register("mixer", "sla")
+class SimplifiedLinearAttention(LinearAttention):
+    """Simplified linear attention, SLA (Guo et al. 2024): O = ReLU(Q)(ReLU(K)^T V) /
+    (ReLU(Q) sum_j ReLU(K_j)) + DWC(V). x: [B, L, D] -> [B, L, D].
+
+    DWC is a depthwise convolution over each head's value channels (shared by the heads, as
+    in the reference code), k x k on the H x W token grid when `grid` is given, width k along
+    the sequence otherwise; `conv: false` leaves plain ReLU linear attention. Causal: the
+    linear part sums over keys j <= i and the convolution only reads the past (left padding
+    in 1-D; in 2-D the kernel is masked to taps above, or left of, the centre in raster
+    order, PixelCNN-style) - the paper itself defines no causal image variant. Padded
+    tokens are removed from the key sums and zeroed before the convolution. The reference
+    also adds a learned positional encoding to K inside the window; here positions come from
+    the model's position component instead."""
+
+    complexity = "L"
+    paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
+    accepts_grid = True
+
+    def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
+                 grid: tuple[int, int] | None = None, num_tokens: int | None = None,
+                 bias: bool = True, conv: bool = True, kernel_size: int = 5,
+                 eps: float = 1e-6, chunk: int = 64) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, feature_map="relu",
+                         eps=eps, chunk=chunk)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ConfigError(f"mixer 'sla': kernel_size must be a positive odd number, got {kernel_size}")
+        if self.grid is not None and num_tokens is not None and num_tokens != self.grid[0] * self.grid[1]:
+            raise ConfigError(
+                f"mixer 'sla' convolves the {self.grid[0]}x{self.grid[1]} token grid and needs exactly "
+                f"{self.grid[0] * self.grid[1]} tokens, the model gives {num_tokens}; set the encoder's cls_token: false"
+            )
+        self.kernel_size = kernel_size
+        self.dwc: nn.Module | None = None
+        if conv:
+            Conv = nn.Conv2d if self.grid is not None else nn.Conv1d
+            # Causal 1-D convolutions pad on the left in forward(); the others pad symmetrically.
+            pad = 0 if causal and self.grid is None else kernel_size // 2
+            self.dwc = Conv(self.head_dim, self.head_dim, kernel_size, padding=pad, groups=self.head_dim)
+            if causal and self.grid is not None:
+                k = kernel_size
+                taps = torch.zeros(k, k, dtype=torch.bool)
+                taps[: k // 2] = True  # rows above the centre
+                taps[k // 2, : k // 2 + 1] = True  # the centre row up to the centre
+                self.register_buffer("causal_taps", taps, persistent=False)
+
+    def local(self, v: torch.Tensor) -> torch.Tensor:
+        """Depthwise convolution of head-split values [B, H, L, Dh] -> [B, H, L, Dh]."""
+        B, H, L, Dh = v.shape
+        v = v.reshape(B * H, L, Dh).transpose(1, 2)  # [BH, Dh, L]
+        if self.grid is not None:
+            gh, gw = self.grid
+            if L != gh * gw:
+                raise ConfigError(f"mixer 'sla' on grid {gh}x{gw} needs exactly {gh * gw} tokens, got {L}; drop the [CLS] token")
+            weight = self.dwc.weight
+            if self.causal:
+                weight = weight * self.causal_taps.to(weight.dtype)
+            out = F.conv2d(v.reshape(B * H, Dh, gh, gw), weight, self.dwc.bias,
+                           padding=self.kernel_size // 2, groups=Dh).flatten(2)
+        elif self.causal:
+            out = self.dwc(F.pad(v, (self.kernel_size - 1, 0)))
+        else:
+            out = self.dwc(v)
+        return out.transpose(1, 2).reshape(B, H, L, Dh)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = self.check_input(x, mask)
+        q, k, v = self.qkv(x)
+        out = self.attend(F.relu(q), F.relu(k), v, mask)
+        if self.dwc is not None:
+            if mask is not None:
+                v = v * mask[:, None, :, None].to(v.dtype)
+            out = out + self.local(v)
+        return self.o_proj(self.merge(out))
