@@ -238,6 +238,43 @@ def bench_cmd(
         raise err  # not an anyformer error: a bug, shown with its traceback
 
 
+@app.command("compare")
+def compare_cmd(
+    task: str = typer.Option(..., "--task", help="task name, e.g. digits, forecast, modular (see `anyformer list task`)"),
+    models: Optional[str] = typer.Option(None, "--models", help="comma-separated: preset, preset+mixer or YAML; default: baseline + every efficient mixer"),
+    budget_s: Optional[float] = typer.Option(None, "--budget-s", help="wall-clock seconds of training per model"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per model (instead of a time budget)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder (default runs/compare-<task>)"),
+    set_: list[str] = typer.Option([], "--set", help="task.*, train.* or model override for every model, e.g. task.horizon=192, train.lr=1e-3, dim=64"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train every model on the task under the same budget; print quality beside cost."""
+    from anyformer.compare import compare
+    from anyformer.config import ComponentSpec, parse_assignments
+    from anyformer.report.table import rich_table
+    from anyformer.tasks.naming import task_spec
+
+    overrides = parse_assignments(set_)
+    spec = task_spec(task)
+    train_over, model_over = {}, {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head == "task" and rest:
+            spec = ComponentSpec.model_validate({**spec.model_dump(), rest: value})
+        elif head == "train" and rest:
+            train_over[rest] = value
+        else:
+            model_over[rest if head == "model" else key] = value
+    spec.check("task", "task")
+    names = [m for m in (models or "").split(",") if m.strip()] or None
+    out = out or f"runs/compare-{spec.name}"
+    rows = compare(spec, names, budget_s=budget_s, steps=steps, out=out, train_overrides=train_over,
+                   model_overrides=model_over, device=device, seed=seed, console=err_console)
+    console.print(rich_table(rows, f"{spec.name}: {len(rows)} models"))
+    console.print(f"results: {out}/results.json, {out}/results.csv, {out}/report.html")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning anyformer errors into one line and exit code 2."""
     args = sys.argv[1:] if argv is None else argv

@@ -116,6 +116,18 @@ class Task:
         options named in `required_options` forced to the data's values."""
         raise NotImplementedError
 
+    def baseline_preset(self) -> str:
+        """The preset `compare` starts from when no models are named."""
+        if self.modality == "images":
+            return "vit"
+        if self.modality == "tokens":
+            return "gpt" if self.problem == "lm" else "bert"
+        return "transformer"
+
+    def train_defaults(self) -> dict[str, Any]:
+        """Training settings that suit this data (a run config's `train` overrides them)."""
+        return {}
+
     def required_options(self) -> dict[str, dict[str, Any]]:
         """Facts of the data every encoder/head must take (image size, classes, vocab)."""
         return {}

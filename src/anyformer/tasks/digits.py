@@ -38,5 +38,8 @@ class DigitsTask(Task):
             "head": {"name": "cls", "num_classes": 10},
         }
 
+    def train_defaults(self) -> dict[str, Any]:
+        return {"steps": 1500, "batch_size": 64, "lr": 2e-3, "warmup_steps": 50, "eval_every": 250, "weight_decay": 0.05}
+
     def required_options(self) -> dict[str, dict[str, Any]]:
         return {"encoder": {"image_size": 8, "channels": 1}, "head": {"num_classes": 10, "multi_label": False}}

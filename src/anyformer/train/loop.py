@@ -16,7 +16,7 @@ from torch import nn
 
 import anyformer as af
 from anyformer import registry
-from anyformer.config import RunConfig
+from anyformer.config import RunConfig, TrainConfig
 from anyformer.errors import ConfigError, TrainingError
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
@@ -46,6 +46,12 @@ def seed_everything(seed: int) -> None:
 
 def build_task(run: RunConfig):
     return registry.build("task", run.task.name, **run.task.options)
+
+
+def with_task_defaults(train_cfg: TrainConfig, task) -> TrainConfig:
+    """Precedence: TrainConfig defaults < the task's suggestions < fields the user set."""
+    mine = train_cfg.model_dump(include=train_cfg.model_fields_set)
+    return TrainConfig.model_validate({**task.train_defaults(), **mine})
 
 
 def resolved_config(run: RunConfig, model_cfg) -> dict[str, Any]:
@@ -111,6 +117,7 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.task = build_task(run)
+        run.train = self.cfg = with_task_defaults(run.train, self.task)
         self.splits = self.task.splits()
         self.model_cfg = model_for_task(run.model, self.task, **run._model_overrides)
         self.config_dict = resolved_config(run, self.model_cfg)

@@ -1,0 +1,55 @@
+"""`anyformer compare`: trains each model, profiles it, ranks, marks the Pareto front,
+writes results.json / results.csv / report.html, and resumes after a kill."""
+import csv
+import json
+
+import pytest
+
+from anyformer.cli import main
+from anyformer.compare import default_models, parse_model_spec
+from anyformer.errors import ConfigError
+from anyformer.report.pareto import pareto_front
+from anyformer.tasks.digits import DigitsTask
+
+SMALL = ["--set", "dim=16", "--set", "depth=1", "--set", "heads=2"]
+
+
+def test_pareto_front():
+    pts = [(0.9, 10.0), (0.8, 5.0), (0.85, 20.0), (0.9, 12.0), (0.5, 1.0)]
+    assert pareto_front(pts) == [True, True, False, False, True]
+
+
+def test_model_specs():
+    assert parse_model_spec("vit+linear").model == {"preset": "vit", "mixer": "linear"}
+    with pytest.raises(ConfigError, match="did you mean 'linear'"):
+        parse_model_spec("vit+linaer")
+    with pytest.raises(ConfigError, match="unknown preset"):
+        parse_model_spec("vitt")
+    names = [s.name for s in default_models(DigitsTask(), {"dim": 16, "heads": 2, "depth": 1})]
+    assert names[0] == "vit" and "vit+linear" in names and "vit+local" in names
+    assert all("softmax" not in n for n in names)
+
+
+def test_compare_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--task", "digits", "--models", "vit,vit+linear", "--steps", "30", "--out", str(out), *SMALL]
+    main(args)
+    printed = capsys.readouterr().out
+    assert "vit+linear" in printed and "test accuracy" in printed and "*" in printed
+    data = json.loads((out / "results.json").read_text())
+    rows = data["rows"]
+    assert [r["model"] for r in rows] == sorted([r["model"] for r in rows], key=lambda m: -next(x["quality"] for x in rows if x["model"] == m))
+    assert all(r["steps"] == 30 and r["params"] > 0 and r["latency_ms"] > 0 and r["flops_per_sample"] > 0 for r in rows)
+    assert rows[0]["pareto_latency"] or rows[0]["pareto_params"]  # the best model is always on a front
+    with open(out / "results.csv") as fh:
+        assert {r["model"] for r in csv.DictReader(fh)} == {"vit", "vit+linear"}
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64") == 3 and "vit+linear" in html
+
+    # Resume: a finished model is read back, not retrained; a missing one is trained.
+    stamp = (out / "vit" / "summary.json").stat().st_mtime_ns
+    (out / "vit+linear" / "summary.json").unlink()
+    main(args)
+    err = capsys.readouterr().err
+    assert "vit: finished earlier" in err and "vit+linear: training" in err
+    assert (out / "vit" / "summary.json").stat().st_mtime_ns == stamp
