@@ -1,7 +1,6 @@
 """Tabular CSV: type inference, overrides, train-only scaling and codes, network-flow quirks, errors."""
 import csv
 
-import numpy as np
 import pytest
 import torch
 

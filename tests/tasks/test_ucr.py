@@ -1,5 +1,4 @@
 """UCR/UEA loader: .ts (multivariate, unequal length) and .tsv files, splits, package lookup, errors."""
-from pathlib import Path
 
 import pytest
 import torch
