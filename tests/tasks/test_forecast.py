@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from anyformer.errors import DataError
+from anyformer.errors import ConfigError, DataError
 from anyformer.tasks import files
 from anyformer.tasks.forecast import ForecastTask
 
@@ -135,5 +135,7 @@ def test_errors(tmp_path):
         ForecastTask(path=path, input_len=8, horizon=12).splits()
     with pytest.raises(DataError, match="needs 14400 rows"):
         ForecastTask(path=path, protocol="ett_hour").splits()
-    with pytest.raises(DataError, match="exactly one of path"):
+    with pytest.raises(ConfigError, match="exactly one of path"):
         ForecastTask()
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        ForecastTask(path=path, horizon=0)

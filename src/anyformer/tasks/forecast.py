@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anyformer.errors import DataError, unknown
+from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task
 from anyformer.tasks.files import column_index, existing_file, package_data, parse_number, read_csv
@@ -81,9 +81,9 @@ class ForecastTask(Task):
         if protocol not in PROTOCOLS:
             raise unknown("forecast protocol", protocol, PROTOCOLS)
         if (path is None) == (source is None):
-            raise DataError("task 'forecast' needs exactly one of path (a CSV file) or source ('statsmodels:co2', ...)")
+            raise ConfigError("task 'forecast' needs exactly one of path (a CSV file) or source ('statsmodels:co2', ...)")
         if input_len < 1 or horizon < 1 or stride < 1:
-            raise DataError(f"task 'forecast': input_len, horizon and stride must be >= 1 (got {input_len}, {horizon}, {stride})")
+            raise ConfigError(f"task 'forecast': input_len, horizon and stride must be >= 1 (got {input_len}, {horizon}, {stride})")
         self.path, self.source, self.input_len, self.horizon = path, source, input_len, horizon
         self.mode, self.target, self.stride, self.protocol = MODES[mode], target, stride, protocol
         self._channels: int | None = None
