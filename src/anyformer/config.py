@@ -410,6 +410,10 @@ def run_config(source: str | Path | dict[str, Any] | None = None, overrides: dic
         if isinstance(inner, ConfigError):
             raise inner from None
         raise _explain_run(err) from None
+    if ":" in run.task.name:
+        from anyformer.tasks.naming import task_spec
+
+        run.task = task_spec(run.task.name, **run.task.options)
     run.task.check("task", "task")
     run._model_overrides = model_overrides
     return run

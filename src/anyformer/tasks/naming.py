@@ -1,18 +1,34 @@
-"""Task names on the command line: `digits`, or `ucr:GunPoint` where the part after the
-colon fills the option the task names in `name_argument`."""
+"""Task names with an argument after a colon: 'ucr:GunPoint' is task 'ucr' with dataset='GunPoint'."""
 from __future__ import annotations
 
-from anyformer import registry
-from anyformer.config import ComponentSpec
+from typing import Any
+
 from anyformer.errors import ConfigError
 
+# The option a 'name:ARG' task name sets, per task.
+ARGUMENT_OPTION = {"ucr": "dataset", "forecast": "path"}
 
-def task_spec(text: str) -> ComponentSpec:
-    name, _, arg = text.partition(":")
-    cls = registry.get("task", name)
+
+def parse_task_name(name: str) -> tuple[str, dict[str, Any]]:
+    """('ucr', {'dataset': 'GunPoint'}) for 'ucr:GunPoint'; a plain name comes back with {}.
+    'forecast:statsmodels:co2' sets source, 'forecast:FILE.csv' sets path."""
+    base, sep, arg = name.partition(":")
+    if not sep:
+        return name, {}
+    if base not in ARGUMENT_OPTION:
+        raise ConfigError(f"task {base!r} takes no ':' argument; tasks that do: {', '.join(f'{k}:{v.upper()}' for k, v in ARGUMENT_OPTION.items())}")
     if not arg:
-        return ComponentSpec(name=name)
-    option = getattr(cls, "name_argument", None)
-    if option is None:
-        raise ConfigError(f"task {name!r} takes no ':argument' (got {text!r}); set its options with --set task.KEY=VALUE")
-    return ComponentSpec.model_validate({"name": name, option: arg})
+        raise ConfigError(f"task name {name!r} has nothing after ':'; e.g. ucr:GunPoint")
+    if base == "forecast" and arg.split(":", 1)[0] in ("statsmodels", "synthetic"):
+        return base, {"source": arg}
+    return base, {ARGUMENT_OPTION[base]: arg}
+
+
+def task_spec(text: str, **options: Any) -> "ComponentSpec":
+    """The ComponentSpec of a command-line task name, checked against the registry."""
+    from anyformer.config import ComponentSpec
+
+    name, implied = parse_task_name(text)
+    spec = ComponentSpec.model_validate({"name": name, **implied, **options})
+    spec.check("task", "task")
+    return spec

@@ -1,0 +1,194 @@
+"""Long-horizon forecasting on ETT-format CSVs (or series statsmodels ships), Informer /
+Time-Series-Library protocol."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anyformer.errors import ConfigError, DataError, unknown
+from anyformer.registry import register
+from anyformer.tasks.base import Split, Task
+from anyformer.tasks.files import column_index, existing_file, package_data, parse_number, read_csv
+
+MODES = {"multivariate": "M", "univariate": "S", "M": "M", "S": "S"}
+PROTOCOLS = ("auto", "ett_hour", "ett_minute", "ratio")
+# Series statsmodels ships as CSV: how each is laid out and its main column.
+STATSMODELS = {
+    "co2": {"time": ["date"], "target": "co2"},             # weekly, gaps linearly interpolated
+    "sunspots": {"time": ["YEAR"], "target": "SUNACTIVITY"},  # yearly
+    "elnino": {"time": ["YEAR"], "target": "temperature", "wide": True},  # 12 month columns per row
+    "macrodata": {"time": ["year", "quarter"], "target": "realgdp"},   # quarterly, 12 variables
+}
+
+
+def tsl_borders(protocol: str, length: int, input_len: int) -> tuple[list[int], list[int]]:
+    """[start] and [end] rows of train/val/test as Time-Series-Library sets them: ETT hourly
+    12/4/4 months of 30 days (Dataset_ETT_hour), 15-minute the same x4 (Dataset_ETT_minute),
+    else 70/10/20 (Dataset_Custom). Val and test start `input_len` rows early so their first
+    window's input is the end of the previous split."""
+    if protocol in ("ett_hour", "ett_minute"):
+        per_month = 30 * 24 * (4 if protocol == "ett_minute" else 1)
+        b2 = [12 * per_month, 16 * per_month, 20 * per_month]
+        if length < b2[-1]:
+            raise DataError(
+                f"protocol {protocol!r} needs {b2[-1]} rows (20 months), the series has {length}; use protocol='ratio'"
+            )
+        return [0, b2[0] - input_len, b2[1] - input_len], b2
+    num_train, num_test = int(length * 0.7), int(length * 0.2)
+    num_val = length - num_train - num_test
+    return [0, num_train - input_len, length - num_test - input_len], [num_train, num_train + num_val, length]
+
+
+def _interpolate_gaps(values: np.ndarray, where: str) -> np.ndarray:
+    """Fill NaN runs by linear interpolation along time (co2's missing weeks)."""
+    for c in range(values.shape[1]):
+        col = values[:, c]
+        bad = np.isnan(col)
+        if bad.all():
+            raise DataError(f"{where}: column {c} holds no numbers")
+        if bad.any():
+            idx = np.arange(len(col))
+            col[bad] = np.interp(idx[bad], idx[~bad], col[~bad])
+    return values
+
+
+@register("task", "forecast")
+class ForecastTask(Task):
+    """Multi-step forecasting: the last `input_len` steps [L, C] -> the next `horizon` [H, C].
+    Data: `path` to a CSV with a date column ('date', else the first) and numeric columns, or
+    `source='statsmodels:co2'` (sunspots, elnino, macrodata). Splits by `protocol` ('auto':
+    ETT hourly borders for ETTh* files, 15-minute for ETTm*, else 70/10/20), z-scored with
+    the training rows' mean and (population) std; windows slide by 1 (`stride` thins the
+    training windows only). mode 'multivariate' (all columns -> all) or 'univariate'
+    (`target` -> itself). MSE / MAE on the normalised splits."""
+
+    problem = "forecast"
+    modality = "series"
+    primary_metric = "mse"
+    higher_is_better = False
+    paper = "Informer (Zhou et al. 2021) data protocol, as in Time-Series-Library"
+    example_options = {"source": "synthetic", "input_len": 16, "horizon": 8}
+
+    def __init__(self, path: str | None = None, source: str | None = None, input_len: int = 96,
+                 horizon: int = 96, mode: str = "multivariate", target: str | None = None,
+                 stride: int = 1, protocol: str = "auto") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise unknown("forecast mode", mode, MODES)
+        if protocol not in PROTOCOLS:
+            raise unknown("forecast protocol", protocol, PROTOCOLS)
+        if (path is None) == (source is None):
+            raise ConfigError("task 'forecast' needs exactly one of path (a CSV file) or source ('statsmodels:co2', ...)")
+        if input_len < 1 or horizon < 1 or stride < 1:
+            raise ConfigError(f"task 'forecast': input_len, horizon and stride must be >= 1 (got {input_len}, {horizon}, {stride})")
+        self.path, self.source, self.input_len, self.horizon = path, source, input_len, horizon
+        self.mode, self.target, self.stride, self.protocol = MODES[mode], target, stride, protocol
+        self._channels: int | None = None
+
+    # -- reading
+    def _read_path(self) -> tuple[list[str], np.ndarray, str]:
+        path = existing_file(self.path, "forecast CSV", "pass the path of an ETT-format CSV (a date column + numeric columns)")
+        header, rows = read_csv(path)
+        time_col = header.index("date") if "date" in header else 0
+        names = [h for i, h in enumerate(header) if i != time_col]
+        if not names:
+            raise DataError(f"{path}: only a date column; add numeric columns")
+        if not rows:
+            raise DataError(f"{path}: no data rows below the header")
+        values = np.empty((len(rows), len(names)), dtype=np.float64)
+        for r, (line, fields) in enumerate(rows):
+            values[r] = [parse_number(f, path, line, h) for i, (h, f) in enumerate(zip(header, fields)) if i != time_col]
+        return names, values, str(path)
+
+    def _read_statsmodels(self, name: str) -> tuple[list[str], np.ndarray, str]:
+        if name not in STATSMODELS:
+            raise unknown("statsmodels series", name, STATSMODELS)
+        spec = STATSMODELS[name]
+        path = package_data("statsmodels", "datasets", name, f"{name}.csv", extra="statsmodels")
+        header, rows = read_csv(path)
+        names = [h for h in header if h not in spec["time"]]
+        parse = lambda f, line, h: parse_number(f, path, line, h, finite=False) if f else float("nan")  # noqa: E731
+        values = np.array([[parse(f, line, h) for h, f in zip(header, fields) if h not in spec["time"]]
+                           for line, fields in rows], dtype=np.float64)
+        if spec.get("wide"):  # one row per year, one column per month -> one monthly series
+            values, names = values.reshape(-1, 1), [spec["target"]]
+        return names, _interpolate_gaps(values, str(path)), str(path)
+
+    def _synthetic(self) -> tuple[list[str], np.ndarray, str]:
+        """Three noisy seasonal channels (for tests and smoke runs)."""
+        rng = np.random.default_rng(0)
+        t = np.arange(600, dtype=np.float64)
+        base = np.stack([np.sin(2 * np.pi * t / 24), np.cos(2 * np.pi * t / 12), 0.01 * t], 1)
+        return ["a", "b", "OT"], base + 0.1 * rng.standard_normal(base.shape), "synthetic"
+
+    def read(self) -> tuple[list[str], np.ndarray, str]:
+        """(column names, values [T, C], where) before column selection and scaling."""
+        if self.path is not None:
+            return self._read_path()
+        kind, _, name = self.source.partition(":")
+        if kind == "statsmodels":
+            return self._read_statsmodels(name)
+        if kind == "synthetic":
+            return self._synthetic()
+        raise unknown("forecast source (use 'statsmodels:NAME')", kind, ["statsmodels", "synthetic"])
+
+    def _default_target(self) -> str:
+        if self.source and self.source.startswith("statsmodels:"):
+            return STATSMODELS.get(self.source.partition(":")[2], {}).get("target", "OT")
+        return "OT"
+
+    # -- splits
+    def build_splits(self) -> dict[str, Split]:
+        names, values, where = self.read()
+        target = self.target or self._default_target()
+        if self.mode == "S" or self.target is not None:
+            t = column_index(names, target, where, "the task option `target`")
+        else:
+            t = names.index(target) if target in names else None
+        if self.mode == "S":
+            values = values[:, [t]]
+        elif t is not None:  # TSL's custom loader puts the target last
+            values = np.concatenate([np.delete(values, t, 1), values[:, [t]]], 1)
+        protocol = self.protocol
+        if protocol == "auto":
+            stem = Path(where).name
+            protocol = "ett_hour" if stem.startswith("ETTh") else "ett_minute" if stem.startswith("ETTm") else "ratio"
+        b1, b2 = tsl_borders(protocol, len(values), self.input_len)
+        train = values[b1[0]:b2[0]]
+        mean, std = train.mean(0), train.std(0)
+        std[std == 0] = 1.0  # a constant column stays 0 after centring
+        series = torch.tensor((values - mean) / std, dtype=torch.float32)
+        self._channels = series.shape[1]
+        span = self.input_len + self.horizon
+        splits = {}
+        for i, name in enumerate(("train", "val", "test")):
+            segment = series[max(b1[i], 0):b2[i]]
+            if len(segment) < span:
+                raise DataError(
+                    f"{where}: the {name} split has {len(segment)} steps, fewer than input_len + horizon = {span}; "
+                    "shorten input_len / horizon or give a longer series"
+                )
+            # Windows as strided views of one tensor: no copy of the (overlapping) windows.
+            windows = segment.unfold(0, span, self.stride if name == "train" else 1).transpose(1, 2)
+            splits[name] = Split(windows[:, :self.input_len], windows[:, self.input_len:])
+        return splits
+
+    def channels(self) -> int:
+        if self._channels is None:
+            self.splits()
+        return int(self._channels)
+
+    def model_defaults(self) -> dict[str, Any]:
+        # The head's channel count comes from the encoder's hint: C for 'step', 1 for
+        # channel-independent 'patch', per-token for 'variate'.
+        return {
+            "encoder": {"name": "series", "channels": self.channels(), "mode": "step"},
+            "head": {"name": "forecast", "horizon": self.horizon},
+            "max_len": self.input_len,
+        }
+
+    def required_options(self) -> dict[str, dict[str, Any]]:
+        return {"encoder": {"channels": self.channels()}, "head": {"horizon": self.horizon}}

@@ -1,0 +1,127 @@
+"""Image classification from the user's .npz file of arrays."""
+from __future__ import annotations
+
+import zipfile
+from typing import Any
+
+import numpy as np
+import torch
+
+from anyformer.errors import ConfigError, DataError, unknown
+from anyformer.registry import register
+from anyformer.tasks.base import Split, Task
+from anyformer.tasks.files import existing_file
+from anyformer.tasks.splits import stratified_split
+
+LAYOUTS = ("auto", "nhwc", "nchw")
+
+
+def to_nchw(x: np.ndarray, layout: str, where: str) -> np.ndarray:
+    """[N, H, W] / [N, H, W, C] / [N, C, H, W] -> [N, C, H, W]. 'auto' takes a last axis of
+    1, 3 or 4 as channels, else a second axis of 1, 3 or 4."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{where}: images must be [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {list(x.shape)}")
+    if layout == "auto":
+        layout = "nhwc" if x.shape[3] in (1, 3, 4) else "nchw" if x.shape[1] in (1, 3, 4) else ""
+        if not layout:
+            raise DataError(f"{where}: cannot tell the channel axis of shape {list(x.shape)}; set layout='nhwc' or 'nchw'")
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "nhwc" else x
+
+
+@register("task", "images-npz")
+class ImagesNPZTask(Task):
+    """Classify images stored in a NumPy .npz: arrays `x` ([N, H, W], [N, H, W, C] or
+    [N, C, H, W]; uint8 scaled by 1/255, floats kept) and `y` (labels of any kind, coded in
+    sorted order), optional `x_test` / `y_test`. Without a test set a stratified seeded
+    `test_fraction` is held out; `val_fraction` of the rest is always the val split. Loaded
+    without pickle (object arrays are refused)."""
+
+    problem = "classification"
+    modality = "images"
+    paper = "An Image is Worth 16x16 Words (Dosovitskiy et al. 2021) inputs"
+
+    def __init__(self, path: str, layout: str = "auto", val_fraction: float = 0.1, test_fraction: float = 0.2,
+                 split_seed: int = 0) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise unknown("layout", layout, LAYOUTS)
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ConfigError("task 'images-npz': val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+        self.path, self.layout, self.val_fraction, self.test_fraction = path, layout, val_fraction, test_fraction
+        self.split_seed = split_seed
+        self.classes: list[Any] = []
+        self._shape: tuple[int, int, int] | None = None
+
+    @staticmethod
+    def write_example(folder, n: int = 40) -> dict[str, Any]:
+        rng = np.random.default_rng(0)
+        path = f"{folder}/images.npz"
+        np.savez(path, x=rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), y=np.arange(n) % 4,
+                 x_test=rng.integers(0, 256, (n // 4, 8, 8, 3), dtype=np.uint8), y_test=np.arange(n // 4) % 4)
+        return {"path": path}
+
+    def _load(self) -> dict[str, np.ndarray]:
+        path = existing_file(self.path, "images .npz file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except ValueError as err:  # object arrays need pickle, which is never loaded
+            raise DataError(f"{path}: {err}; save plain numeric arrays (np.savez(path, x=..., y=...))") from None
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        for key in ("x", "y"):
+            if key not in arrays:
+                raise DataError(f"{path}: no array {key!r}; it holds {', '.join(arrays) or 'nothing'} (save with np.savez(path, x=images, y=labels))")
+        if ("x_test" in arrays) != ("y_test" in arrays):
+            raise DataError(f"{path}: x_test and y_test come together; it has only one of them")
+        return arrays
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+    def build_splits(self) -> dict[str, Split]:
+        arrays = self._load()
+        parts = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays else [])
+        xs, ys = [], []
+        for xk, yk in parts:
+            x, y = arrays[xk], arrays[yk]
+            where = f"{self.path} [{xk}]"
+            if y.ndim != 1 or len(y) != len(x):
+                raise DataError(f"{self.path}: {yk} must be one label per image ({len(x)}), got shape {list(y.shape)}")
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+                raise DataError(f"{where}: images must be numbers, got dtype {x.dtype}")
+            xs.append(to_nchw(x, self.layout, where))
+            ys.append(y)
+        if len(xs) == 2 and xs[0].shape[1:] != xs[1].shape[1:]:
+            raise DataError(f"{self.path}: x is {list(xs[0].shape[1:])} per image but x_test {list(xs[1].shape[1:])}")
+        self.classes = sorted(set(np.concatenate(ys).tolist()))
+        index = {c: k for k, c in enumerate(self.classes)}
+        targets = [torch.tensor([index[v] for v in y.tolist()], dtype=torch.long) for y in ys]
+        images = [torch.from_numpy(np.ascontiguousarray(x)) for x in xs]
+        self._shape = tuple(int(d) for d in images[0].shape[1:])
+        if len(images) == 2:
+            train, val = stratified_split(targets[0], [1 - self.val_fraction, self.val_fraction], self.split_seed)
+            test_x, test_y = images[1], targets[1]
+        else:
+            train, val, test = stratified_split(
+                targets[0], [1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction], self.split_seed)
+            test_x, test_y = images[0][test], targets[0][test]
+        x, y = images[0], targets[0]
+        return {"train": Split(x[train], y[train], transform=self._scale), "val": Split(x[val], y[val], transform=self._scale),
+                "test": Split(test_x, test_y, transform=self._scale)}
+
+    def _facts(self) -> tuple[int, int, int]:
+        self.splits()
+        return self._shape
+
+    def model_defaults(self) -> dict[str, Any]:
+        C, H, W = self._facts()
+        patch = next(p for p in (4, 2, 1) if H % p == 0 and W % p == 0 and min(H, W) // p >= 2 or p == 1)
+        return {"encoder": {"name": "patches", "image_size": [H, W], "patch_size": patch, "channels": C, "cls_token": True},
+                "head": {"name": "cls", "num_classes": len(self.classes)}}
+
+    def required_options(self) -> dict[str, dict[str, Any]]:
+        C, H, W = self._facts()
+        return {"encoder": {"image_size": [H, W], "channels": C}, "head": {"num_classes": len(self.classes), "multi_label": False}}

@@ -1,0 +1,206 @@
+"""Text classification from the user's own CSV or JSON-lines file (single- or multi-label)."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+import torch
+
+from anyformer.errors import ConfigError, DataError, suggest, unknown
+from anyformer.registry import register
+from anyformer.tasks.base import Split, Task
+from anyformer.tasks.files import column_index, existing_file, read_csv
+from anyformer.tasks.splits import random_split
+
+TOKENIZERS = ("bytes", "words")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+PAD, UNK = 0, 1
+WORD = re.compile(r"\w+|[^\w\s]")
+
+
+class TextFileTask(Task):
+    """Base of text-csv / text-jsonl: rows of (text, label[, split]) -> padded token ids.
+
+    tokenizer 'bytes': UTF-8 bytes (vocabulary 256, byte 0 doubles as padding); 'words':
+    lower-cased words and punctuation, vocabulary built on the TRAIN split only (the
+    `max_vocab` most frequent; 0 pad, 1 unknown). Texts are cut to `max_len` tokens.
+    A label holding a JSON list, or several labels joined by `label_delimiter`, makes the
+    task multi-label (multi-hot targets, BCE loss, ROC-AUC / macro-F1). Splits: a `split`
+    column (train / val|valid|validation|dev / test) when the file has one, else a seeded
+    random `val_fraction` / `test_fraction`."""
+
+    problem = "classification"
+    modality = "tokens"
+    paper = "Byte-level text classification as in the LRA Text task (Tay et al. 2021)"
+
+    def __init__(self, path: str, text_column: str = "text", label_column: str = "label",
+                 tokenizer: str = "bytes", max_len: int = 512, max_vocab: int = 30000,
+                 label_delimiter: str | None = None, split_column: str = "split",
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0) -> None:
+        super().__init__()
+        if tokenizer not in TOKENIZERS:
+            raise unknown("tokenizer", tokenizer, TOKENIZERS)
+        if max_len < 1 or max_vocab < 3:
+            raise ConfigError(f"task {self.name!r}: max_len must be >= 1 and max_vocab >= 3 (got {max_len}, {max_vocab})")
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ConfigError(f"task {self.name!r}: val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+        self.path, self.text_column, self.label_column = path, text_column, label_column
+        self.tokenizer, self.max_len, self.max_vocab = tokenizer, max_len, max_vocab
+        self.label_delimiter, self.split_column = label_delimiter, split_column
+        self.fractions = [1 - val_fraction - test_fraction, val_fraction, test_fraction]
+        self.split_seed = split_seed
+        self.classes: list[str] = []
+        self.vocab: dict[str, int] = {}
+        self._length = 0
+
+    # -- reading: [(line, text, labels (list), split name or None)]
+    def read_rows(self) -> list[tuple[int, str, list[str], str | None]]:
+        raise NotImplementedError
+
+    def _labels(self, value: Any, where: str) -> list[str]:
+        if isinstance(value, list):
+            self.multi_label = True
+            return [str(v) for v in value]
+        value = str(value).strip()
+        if value.startswith("[") and value.endswith("]"):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, list):
+                self.multi_label = True
+                return [str(v) for v in parsed]
+        if self.label_delimiter and self.label_delimiter in value:
+            self.multi_label = True
+            return [v.strip() for v in value.split(self.label_delimiter) if v.strip()]
+        if not value:
+            raise DataError(f"{where}: empty label in column {self.label_column!r}; fill it or drop the row")
+        return [value]
+
+    def _split_of(self, value: Any, where: str) -> str:
+        name = SPLIT_NAMES.get(str(value).strip().lower())
+        if name is None:
+            raise DataError(f"{where}: split {value!r}{suggest(str(value), SPLIT_NAMES)} is not one of train, val, test")
+        return name
+
+    # -- tokens
+    def tokenize(self, text: str) -> list[int]:
+        if self.tokenizer == "bytes":
+            return list(text.encode("utf-8")[: self.max_len])
+        return [self.vocab.get(w, UNK) for w in WORD.findall(text.lower())[: self.max_len]]
+
+    def build_splits(self) -> dict[str, Split]:
+        self.multi_label = False
+        rows = self.read_rows()
+        if not rows:
+            raise DataError(f"{self.path}: no data rows")
+        missing = [r[0] for r in rows if r[3] is None]
+        if missing and len(missing) < len(rows):
+            raise DataError(f"{self.path}:{missing[0]}: no split given while other rows have one; give every row a split or none")
+        if not missing:
+            parts = {name: torch.tensor([i for i, r in enumerate(rows) if r[3] == name], dtype=torch.long)
+                     for name in ("train", "val", "test")}
+        else:
+            parts = dict(zip(("train", "val", "test"), random_split(len(rows), self.fractions, self.split_seed)))
+        if self.tokenizer == "words":
+            counts = Counter(w for i in parts["train"].tolist() for w in WORD.findall(rows[i][1].lower()))
+            self.vocab = {w: k + 2 for k, (w, _) in enumerate(counts.most_common(self.max_vocab - 2))}
+        self.classes = sorted({label for r in rows for label in r[2]})
+        index = {c: k for k, c in enumerate(self.classes)}
+        ids = [self.tokenize(r[1]) for r in rows]
+        self._length = max(1, max(len(t) for t in ids))
+        tokens = torch.full((len(rows), self._length), PAD, dtype=torch.int32)
+        for i, t in enumerate(ids):
+            tokens[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
+        mask = torch.zeros(len(rows), self._length, dtype=torch.bool)
+        for i, t in enumerate(ids):
+            mask[i, :max(1, len(t))] = True  # an empty text keeps one (pad) token to pool over
+        if self.multi_label:
+            target = torch.zeros(len(rows), len(self.classes))
+            for i, r in enumerate(rows):
+                target[i, [index[c] for c in r[2]]] = 1.0
+        else:
+            target = torch.tensor([index[r[2][0]] for r in rows], dtype=torch.long)
+        return {name: Split(tokens[idx], target[idx], mask[idx], transform=lambda x: x.long())
+                for name, idx in parts.items()}
+
+    def _facts(self) -> tuple[int, int, int]:
+        self.splits()
+        vocab = 256 if self.tokenizer == "bytes" else len(self.vocab) + 2
+        return vocab, len(self.classes), self._length
+
+    def model_defaults(self) -> dict[str, Any]:
+        vocab, classes, length = self._facts()
+        return {"encoder": {"name": "tokens", "vocab_size": vocab, "pad_id": PAD},
+                "head": {"name": "mean", "num_classes": classes, "multi_label": self.multi_label}, "max_len": length}
+
+    def required_options(self) -> dict[str, dict[str, Any]]:
+        vocab, classes, _ = self._facts()
+        return {"encoder": {"vocab_size": vocab}, "head": {"num_classes": classes, "multi_label": self.multi_label}}
+
+
+@register("task", "text-csv")
+class TextCSVTask(TextFileTask):
+    """Text classification from a CSV file with a header: `text_column`, `label_column` and
+    optionally `split_column`. See TextFileTask for tokenizers, labels and splits."""
+
+    example_options: dict = {}
+
+    @staticmethod
+    def write_example(folder, n: int = 30) -> dict[str, Any]:
+        import csv
+        path = f"{folder}/text.csv"
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            for i in range(n):
+                w.writerow([("good film " if i % 2 else "bad, dull film ") * (1 + i % 3), "pos" if i % 2 else "neg"])
+        return {"path": path, "max_len": 32}
+
+    def read_rows(self):
+        header, rows = read_csv(existing_file(self.path, "text CSV"))
+        t = column_index(header, self.text_column, self.path, "text_column")
+        y = column_index(header, self.label_column, self.path, "label_column")
+        s = header.index(self.split_column) if self.split_column in header else None
+        return [(line, f[t], self._labels(f[y], f"{self.path}:{line}"),
+                 None if s is None else self._split_of(f[s], f"{self.path}:{line}")) for line, f in rows]
+
+
+@register("task", "text-jsonl")
+class TextJSONLTask(TextFileTask):
+    """Text classification from JSON lines: one object per line with `text_column`,
+    `label_column` (a string, a number, or a list for multi-label) and optionally `split`."""
+
+    example_options: dict = {}
+
+    @staticmethod
+    def write_example(folder, n: int = 30) -> dict[str, Any]:
+        path = f"{folder}/text.jsonl"
+        with open(path, "w") as fh:
+            for i in range(n):
+                fh.write(json.dumps({"text": "a b c " * (1 + i % 4), "label": ["x"] if i % 2 else ["x", "y"]}) + "\n")
+        return {"path": path, "tokenizer": "words", "max_len": 16}
+
+    def read_rows(self):
+        path = existing_file(self.path, "text JSONL file")
+        out = []
+        with path.open(encoding="utf-8-sig") as fh:
+            for line, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                where = f"{path}:{line}"
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); one JSON object per line") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+                for key, option in ((self.text_column, "text_column"), (self.label_column, "label_column")):
+                    if key not in obj:
+                        raise DataError(f"{where}: no key {key!r}{suggest(key, obj)}; set {option} to one of: {', '.join(obj)}")
+                split = obj.get(self.split_column)
+                out.append((line, str(obj[self.text_column]), self._labels(obj[self.label_column], where),
+                            None if split is None else self._split_of(split, where)))
+        return out
