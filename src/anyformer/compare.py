@@ -52,21 +52,33 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 def default_models(task: Task, overrides: dict[str, Any] | None = None) -> list[ModelSpec]:
     """The task's baseline preset, and the same model with every efficient mixer (any
-    complexity below L^2) that can be built for this task's data."""
+    complexity below L^2) that can be built for this task's data. For images, mixers that
+    need the whole patch grid (no [CLS] token) run on `vit-gap`, which joins the set as a
+    row of its own so the pooling change is measured too."""
+    from anyformer import create
+
+    def builds(spec: ModelSpec) -> bool:
+        try:
+            create(model_for_task(spec.model, task, **(overrides or {})))
+            return True
+        except AnyformerError:
+            return False
+
     base = task.baseline_preset()
+    alt = "vit-gap" if task.modality == "images" and base == "vit" else None
     specs = [ModelSpec(base, {"preset": base})]
     for name in registry.list_components("mixer"):
         cls = registry.get("mixer", name)
-        if name == "softmax" or cls.complexity in ("L^2", ""):
+        # Efficient: below quadratic, or quadratic divided by a group count (sliced).
+        if name == "softmax" or not cls.complexity or ("L^2" in cls.complexity and "L^2/" not in cls.complexity):
             continue
-        spec = ModelSpec(f"{base}+{name}", {"preset": base, "mixer": name})
-        try:
-            from anyformer import create
-
-            create(model_for_task(spec.model, task, **(overrides or {})))
-        except AnyformerError:
-            continue  # e.g. a grid-only mixer on a model with a [CLS] token
-        specs.append(spec)
+        for preset in (base, alt):
+            spec = ModelSpec(f"{preset}+{name}", {"preset": preset, "mixer": name}) if preset else None
+            if spec is not None and builds(spec):
+                if preset == alt and all(s.name != alt for s in specs):
+                    specs.insert(1, ModelSpec(alt, {"preset": alt}))
+                specs.append(spec)
+                break
     return specs
 
 

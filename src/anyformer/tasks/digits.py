@@ -34,7 +34,7 @@ class DigitsTask(Task):
 
     def model_defaults(self) -> dict[str, Any]:
         return {
-            "encoder": {"name": "patches", "image_size": 8, "patch_size": 2, "channels": 1, "cls_token": True},
+            "encoder": {"name": "patches", "image_size": 8, "patch_size": 2, "channels": 1},
             "head": {"name": "cls", "num_classes": 10},
         }
 

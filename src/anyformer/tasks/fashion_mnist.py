@@ -145,7 +145,7 @@ class FashionMNISTTask(Task):
             return {"encoder": {"name": "tokens", "vocab_size": 256}, "head": {"name": "mean", "num_classes": 10},
                     "max_len": H * W}
         patch = 4 if H % 4 == 0 and W % 4 == 0 else 1
-        return {"encoder": {"name": "patches", "image_size": [H, W], "patch_size": patch, "channels": 1, "cls_token": True},
+        return {"encoder": {"name": "patches", "image_size": [H, W], "patch_size": patch, "channels": 1},
                 "head": {"name": "cls", "num_classes": 10}}
 
     def required_options(self) -> dict[str, dict[str, Any]]:

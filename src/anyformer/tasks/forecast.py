@@ -181,11 +181,17 @@ class ForecastTask(Task):
             self.splits()
         return int(self._channels)
 
+    def train_defaults(self) -> dict[str, Any]:
+        return {"steps": 2000, "batch_size": 32, "lr": 5e-4, "warmup_steps": 100, "eval_every": 250,
+                "early_stopping": 3, "weight_decay": 0.01}
+
     def model_defaults(self) -> dict[str, Any]:
         # The head's channel count comes from the encoder's hint: C for 'step', 1 for
         # channel-independent 'patch', per-token for 'variate'.
         return {
-            "encoder": {"name": "series", "channels": self.channels(), "mode": "step"},
+            # RevIN: ETT-style series drift between splits; per-window normalisation is
+            # what the strong published baselines (PatchTST, iTransformer) use too.
+            "encoder": {"name": "series", "channels": self.channels(), "mode": "step", "revin": True},
             "head": {"name": "forecast", "horizon": self.horizon},
             "max_len": self.input_len,
         }

@@ -119,7 +119,7 @@ class ImagesNPZTask(Task):
     def model_defaults(self) -> dict[str, Any]:
         C, H, W = self._facts()
         patch = next(p for p in (4, 2, 1) if H % p == 0 and W % p == 0 and min(H, W) // p >= 2 or p == 1)
-        return {"encoder": {"name": "patches", "image_size": [H, W], "patch_size": patch, "channels": C, "cls_token": True},
+        return {"encoder": {"name": "patches", "image_size": [H, W], "patch_size": patch, "channels": C},
                 "head": {"name": "cls", "num_classes": len(self.classes)}}
 
     def required_options(self) -> dict[str, dict[str, Any]]:

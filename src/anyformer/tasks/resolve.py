@@ -60,8 +60,9 @@ def model_for_task(source: str | dict[str, Any] | ModelConfig | None, task: Task
             if kind == "head" and task.problem == "classification" and (user.get("causal", base.get("causal"))):
                 # A causal model's first token sees nothing else: classify from the last one.
                 fitted["head"]["name"] = "last"
-                if isinstance(fitted.get("encoder"), dict) and "cls_token" in fitted["encoder"]:
-                    fitted["encoder"]["cls_token"] = False
+                enc = fitted.get("encoder")
+                if isinstance(enc, dict) and "cls_token" in registry.option_names(registry.get("encoder", enc["name"])):
+                    fitted["encoder"] = {**enc, "cls_token": False}
         elif _name(fitted[kind]) == _name(defaults[kind]):
             # Same component as the task's default: the task's tuned options beat the preset's.
             fitted[kind] = {**({"name": fitted[kind]} if isinstance(fitted[kind], str) else fitted[kind]), **defaults[kind]}
