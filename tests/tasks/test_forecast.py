@@ -89,7 +89,7 @@ def test_model_defaults_fit_step_and_patch_encoders(tmp_path):
     path, _ = series_csv(tmp_path, 200)
     task = ForecastTask(path=path, input_len=16, horizon=8)
     d = task.model_defaults()
-    assert d["encoder"] == {"name": "series", "channels": 2, "mode": "step"} and d["max_len"] == 16
+    assert d["encoder"] == {"name": "series", "channels": 2, "mode": "step", "revin": True} and d["max_len"] == 16
     assert d["head"]["horizon"] == 8
     patch = {"encoder": {"name": "series", "mode": "patch", "patch_len": 4, "stride": 4}}
     check_model_fits(task, patch)
