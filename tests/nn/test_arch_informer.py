@@ -54,12 +54,12 @@ def test_adam_steps_reduce_mse_on_sine_series():
     model = _model(depth=2)
     t = torch.arange(200, dtype=torch.float32)
     series = torch.stack([torch.sin(2 * math.pi * t / 16), torch.cos(2 * math.pi * t / 24)], dim=-1)
-    starts = torch.randint(0, 200 - 40, (32,))
+    starts = torch.randint(0, 200 - 40, (16,))
     windows = torch.stack([series[s:s + 40] for s in starts])
     x, y = windows[:, :32], windows[:, 32:]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(20):
         loss = torch.nn.functional.mse_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
