@@ -1,0 +1,107 @@
+"""Performer FAVOR+ against softmax attention and against its own feature-space formula."""
+import math
+
+import pytest
+import torch
+
+import anyformer as af
+from anyformer.nn.mixers.performer import orthogonal_gaussian_projection
+
+from .helpers import padding_mask
+
+D, H, L = 32, 4, 16
+
+
+def _pair(features, causal=False, seed=0):
+    torch.manual_seed(seed)
+    soft = af.build("mixer", "softmax", dim=D, heads=H, max_len=L, causal=causal).eval()
+    perf = af.build("mixer", "performer", dim=D, heads=H, max_len=L, causal=causal, features=features).eval()
+    missing, unexpected = perf.load_state_dict(soft.state_dict(), strict=False)
+    assert missing == ["projection"] and unexpected == []
+    return soft, perf
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_error_against_softmax_falls_with_more_features(causal):
+    errors = {}
+    for m in (16, 64, 256):
+        errs = []
+        for seed in range(4):
+            soft, perf = _pair(m, causal, seed)
+            x = torch.randn(2, L, D) * 0.5
+            want = soft(x)
+            errs.append(((perf(x) - want).norm() / want.norm()).item())
+        errors[m] = sum(errs) / len(errs)
+    # Monte Carlo error ~ 1/sqrt(m): each 4x more features should roughly halve it.
+    assert errors[16] > 1.5 * errors[64] and errors[64] > 1.5 * errors[256], errors
+    assert errors[256] < 0.05, errors
+
+
+def test_projection_rows_orthogonal_within_blocks():
+    w = orthogonal_gaussian_projection(20, 8, torch.Generator().manual_seed(0))
+    assert w.shape == (20, 8)
+    for block in (w[:8], w[8:16]):
+        gram = block @ block.T
+        off = gram - torch.diag(torch.diagonal(gram))
+        assert off.abs().max() < 1e-4
+
+
+def _features(perf, t, is_query):
+    """The paper's phi on t d^(-1/4); queries with the reference's per-query stabiliser."""
+    t = t * perf.head_dim ** -0.25
+    w = perf.projection
+    logits = t @ w.T - t.square().sum(-1, keepdim=True) / 2
+    shift = logits.amax(-1, keepdim=True) if is_query else 0.0
+    return (torch.exp(logits - shift) + 1e-6) / math.sqrt(w.shape[0])
+
+
+def test_noncausal_equals_feature_space_formula_and_ignores_masked_keys():
+    _, perf = _pair(32)
+    x = torch.randn(2, L, D)
+    mask = padding_mask()
+    B = x.shape[0]
+    split = lambda t: t.view(B, L, H, -1).transpose(1, 2)  # noqa: E731
+    q, k, v = split(perf.q_proj(x)), split(perf.k_proj(x)), split(perf.v_proj(x))
+    keep = mask[:, None, :, None].float()
+    pq = _features(perf, q, True)
+    pk = _features(perf, k, False) * keep
+    att = pq @ pk.transpose(-1, -2)
+    out = (att @ v) / (att.sum(-1, keepdim=True) + 1e-6)
+    want = perf.o_proj(out.transpose(1, 2).reshape(B, L, D))
+    got = perf(x, mask)
+    assert torch.allclose(got[mask], want[mask], atol=1e-4)
+
+
+def test_causal_equals_masked_quadratic_form():
+    _, perf = _pair(32, causal=True)
+    x = torch.randn(2, L, D)
+    B = x.shape[0]
+    split = lambda t: t.view(B, L, H, -1).transpose(1, 2)  # noqa: E731
+    q, k, v = split(perf.q_proj(x)), split(perf.k_proj(x)), split(perf.v_proj(x))
+    att = _features(perf, q, True) @ _features(perf, k, False).transpose(-1, -2)
+    att = att.tril()
+    out = (att @ v) / (att.sum(-1, keepdim=True) + 1e-6)
+    want = perf.o_proj(out.transpose(1, 2).reshape(B, L, D))
+    assert torch.allclose(perf(x), want, atol=1e-4)
+
+
+def test_redraw_every_n_training_passes_and_never_in_eval():
+    perf = af.build("mixer", "performer", dim=D, heads=H, max_len=L, features=16, redraw=2)
+    x = torch.randn(1, L, D)
+    w0 = perf.projection.clone()
+    perf.train()
+    perf(x)
+    perf(x)
+    assert torch.equal(perf.projection, w0)
+    perf(x)  # third training pass: two have run since the last draw
+    assert not torch.equal(perf.projection, w0)
+    w1 = perf.projection.clone()
+    perf.eval()
+    for _ in range(5):
+        perf(x)
+    assert torch.equal(perf.projection, w1)
+    never = af.build("mixer", "performer", dim=D, heads=H, max_len=L, features=16, redraw=0).train()
+    w2 = never.projection.clone()
+    for _ in range(3):
+        never(x)
+    assert torch.equal(never.projection, w2)
