@@ -52,6 +52,19 @@ class AnyFormer(nn.Module):
                 if ov.ffn is not None:
                     ffn_for[b] = ov.ffn
         self.dropped = set(c.schedule.drop)
+        # Per-layer path options: stochastic-depth rate rising linearly with depth (DeiT)
+        # and pruned residual paths; only layers that need them get keyword arguments.
+        self.layer_options: dict[int, dict[str, Any]] = {}
+        pruned = c.schedule.pruned(c.depth, c.layout)
+        for layer in range(c.depth):
+            opts: dict[str, Any] = {}
+            rate = c.drop_path * layer / (c.depth - 1) if c.depth > 1 else c.drop_path
+            if rate > 0:
+                opts["drop_path"] = rate
+            if layer in pruned:
+                opts["skip"] = pruned[layer]
+            if opts:
+                self.layer_options[layer] = opts
 
         # Transitions (e.g. distilling) between consecutive layers change the length seen
         # by later layers: each block is built for the longest input it will get.
@@ -91,7 +104,7 @@ class AnyFormer(nn.Module):
             )
         ffn = _build("ffn", ffn_spec, **context)
         ffn2 = _build("ffn", ffn_spec, **context) if c.layout == "macaron" else None
-        return Block(mixer, ffn, self.make_norm, c.norm.placement, c.layout, c.dropout, ffn2)
+        return Block(mixer, ffn, self.make_norm, c.norm.placement, c.layout, c.dropout, ffn2, c.path_scale)
 
     def make_head(self, num_tokens: int) -> nn.Module:
         """The configured head, with defaults the encoder hints at (vocab, channels, ...)."""
@@ -121,7 +134,7 @@ class AnyFormer(nn.Module):
         hidden: list[torch.Tensor] = []
         for layer, b in enumerate(self.layer_blocks):
             if layer not in self.dropped:
-                tokens = self.blocks[b](tokens, mask)
+                tokens = self.blocks[b](tokens, mask, **self.layer_options.get(layer, {}))
             hidden.append(tokens)
             if layer < len(self.transitions):
                 tokens, mask = self.transitions[layer](tokens, mask)
