@@ -17,6 +17,23 @@ def _build(kind: str, spec: ComponentSpec, **context: Any) -> nn.Module:
     return registry.build(kind, spec.name, **context, **spec.options)
 
 
+def layer_path_options(c: ModelConfig) -> dict[int, dict[str, Any]]:
+    """layer -> Block keyword arguments: the stochastic-depth rate, rising linearly with depth
+    (DeiT), and pruned residual paths; only layers that need them appear."""
+    options: dict[int, dict[str, Any]] = {}
+    pruned = c.schedule.pruned(c.depth, c.layout)
+    for layer in range(c.depth):
+        opts: dict[str, Any] = {}
+        rate = c.drop_path * layer / (c.depth - 1) if c.depth > 1 else c.drop_path
+        if rate > 0:
+            opts["drop_path"] = rate
+        if layer in pruned:
+            opts["skip"] = pruned[layer]
+        if opts:
+            options[layer] = opts
+    return options
+
+
 @registry.register("arch", "stack")
 class AnyFormer(nn.Module):
     """Encoder -> layer schedule (with optional transitions between layers) -> final norm ->
@@ -52,19 +69,7 @@ class AnyFormer(nn.Module):
                 if ov.ffn is not None:
                     ffn_for[b] = ov.ffn
         self.dropped = set(c.schedule.drop)
-        # Per-layer path options: stochastic-depth rate rising linearly with depth (DeiT)
-        # and pruned residual paths; only layers that need them get keyword arguments.
-        self.layer_options: dict[int, dict[str, Any]] = {}
-        pruned = c.schedule.pruned(c.depth, c.layout)
-        for layer in range(c.depth):
-            opts: dict[str, Any] = {}
-            rate = c.drop_path * layer / (c.depth - 1) if c.depth > 1 else c.drop_path
-            if rate > 0:
-                opts["drop_path"] = rate
-            if layer in pruned:
-                opts["skip"] = pruned[layer]
-            if opts:
-                self.layer_options[layer] = opts
+        self.layer_options = layer_path_options(c)
 
         # Transitions (e.g. distilling) between consecutive layers change the length seen
         # by later layers: each block is built for the longest input it will get.
