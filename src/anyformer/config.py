@@ -85,6 +85,7 @@ class ScheduleConfig(BaseModel):
     transition: ComponentSpec | None = Field(None, description="module applied between consecutive layers (see `anyformer list transition`)")
     overrides: list[LayerOverride] = Field(default_factory=list, description="per-layer mixer/ffn replacements")
     share: int | None = Field(None, ge=1, description="number of distinct blocks reused cyclically across depth (None: no sharing)")
+    repeat: int = Field(1, ge=1, description="each distinct block runs this many times in a row (SReT-style recursion: layers 0,0,1,1,...); 1: no recursion")
     drop: list[int] = Field(default_factory=list, description="layer indices skipped in the forward pass (weights kept)")
     prune: list[str] = Field(default_factory=list, description="residual paths removed, as 'LAYER.mixer', 'LAYER.ffn' (or 'LAYER.ffn2', macaron's first ffn) (path pruning, Chang et al. 2023)")
 
@@ -147,6 +148,8 @@ class ModelConfig(BaseModel):
         if bad:
             raise ConfigError(f"model.schedule.drop: layers {bad} outside 0..{self.depth - 1}")
         self.schedule.pruned(self.depth, self.layout)
+        if self.schedule.repeat > 1 and self.schedule.share is not None:
+            raise ConfigError("model.schedule: use either share (cyclic reuse) or repeat (in-place recursion), not both")
         if self.schedule.share is not None and self.schedule.share > self.depth:
             raise ConfigError(f"model.schedule.share {self.schedule.share} exceeds depth {self.depth}")
         return self

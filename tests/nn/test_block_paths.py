@@ -81,3 +81,12 @@ def test_bad_prune_entry_names_field_and_valid_form():
         _vit(depth=2, schedule={"prune": ["7.mixer"]})
     with pytest.raises(ConfigError, match="mixer, ffn"):
         _vit(depth=2, schedule={"prune": ["0.attn"]})
+
+
+def test_repeat_loops_each_block_in_place():
+    model = _vit(depth=5, schedule={"repeat": 2})
+    assert model.layer_blocks == [0, 0, 1, 1, 2] and len(model.blocks) == 3
+    images = torch.randn(2, 1, 8, 8)
+    assert torch.allclose(model(images), _manual(model, images), atol=1e-5)
+    with pytest.raises(ConfigError, match="either share"):
+        _vit(depth=4, schedule={"repeat": 2, "share": 2})

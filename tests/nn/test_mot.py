@@ -50,7 +50,7 @@ def test_modality_id_outside_range_is_a_config_error():
     ids = torch.randint(0, 50, (2, 12))
     with pytest.raises(ConfigError, match=r"modality_ids: id 2 outside the valid range 0\.\.1"):
         model(ids, modality_ids=torch.full((2, 12), 2))
-    with pytest.raises(ConfigError, match="needs modality_ids"):
-        model(ids)
+    # Without ids every token is modality 0.
+    assert torch.allclose(model(ids), model(ids, modality_ids=torch.zeros(2, 12, dtype=torch.long)), atol=1e-6)
     with pytest.raises(ConfigError, match=r"prefix_modality 3 outside the valid range 0\.\.1"):
         af.create("bert", **BASE, arch={"name": "mot", "modalities": 2, "prefix_modality": 3})

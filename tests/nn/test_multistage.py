@@ -39,5 +39,5 @@ def test_residual_reduction_by_hand_and_token_counts():
 def test_stages_that_do_not_divide_the_grid_are_a_config_error():
     with pytest.raises(ConfigError, match=r"stages 5 .* 8x8 divisible by 16; valid stages: 1\.\.4"):
         af.create("vit", **IMG, depth=5, arch={"name": "multistage", "stages": 5})
-    with pytest.raises(ConfigError, match="depths"):
+    with pytest.raises(ConfigError, match=r"depths \[1, 2\] must list 2 layer counts"):
         af.create("vit", **IMG, depth=4, arch={"name": "multistage", "stages": 2, "depths": [1, 2]})

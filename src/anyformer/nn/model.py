@@ -57,8 +57,9 @@ class AnyFormer(nn.Module):
 
         # The schedule: layer i runs distinct block layer_blocks[i]; sharing reuses blocks
         # cyclically, overrides replace a distinct block's mixer/ffn.
-        n_blocks = c.schedule.share or c.depth
-        self.layer_blocks = [i % n_blocks for i in range(c.depth)]
+        r = c.schedule.repeat
+        n_blocks = c.schedule.share or -(-c.depth // r)
+        self.layer_blocks = [i // r if r > 1 else i % n_blocks for i in range(c.depth)]
         mixer_for = [c.mixer] * n_blocks
         ffn_for = [c.ffn] * n_blocks
         for ov in c.schedule.overrides:

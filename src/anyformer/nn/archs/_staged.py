@@ -13,13 +13,12 @@ from anyformer.nn.model import AnyFormer, _build, layer_path_options
 
 
 def split_depth(depth: int, stages: int, depths: list[int] | None, arch: str) -> list[int]:
-    """Layers per stage: `depths` as given (summing to model.depth) or model.depth spread evenly."""
+    """Layers per stage: `depths` as given (summing to model.depth) or model.depth spread evenly
+    (earlier stages first; with depth < stages the last stages hold no layer, only reductions)."""
     if depths is not None:
-        if len(depths) != stages or sum(depths) != depth or min(depths) < 1:
-            raise ConfigError(f"arch {arch!r}: depths {depths} must list {stages} positive layer counts summing to model.depth {depth}")
+        if len(depths) != stages or sum(depths) != depth or min(depths) < 0:
+            raise ConfigError(f"arch {arch!r}: depths {depths} must list {stages} layer counts (>= 0) summing to model.depth {depth}")
         return list(depths)
-    if depth < stages:
-        raise ConfigError(f"arch {arch!r}: model.depth {depth} is below the {stages} stages; use depth >= {stages}")
     return [depth // stages + (1 if i < depth % stages else 0) for i in range(stages)]
 
 

@@ -43,9 +43,9 @@ class ModalityRouted(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         ids = self.context.ids_for(x.shape[:-1])
-        if ids is None and len(self.experts) == 1:
+        if ids is None:  # no ids given: every token is modality 0
             return self.experts[0](x, mask) if self.is_norm else self.experts[0](x)
-        if ids is None or x.shape[:-1] != ids.shape:
+        if x.shape[:-1] != ids.shape:
             raise ShapeError(f"arch 'mot': a modality-specific layer got tokens {list(x.shape)} but modality ids {None if ids is None else list(ids.shape)}; "
                              "use a mixer that projects the full sequence (e.g. softmax, linear, local)")
         out: torch.Tensor | None = None
@@ -69,7 +69,7 @@ class MixtureOfTransformers(AnyFormer):
     per modality (the ffn, the attention's q/k/v/o projections, the norms) while
     self-attention runs globally over the whole mixed sequence. forward(x, mask=None,
     modality_ids=Long[B, L] in 0..modalities-1) -> output; ids may omit the encoder's
-    prefix tokens, which then take `prefix_modality`. The final norm and head are shared."""
+    prefix tokens, which then take `prefix_modality`; without ids every token is modality 0. The final norm and head are shared."""
 
     paper = "Mixture-of-Transformers: A Sparse and Scalable Architecture for Multi-Modal Foundation Models (Liang et al. 2024)"
 
@@ -125,9 +125,7 @@ class MixtureOfTransformers(AnyFormer):
     def _check_ids(self, ids: torch.Tensor | None, x: Any) -> torch.Tensor | None:
         M = self.modalities
         if ids is None:
-            if M > 1:
-                raise ConfigError(f"arch 'mot' with {M} modalities needs modality_ids (Long[batch, length], values 0..{M - 1}) in forward")
-            return None  # one modality: every routed module has a single expert
+            return None  # no ids: the whole sequence is modality 0
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
             raise ShapeError(f"modality_ids must be integer [batch, length], got {getattr(ids, 'dtype', type(ids))} {list(getattr(ids, 'shape', []))}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= M):

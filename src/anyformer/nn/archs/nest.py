@@ -82,7 +82,7 @@ class NestedTransformer(StagedModel):
                 h = self.run_layer(layer, h, None)
                 hidden.append(unblockify(h, grid, self.block_size))
                 layer += 1
-            tokens = hidden[-1]
+            tokens = unblockify(h, grid, self.block_size)
             if level < self.levels - 1:
                 tokens = self.transitions[level](tokens, grid)
         return self.finish(tokens, None, hidden, return_hidden)
