@@ -85,7 +85,22 @@ class ScheduleConfig(BaseModel):
     transition: ComponentSpec | None = Field(None, description="module applied between consecutive layers (see `anyformer list transition`)")
     overrides: list[LayerOverride] = Field(default_factory=list, description="per-layer mixer/ffn replacements")
     share: int | None = Field(None, ge=1, description="number of distinct blocks reused cyclically across depth (None: no sharing)")
+    repeat: int = Field(1, ge=1, description="each distinct block runs this many times in a row (SReT-style recursion: layers 0,0,1,1,...); 1: no recursion")
     drop: list[int] = Field(default_factory=list, description="layer indices skipped in the forward pass (weights kept)")
+    prune: list[str] = Field(default_factory=list, description="residual paths removed, as 'LAYER.mixer', 'LAYER.ffn' (or 'LAYER.ffn2', macaron's first ffn) (path pruning, Chang et al. 2023)")
+
+    def pruned(self, depth: int, layout: str) -> dict[int, frozenset[str]]:
+        """layer -> names of its pruned paths; a ConfigError names a bad entry and the valid form."""
+        names = ("ffn2", "mixer", "ffn") if layout == "macaron" else ("mixer", "ffn")
+        out: dict[int, set[str]] = {}
+        for entry in self.prune:
+            layer, _, name = str(entry).partition(".")
+            if not layer.strip().isdigit() or not 0 <= int(layer) < depth or name not in names:
+                raise ConfigError(
+                    f"model.schedule.prune: {entry!r} is not a path; use 'LAYER.NAME' with LAYER in 0..{depth - 1} and NAME one of {', '.join(names)}"
+                )
+            out.setdefault(int(layer), set()).add(name)
+        return {k: frozenset(v) for k, v in out.items()}
 
 
 class ModelConfig(BaseModel):
@@ -108,6 +123,8 @@ class ModelConfig(BaseModel):
     head: ComponentSpec | None = Field(None, description="tokens -> output (a task fills it in when unset)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on every residual branch and after the input")
     final_norm: bool = Field(True, description="normalise after the last layer (pre/peri placements need it)")
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth: residual branches of layer i dropped per sample at rate drop_path * i / (depth - 1) (DeiT's linear rule)")
+    path_scale: bool = Field(False, description="EnsembleScale: a learned scalar on every residual branch (Chang et al. 2023, path ensemble view)")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="per-layer overrides, sharing, dropping")
 
     @model_validator(mode="after")
@@ -130,6 +147,9 @@ class ModelConfig(BaseModel):
         bad = [i for i in self.schedule.drop if not 0 <= i < self.depth]
         if bad:
             raise ConfigError(f"model.schedule.drop: layers {bad} outside 0..{self.depth - 1}")
+        self.schedule.pruned(self.depth, self.layout)
+        if self.schedule.repeat > 1 and self.schedule.share is not None:
+            raise ConfigError("model.schedule: use either share (cyclic reuse) or repeat (in-place recursion), not both")
         if self.schedule.share is not None and self.schedule.share > self.depth:
             raise ConfigError(f"model.schedule.share {self.schedule.share} exceeds depth {self.depth}")
         return self

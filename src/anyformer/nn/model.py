@@ -17,6 +17,23 @@ def _build(kind: str, spec: ComponentSpec, **context: Any) -> nn.Module:
     return registry.build(kind, spec.name, **context, **spec.options)
 
 
+def layer_path_options(c: ModelConfig) -> dict[int, dict[str, Any]]:
+    """layer -> Block keyword arguments: the stochastic-depth rate, rising linearly with depth
+    (DeiT), and pruned residual paths; only layers that need them appear."""
+    options: dict[int, dict[str, Any]] = {}
+    pruned = c.schedule.pruned(c.depth, c.layout)
+    for layer in range(c.depth):
+        opts: dict[str, Any] = {}
+        rate = c.drop_path * layer / (c.depth - 1) if c.depth > 1 else c.drop_path
+        if rate > 0:
+            opts["drop_path"] = rate
+        if layer in pruned:
+            opts["skip"] = pruned[layer]
+        if opts:
+            options[layer] = opts
+    return options
+
+
 @registry.register("arch", "stack")
 class AnyFormer(nn.Module):
     """Encoder -> layer schedule (with optional transitions between layers) -> final norm ->
@@ -40,8 +57,9 @@ class AnyFormer(nn.Module):
 
         # The schedule: layer i runs distinct block layer_blocks[i]; sharing reuses blocks
         # cyclically, overrides replace a distinct block's mixer/ffn.
-        n_blocks = c.schedule.share or c.depth
-        self.layer_blocks = [i % n_blocks for i in range(c.depth)]
+        r = c.schedule.repeat
+        n_blocks = c.schedule.share or -(-c.depth // r)
+        self.layer_blocks = [i // r if r > 1 else i % n_blocks for i in range(c.depth)]
         mixer_for = [c.mixer] * n_blocks
         ffn_for = [c.ffn] * n_blocks
         for ov in c.schedule.overrides:
@@ -52,6 +70,7 @@ class AnyFormer(nn.Module):
                 if ov.ffn is not None:
                     ffn_for[b] = ov.ffn
         self.dropped = set(c.schedule.drop)
+        self.layer_options = layer_path_options(c)
 
         # Transitions (e.g. distilling) between consecutive layers change the length seen
         # by later layers: each block is built for the longest input it will get.
@@ -91,7 +110,7 @@ class AnyFormer(nn.Module):
             )
         ffn = _build("ffn", ffn_spec, **context)
         ffn2 = _build("ffn", ffn_spec, **context) if c.layout == "macaron" else None
-        return Block(mixer, ffn, self.make_norm, c.norm.placement, c.layout, c.dropout, ffn2)
+        return Block(mixer, ffn, self.make_norm, c.norm.placement, c.layout, c.dropout, ffn2, c.path_scale)
 
     def make_head(self, num_tokens: int) -> nn.Module:
         """The configured head, with defaults the encoder hints at (vocab, channels, ...)."""
@@ -121,7 +140,7 @@ class AnyFormer(nn.Module):
         hidden: list[torch.Tensor] = []
         for layer, b in enumerate(self.layer_blocks):
             if layer not in self.dropped:
-                tokens = self.blocks[b](tokens, mask)
+                tokens = self.blocks[b](tokens, mask, **self.layer_options.get(layer, {}))
             hidden.append(tokens)
             if layer < len(self.transitions):
                 tokens, mask = self.transitions[layer](tokens, mask)

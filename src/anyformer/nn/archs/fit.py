@@ -1,0 +1,121 @@
+"""FIT: local layers on groups of data tokens, global layers on a few latent tokens."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyformer.config import ModelConfig
+from anyformer.errors import ConfigError
+from anyformer.nn.model import AnyFormer, _build
+from anyformer.registry import register
+
+
+class GroupCrossAttention(nn.Module):
+    """Pre-norm residual multi-head cross-attention inside each group: queries [N, Tq, D]
+    attend to keys/values [N, Tk, D] of the same group (N = batch x groups); kv_mask Bool[N, Tk]."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.v_proj, self.o_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor | None = None) -> torch.Tensor:
+        N, Tq, D = q.shape
+        split = lambda t: t.view(N, t.shape[1], self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
+        h = self.norm_kv(kv)
+        qh, kh, vh = split(self.q_proj(self.norm_q(q))), split(self.k_proj(h)), split(self.v_proj(h))
+        attn_mask = None
+        if kv_mask is not None:
+            # A fully padded group attends to its first slot instead of nothing (no NaN);
+            # only padded outputs read it.
+            safe = kv_mask.clone()
+            safe[~kv_mask.any(1), 0] = True
+            attn_mask = safe[:, None, None, :]
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
+        return q + self.o_proj(out.transpose(1, 2).reshape(N, Tq, D))
+
+
+@register("arch", "fit")
+class FarReachingInterleavedTransformer(AnyFormer):
+    """FIT (Chen & Li 2023), encoder mode: tokens [B, L, D] are cut into L / group_size groups,
+    each with `latents` learned latent tokens. Each of model.depth FIT blocks runs
+    `local_layers` Transformer layers inside every group, lets each group's latents read
+    their group's data tokens (cross-attention), runs `global_layers` Transformer layers
+    over all latents of the sample, and writes back (data tokens cross-attend to their
+    group's latents). Final norm and head read the data tokens."""
+
+    paper = "FIT: Far-reaching Interleaved Transformers (Chen & Li 2023)"
+
+    def __init__(self, config: ModelConfig, group_size: int = 16, latents: int = 4,
+                 local_layers: int = 1, global_layers: int = 1) -> None:
+        nn.Module.__init__(self)
+        c = config
+        if c.encoder is None or c.head is None:
+            raise ConfigError("model.encoder and model.head must be set for arch 'fit' (or train on a task, which supplies them)")
+        if c.causal:
+            raise ConfigError("arch 'fit' is built in encoder mode and cannot be causal; set model.causal: false")
+        if c.schedule.share or c.schedule.transition is not None or c.schedule.overrides or c.schedule.repeat > 1:
+            raise ConfigError("arch 'fit' builds its own layer layout; model.schedule.share/repeat/overrides/transition are not supported")
+        if latents < 1 or local_layers < 0 or global_layers < 0:
+            raise ConfigError(f"arch 'fit': latents >= 1, local_layers >= 0, global_layers >= 0 (got {latents}, {local_layers}, {global_layers})")
+        self.config = c
+        self.encoder = _build("encoder", c.encoder, dim=c.dim, max_len=c.max_len)
+        L = self.encoder.num_tokens
+        if group_size < 1 or L % group_size:
+            sizes = [g for g in range(1, L + 1) if L % g == 0]
+            raise ConfigError(f"arch 'fit': group_size {group_size} must divide the {L} tokens of encoder {c.encoder.name!r}; valid: {sizes}")
+        self.group_size, self.num_groups, self.num_latents = group_size, L // group_size, latents
+        self.position = _build("position", c.position, dim=c.dim, heads=c.heads, num_tokens=L)
+        self.input_drop = nn.Dropout(c.dropout)
+        self.layer_options, self.dropped = {}, set()
+        self.local_blocks = nn.ModuleList(
+            self.make_block(c.mixer, c.ffn, group_size, None) for _ in range(c.depth * local_layers)
+        )
+        self.global_blocks = nn.ModuleList(
+            self.make_block(c.mixer, c.ffn, self.num_groups * latents, None) for _ in range(c.depth * global_layers)
+        )
+        self.local_layers, self.global_layers = local_layers, global_layers
+        self.blocks = nn.ModuleList([*self.local_blocks, *self.global_blocks])
+        self.reads = nn.ModuleList(GroupCrossAttention(c.dim, c.heads) for _ in range(c.depth))
+        self.writes = nn.ModuleList(GroupCrossAttention(c.dim, c.heads) for _ in range(c.depth))
+        self.latent_init = nn.Parameter(torch.randn(self.num_groups, latents, c.dim) * 0.02)
+        self.transitions = nn.ModuleList()
+        self.final_norm = self.make_norm() if c.final_norm else None
+        self.head = self.make_head(L)
+
+    def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
+        tokens, mask = self.encoder(x, mask)
+        if self.position.applies_to == "input":
+            tokens = self.position(tokens)
+        B, L, D = tokens.shape
+        if L != self.num_groups * self.group_size:
+            # Shorter inputs are padded up to whole groups (masked out).
+            pad = self.num_groups * self.group_size - L
+            tokens = F.pad(tokens, (0, 0, 0, pad))
+            real = torch.ones(B, L, dtype=torch.bool, device=tokens.device) if mask is None else mask
+            mask = F.pad(real, (0, pad), value=False)
+        data = self.input_drop(tokens).reshape(B * self.num_groups, self.group_size, D)
+        gmask = None if mask is None else mask.reshape(B * self.num_groups, self.group_size)
+        z = self.latent_init.to(data.dtype).expand(B, -1, -1, -1).reshape(B * self.num_groups, self.num_latents, D)
+        # Latents of a group with no real token read only padding: global layers skip them.
+        zmask = None if gmask is None else gmask.any(1).view(B, self.num_groups).repeat_interleave(self.num_latents, 1)
+        hidden: list[torch.Tensor] = []
+        for i in range(self.config.depth):
+            for j in range(self.local_layers):
+                data = self.local_blocks[i * self.local_layers + j](data, gmask)
+            z = self.reads[i](z, data, gmask)
+            z = z.reshape(B, self.num_groups * self.num_latents, D)
+            for j in range(self.global_layers):
+                z = self.global_blocks[i * self.global_layers + j](z, zmask)
+            z = z.reshape(B * self.num_groups, self.num_latents, D)
+            data = self.writes[i](data, z)
+            hidden.append(data.reshape(B, -1, D)[:, :L])
+        out_tokens = data.reshape(B, -1, D)[:, :L]
+        out_mask = None if mask is None else mask[:, :L]
+        if self.final_norm is not None:
+            out_tokens = self.final_norm(out_tokens, out_mask)
+        out = self.encoder.postprocess(self.head(out_tokens, out_mask, hidden))
+        return (out, hidden) if return_hidden else out

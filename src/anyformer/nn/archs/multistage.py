@@ -1,0 +1,87 @@
+"""Multi-stage ViT with residual spatial reduction between stages (ViT-ResNAS)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyformer.config import ModelConfig
+from anyformer.errors import ConfigError
+from anyformer.nn.archs._staged import StagedModel, from_image, split_depth, to_image
+from anyformer.registry import register
+
+
+class ResidualSpatialReduction(nn.Module):
+    """ViT-ResNAS residual spatial reduction: main path LayerNorm -> 2x2 stride-2 conv, plus a
+    skip connection (2x2 average pooling), so the reduction starts close to a plain pooling.
+    Prefix (class) tokens get the token-wise analogue: cls + Linear(LayerNorm(cls)).
+    [B, P + H*W, D] on grid (H, W) -> [B, P + (H/2)(W/2), D]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.reduce = nn.Conv2d(dim, dim, 2, stride=2)
+        self.prefix_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        H, W = grid
+        P = x.shape[1] - H * W
+        prefix, tokens = x[:, :P], x[:, P:]
+        img = to_image(tokens, grid)
+        main = self.reduce(to_image(self.norm(tokens), grid))
+        tokens = from_image(main + F.avg_pool2d(img, 2))
+        if P == 0:
+            return tokens
+        return torch.cat([prefix + self.prefix_proj(self.norm(prefix)), tokens], dim=1)
+
+
+@register("arch", "multistage")
+class MultiStageTransformer(StagedModel):
+    """Multi-stage ViT of ViT-ResNAS (Liao et al. 2021): layers split into `stages`; between
+    stages a residual spatial reduction halves the token grid (4x fewer tokens), so later,
+    deeper layers work on coarser tokens. images -> tokens [B, P + H*W, D] -> ... -> head.
+    Width stays model.dim across stages (ViT-ResNAS also widens; not modelled here)."""
+
+    paper = "Searching for Efficient Multi-Stage Vision Transformers (Liao et al. 2021)"
+
+    def __init__(self, config: ModelConfig, stages: int = 3, depths: list[int] | None = None) -> None:
+        self.setup(config, "multistage")
+        H, W = self.encoder.grid
+        if stages < 1:
+            raise ConfigError(f"arch 'multistage': stages must be >= 1, got {stages}")
+        span = 2 ** (stages - 1)
+        if H % span or W % span:
+            valid = [s for s in range(1, 8) if H % 2 ** (s - 1) == 0 and W % 2 ** (s - 1) == 0]
+            raise ConfigError(f"arch 'multistage': stages {stages} halve the grid {stages - 1} times, which needs the token grid {H}x{W} divisible by {span}; valid stages: 1..{max(valid)}")
+        self.stages = stages
+        self.stage_depths = split_depth(config.depth, stages, depths, "multistage")
+        P = self.encoder.num_prefix_tokens
+        self.grids = [(H >> i, W >> i) for i in range(stages)]
+        blocks: list[nn.Module] = []
+        position = self.build_position(self.encoder.num_tokens)
+        self.position = position
+        for s, count in enumerate(self.stage_depths):
+            g = self.grids[s]
+            blocks += self.stage_blocks(sum(self.stage_depths[:s]), count, P + g[0] * g[1], g, position)
+        self.blocks = nn.ModuleList(blocks)
+        self.transitions = nn.ModuleList(ResidualSpatialReduction(config.dim) for _ in range(stages - 1))
+        self.final_norm = self.make_norm() if config.final_norm else None
+        self.head = self.make_head(P + self.grids[-1][0] * self.grids[-1][1])
+
+    def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
+        tokens, mask = self.encoder(x, mask)
+        if mask is not None and not bool(mask.all()):
+            raise ConfigError("arch 'multistage' takes whole images; a padding mask is not supported")
+        if self.position.applies_to == "input":
+            tokens = self.position(tokens)
+        tokens = self.input_drop(tokens)
+        hidden: list[torch.Tensor] = []
+        layer = 0
+        for s, count in enumerate(self.stage_depths):
+            for _ in range(count):
+                tokens = self.run_layer(layer, tokens, None)
+                hidden.append(tokens)
+                layer += 1
+            if s < self.stages - 1:
+                tokens = self.transitions[s](tokens, self.grids[s])
+        return self.finish(tokens, None, hidden, return_hidden)

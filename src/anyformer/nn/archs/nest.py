@@ -1,0 +1,88 @@
+"""NesT: nested local Transformers on image blocks, aggregated between levels."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyformer.config import ModelConfig
+from anyformer.errors import ConfigError, ShapeError
+from anyformer.nn.archs._staged import StagedModel, blockify, from_image, split_depth, to_image, unblockify
+from anyformer.registry import register
+
+
+class BlockAggregation(nn.Module):
+    """NesT's block aggregation: conv 3x3 -> LayerNorm (over channels) -> max-pool 3x3 stride 2.
+    [B, H*W, D] on grid (H, W) -> [B, (H/2)(W/2), D]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        h = self.conv(to_image(x, grid))
+        h = self.norm(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return from_image(F.max_pool2d(h, 3, stride=2, padding=1))
+
+
+@register("arch", "nest")
+class NestedTransformer(StagedModel):
+    """NesT (Zhang et al. 2022): the patch grid is cut into non-overlapping blocks of
+    block_size x block_size tokens; each level runs Transformer layers inside every block
+    independently (shared weights, a block-shared position embedding), then block
+    aggregation halves the grid so 4 blocks merge into one; the last level is one block.
+    images -> encoder tokens [B, H*W, D] -> ... -> head on the last level's tokens.
+    Needs an encoder without prefix tokens (cls_token: false); width stays model.dim."""
+
+    paper = "Nested Hierarchical Transformer: Towards Accurate, Data-Efficient and Interpretable Visual Understanding (Zhang et al. 2022)"
+
+    def __init__(self, config: ModelConfig, levels: int = 3, block_size: int = 4,
+                 depths: list[int] | None = None) -> None:
+        self.setup(config, "nest")
+        H, W = self.encoder.grid
+        if levels < 1 or block_size < 1:
+            raise ConfigError(f"arch 'nest': levels and block_size must be >= 1 (got {levels}, {block_size})")
+        span = block_size * 2 ** (levels - 1)
+        if H % span or W % span:
+            raise ConfigError(
+                f"arch 'nest': block_size {block_size} x 2^(levels-1) = {span} must divide the token grid {H}x{W}; "
+                f"valid block_size for {levels} levels: {[b for b in range(1, min(H, W) + 1) if H % (b * 2 ** (levels - 1)) == 0 and W % (b * 2 ** (levels - 1)) == 0]}"
+            )
+        if self.encoder.num_prefix_tokens:
+            raise ConfigError("arch 'nest' pools every token and takes no class token; set encoder.cls_token: false")
+        self.levels, self.block_size = levels, block_size
+        self.level_depths = split_depth(config.depth, levels, depths, "nest")
+        T = block_size * block_size
+        self.positions = nn.ModuleList()
+        blocks: list[nn.Module] = []
+        for level, count in enumerate(self.level_depths):
+            self.positions.append(self.build_position(T))
+            blocks += self.stage_blocks(sum(self.level_depths[:level]), count, T, (block_size, block_size), self.positions[-1])
+        self.blocks = nn.ModuleList(blocks)
+        self.transitions = nn.ModuleList(BlockAggregation(config.dim) for _ in range(levels - 1))
+        self.final_norm = self.make_norm() if config.final_norm else None
+        self.head = self.make_head(T)
+        self.grids = [(H >> i, W >> i) for i in range(levels)]
+
+    def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
+        tokens, mask = self.encoder(x, mask)
+        if mask is not None and not bool(mask.all()):
+            raise ShapeError("arch 'nest' takes whole images; a padding mask is not supported")
+        tokens = self.input_drop(tokens)
+        hidden: list[torch.Tensor] = []
+        layer = 0
+        for level, count in enumerate(self.level_depths):
+            grid = self.grids[level]
+            h = blockify(tokens, grid, self.block_size)
+            position = self.positions[level]
+            if position.applies_to == "input":
+                h = position(h)
+            for _ in range(count):
+                h = self.run_layer(layer, h, None)
+                hidden.append(unblockify(h, grid, self.block_size))
+                layer += 1
+            tokens = unblockify(h, grid, self.block_size)
+            if level < self.levels - 1:
+                tokens = self.transitions[level](tokens, grid)
+        return self.finish(tokens, None, hidden, return_hidden)

@@ -1,0 +1,25 @@
+"""The variant presets resolve to the components they name and run at test size."""
+import pytest
+import torch
+
+import anyformer as af
+
+EXPECT = {
+    "dhvt": ("ffn", "conv"), "kat": ("ffn", "kan"), "switch": ("ffn", "moe"), "slab": ("norm", "prepbn"),
+    "nest": ("arch", "nest"), "mot": ("arch", "mot"), "sret": ("mixer", "softmax"), "fit": ("arch", "fit"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECT))
+def test_variant_preset_components(preset):
+    cfg = af.model_config(preset)
+    field, name = EXPECT[preset]
+    assert getattr(cfg, field).name == name
+    model = af.create(preset, dim=32, heads=4, depth=2, max_len=16)
+    out = model(model.encoder.example_input(batch=2))
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+
+
+def test_sret_recursion_reuses_blocks_in_place():
+    model = af.create("sret", dim=32, heads=4)
+    assert model.layer_blocks == [0, 0, 1, 1, 2, 2, 3, 3]
