@@ -47,25 +47,40 @@ class GatedAttentionUnit(TokenMixer):
         self.beta = nn.Parameter(torch.zeros(2, qk_dim))
         self.o_proj = nn.Linear(e, dim, bias=bias)
 
-    def attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """The attention matrix A [B, L, L] (zero where a pair is not allowed)."""
+    def attention(self, x: torch.Tensor, mask: torch.Tensor | None,
+                  allowed: torch.Tensor | None = None, normaliser: float | None = None) -> torch.Tensor:
+        """The attention matrix A [B, L, L] (zero where a pair is not allowed).
+
+        `allowed` ([B or 1, L, L] bool) restricts the pairs further (a local window, as
+        SeqBoat uses); `normaliser` replaces the number of real tokens n dividing the
+        relu2 scores (a fixed window size keeps a local unit causal)."""
         L = x.shape[1]
         z = F.silu(self.z_proj(x))
         q = z * self.gamma[0] + self.beta[0]
         k = z * self.gamma[1] + self.beta[1]
         qk = q @ k.transpose(-1, -2)
-        allowed = allowed_pairs(L, mask, self.causal, x.device)
-        allowed = allowed[:, 0] if allowed is not None else None
+        pairs = allowed_pairs(L, mask, self.causal, x.device)
+        pairs = pairs[:, 0] if pairs is not None else None
+        if allowed is not None:
+            pairs = allowed if pairs is None else pairs & allowed
         if self.scores == "softmax":
             qk = qk / math.sqrt(self.qk_dim)
-            if allowed is not None:
-                qk = qk.masked_fill(~allowed, float("-inf"))
+            if pairs is not None:
+                qk = qk.masked_fill(~pairs, float("-inf"))
             return qk.softmax(-1)
-        n = mask.sum(-1).to(x.dtype)[:, None, None] if mask is not None else L
+        if normaliser is not None:
+            n = normaliser
+        else:
+            n = mask.sum(-1).to(x.dtype)[:, None, None] if mask is not None else L
         a = F.relu(qk / n).square()
-        return a.masked_fill(~allowed, 0.0) if allowed is not None else a
+        return a.masked_fill(~pairs, 0.0) if pairs is not None else a
+
+    def gated(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+              allowed: torch.Tensor | None = None, normaliser: float | None = None) -> torch.Tensor:
+        """(U * (A V)) W_o for x [B, L, D] (no input checks; see `attention` for the options)."""
+        u, v = F.silu(self.uv_proj(x)).chunk(2, dim=-1)
+        return self.o_proj(u * (self.attention(x, mask, allowed, normaliser) @ v))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
-        u, v = F.silu(self.uv_proj(x)).chunk(2, dim=-1)
-        return self.o_proj(u * (self.attention(x, mask) @ v))
+        return self.gated(x, mask)
