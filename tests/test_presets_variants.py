@@ -6,7 +6,7 @@ import anyformer as af
 
 EXPECT = {
     "dhvt": ("ffn", "conv"), "kat": ("ffn", "kan"), "switch": ("ffn", "moe"), "slab": ("norm", "prepbn"),
-    "nest": ("arch", "nest"), "mot": ("arch", "mot"), "sret": ("mixer", "softmax"), "fit": ("arch", "fit"),
+    "nest": ("arch", "nest"), "mot": ("arch", "mot"), "sret": ("mixer", "sliced"), "fit": ("arch", "fit"),
 }
 
 
