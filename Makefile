@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# The main job on embedded data: ViT and every efficient mixer, same budget each, on digits.
 demo: $(STAMP)
-	$(VENV)/bin/anyformer list
-	$(VENV)/bin/anyformer show vit
+	$(VENV)/bin/anyformer compare --task digits --budget-s 12 --set dim=64 --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
