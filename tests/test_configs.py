@@ -6,7 +6,7 @@ import pytest
 
 import anyformer as af
 from anyformer import registry
-from anyformer.config import run_config
+from anyformer.train.config import run_config
 from anyformer.tasks.resolve import model_for_task
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

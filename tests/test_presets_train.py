@@ -6,7 +6,7 @@ import pytest
 
 import anyformer as af
 from anyformer import registry
-from anyformer.config import run_config
+from anyformer.train.config import run_config
 from anyformer.presets import load_preset
 from anyformer.train import train
 

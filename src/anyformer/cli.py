@@ -75,7 +75,8 @@ def show_cmd(
 
 
 def _run_config(config: Optional[str], set_: list[str], **flags):
-    from anyformer.config import parse_assignments, run_config
+    from anyformer.config import parse_assignments
+    from anyformer.train.config import run_config
 
     overrides = parse_assignments(set_)
     for key, value in flags.items():
@@ -126,7 +127,7 @@ def eval_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Evaluate a trained run on its task's splits."""
-    from anyformer.config import run_config
+    from anyformer.train.config import run_config
     from anyformer.train.evaluate import evaluate
     from anyformer.train.loop import build_task, load_run, pick_device
 

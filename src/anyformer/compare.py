@@ -19,7 +19,8 @@ import torch
 
 from anyformer import registry
 from anyformer.bench.scaling import jsonable
-from anyformer.config import ComponentSpec, RunConfig, TrainConfig, looks_like_path, read_yaml
+from anyformer.config import ComponentSpec, looks_like_path, read_yaml
+from anyformer.train.config import RunConfig, TrainConfig
 from anyformer.errors import AnyformerError, ConfigError
 from anyformer.report.pareto import pareto_front
 from anyformer.tasks.base import Task

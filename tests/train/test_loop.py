@@ -7,7 +7,7 @@ import torch
 
 import anyformer as af
 from anyformer.cli import main
-from anyformer.config import TrainConfig, run_config
+from anyformer.train.config import TrainConfig, run_config
 from anyformer.errors import ConfigError, TrainingError
 from anyformer.tasks.digits import DigitsTask
 from anyformer.train import load_run, read_metrics, train

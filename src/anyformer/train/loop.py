@@ -16,7 +16,7 @@ from torch import nn
 
 import anyformer as af
 from anyformer import registry
-from anyformer.config import RunConfig, TrainConfig
+from anyformer.train.config import RunConfig, TrainConfig
 from anyformer.errors import ConfigError, TrainingError
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from anyformer.config import TrainConfig
+from anyformer.train.config import TrainConfig
 
 
 def _no_decay_ids(model: nn.Module) -> set[int]:

@@ -1,0 +1,110 @@
+"""Typed run configs: the training settings and the one-file run (model + task + train)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from anyformer.config import ComponentSpec, read_yaml
+from anyformer.errors import ConfigError, suggest
+
+
+class TrainConfig(BaseModel):
+    """How a model is trained: optimiser, schedule, budget, evaluation and checkpoints."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(1000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="examples per optimizer step (over all accumulation steps and processes)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    min_lr: float = Field(0.0, ge=0, description="learning rate at the end of a cosine or linear decay")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay (never on norms, biases, embeddings)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps")
+    grad_clip: float | None = Field(1.0, description="clip the global gradient norm to this (None: no clipping)")
+    eval_every: int = Field(200, ge=1, description="evaluate (and checkpoint) every N steps")
+    eval_batch_size: int = Field(256, ge=1, description="batch size for evaluation")
+    checkpoint_every: int | None = Field(None, ge=1, description="checkpoint every N steps (default: eval_every)")
+    log_every: int = Field(50, ge=1, description="write the training loss every N steps")
+    metric: str | None = Field(None, description="metric for early stopping and model ranking (default: the task's primary metric)")
+    early_stopping: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement on val; the best weights are kept")
+    max_time: float | None = Field(None, gt=0, description="stop training after this many seconds (then evaluate)")
+    skip_nonfinite: int = Field(0, ge=0, description="batches with a non-finite loss that may be skipped before the run stops")
+    seed: int = Field(0, description="seed for weights, data order and dropout")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool = Field(False, description="torch.compile the model")
+    progress: bool = Field(True, description="show a progress bar on a terminal")
+
+
+class RunConfig(BaseModel):
+    """One YAML file: the model (any preset/fields), the task and the training."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "vit"}, description="model fields (see ModelConfig); fitted to the task")
+    # `--set` model overrides, applied after the model is fitted to the task (a bare
+    # option such as num_classes is routed to whichever component takes it).
+    _model_overrides: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
+    task: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="digits"), description="task and its options")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="training settings")
+
+
+def _explain_run(err: pydantic.ValidationError) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent = first["loc"][:-1]
+        target: type[BaseModel] = TrainConfig if parent and parent[0] == "train" else RunConfig
+        valid = sorted(target.model_fields)
+        return ConfigError(f"{loc}: unknown field{suggest(str(first['loc'][-1]), valid)}; valid: {', '.join(valid)}")
+    return ConfigError(f"{loc}: {first['msg']} (got {first.get('input')!r})")
+
+
+def run_config(source: str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A RunConfig from a YAML path or dict, with `--set`-style overrides: 'train.lr',
+    'task.p', 'model.dim' or a bare model field/option ('dim', 'mixer')."""
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        data = read_yaml(source)
+    data.setdefault("model", {})
+    if isinstance(data["model"], str):
+        data["model"] = {"preset": data["model"]}
+    model_overrides: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head == "train" and rest:
+            data.setdefault("train", {})[rest] = value
+        elif head == "task" and rest:
+            spec = data.get("task") or {}
+            spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+            spec[rest] = value
+            data["task"] = spec
+        elif head == "task":
+            data["task"] = value
+        else:
+            model_key = rest if head == "model" else key
+            if model_key == "preset":
+                data["model"]["preset"] = value
+            else:
+                model_overrides[model_key] = value
+    try:
+        run = RunConfig.model_validate({k: v for k, v in data.items()})
+    except pydantic.ValidationError as err:
+        inner = err.errors()[0].get("ctx", {}).get("error")
+        if isinstance(inner, ConfigError):
+            raise inner from None
+        raise _explain_run(err) from None
+    if ":" in run.task.name:
+        from anyformer.tasks.naming import task_spec
+
+        run.task = task_spec(run.task.name, **run.task.options)
+    run.task.check("task", "task")
+    run._model_overrides = model_overrides
+    return run
