@@ -134,6 +134,14 @@ class AnyFormer(nn.Module):
 
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
+        tokens, mask, hidden = self.encode(tokens, mask)
+        out = self.encoder.postprocess(self.head(tokens, mask, hidden))
+        return (out, hidden) if return_hidden else out
+
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
+        """Encoder tokens -> the layer schedule (with transitions) -> final norm; returns the
+        tokens, their mask (transitions may shorten it) and every layer's output."""
         if self.position.applies_to == "input":
             tokens = self.position(tokens)
         tokens = self.input_drop(tokens)
@@ -146,8 +154,7 @@ class AnyFormer(nn.Module):
                 tokens, mask = self.transitions[layer](tokens, mask)
         if self.final_norm is not None:
             tokens = self.final_norm(tokens, mask)
-        out = self.encoder.postprocess(self.head(tokens, mask, hidden))
-        return (out, hidden) if return_hidden else out
+        return tokens, mask, hidden
 
     def parameter_report(self) -> dict[str, int]:
         """Parameters per part (tied or shared tensors counted once, where first met)."""

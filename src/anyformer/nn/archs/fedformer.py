@@ -180,17 +180,7 @@ class FEDformer(AnyFormer):
 
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
-        if self.position.applies_to == "input":
-            tokens = self.position(tokens)
-        tokens = self.input_drop(tokens)
-        hidden = []
-        for layer, b in enumerate(self.layer_blocks):
-            if layer not in self.dropped:
-                tokens = self.blocks[b](tokens, mask)
-            hidden.append(tokens)
-            if layer < len(self.transitions):
-                tokens, mask = self.transitions[layer](tokens, mask)
-        memory = self.final_norm(tokens) if self.final_norm is not None else tokens
+        memory, mask, hidden = self.encode(tokens, mask)
         seasonal, trend = self.decoder_inputs(x)
         h = self.decoder_drop(self.decoder_embedding(seasonal.transpose(1, 2)).transpose(1, 2))
         for layer in self.decoder_layers:

@@ -121,23 +121,6 @@ class Informer(AnyFormer):
         self.channels_in = self.encoder.channels
         return nn.Linear(self.config.dim, self.channels_out)
 
-    def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
-        """The encoder layers with transitions, as the base model runs them."""
-        if self.position.applies_to == "input":
-            tokens = self.position(tokens)
-        tokens = self.input_drop(tokens)
-        hidden = []
-        for layer, b in enumerate(self.layer_blocks):
-            if layer not in self.dropped:
-                tokens = self.blocks[b](tokens, mask)
-            hidden.append(tokens)
-            if layer < len(self.transitions):
-                tokens, mask = self.transitions[layer](tokens, mask)
-        if self.final_norm is not None:
-            tokens = self.final_norm(tokens, mask)
-        return tokens, mask, hidden
-
     def decoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """[B, label + horizon, C]: the last label_len known steps, then zero placeholders."""
         if self.encoder.revin is not None:  # the decoder sees the series as the encoder does
