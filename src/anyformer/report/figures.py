@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -34,6 +35,11 @@ def quality_vs_cost(rows: list[dict[str, Any]], cost_key: str, flag: str, xlabel
         ax.plot([r[cost_key] for r in front], [r["quality"] for r in front], "--", c="tab:red", label="Pareto front", zorder=2)
         ax.legend(loc="lower right")
     ax.set_xscale("log")
+    # Plain numbers on the log axis ("4.6", "5e+03"), not 4.6x10^0 mantissa labels.
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"test {pts[0]['metric']}")
     ax.grid(True, which="both", alpha=0.3)
