@@ -19,5 +19,26 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmarks get their own venv: the baselines they compare against (x-transformers) are never
+# dependencies of the library. Suites write benchmarks/results/*.json; the README table is regenerated.
+BENCH_VENV := benchmarks/.venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q torch==2.13.0
+	$(BENCH_PY) -m pip install -q -e . -r benchmarks/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) benchmarks/train_step.py
+	$(BENCH_PY) benchmarks/mixer_scaling.py
+	$(BENCH_PY) benchmarks/flop_coverage.py
+	$(BENCH_PY) benchmarks/compile_speedup.py
+	$(BENCH_PY) benchmarks/cuda_path.py
+	$(BENCH_PY) benchmarks/summarize.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

@@ -42,7 +42,9 @@ class TokenEncoder(Encoder):
         expect(ids, 2, "encoder 'tokens' input ids [batch, length]", floating=False)
         if ids.shape[1] > self.max_len:
             raise ConfigError(f"sequence length {ids.shape[1]} exceeds max_len {self.max_len}; raise model.max_len")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+        # The range check reads values back to Python, a graph break under torch.compile:
+        # compiled graphs skip it (an out-of-range id still fails inside the embedding).
+        if ids.numel() and not torch.compiler.is_compiling() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise ShapeError(
                 f"token id {int(ids.max()) if int(ids.max()) >= self.vocab_size else int(ids.min())} outside the vocabulary [0, {self.vocab_size}); raise vocab_size"
             )

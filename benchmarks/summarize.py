@@ -1,0 +1,115 @@
+"""Regenerate the results section of benchmarks/README.md from results/*.json (between the
+<!-- results --> markers; the text around them is kept)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def fmt(v, spec: str = ".2f", none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def train_step_section(r: dict) -> list[str]:
+    m = r["machine"]
+    lines = [f"### (a) Training step: anyformer vs x-transformers vs nanoGPT-style SDPA",
+             "", f"torch {m['torch']}, {m['threads']} threads, {m['cpu_count']}-core CPU; roof {r['roof']} = "
+             f"{r['roof_flops_per_s'] / 1e9:.0f} GFLOP/s. Step = forward + backward + AdamW, 2,048 tokens, depth 4, "
+             "heads of 64. Speedup = median over interleaved rounds of baseline time / anyformer time (> 1: anyformer faster).", "",
+             "| dim | L x batch | anyformer tok/s (MFU) | x-transformers tok/s (MFU) | nanoGPT-SDPA tok/s (MFU) | vs x-transformers | vs nanoGPT | vs best |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in r["sizes"]:
+        cell = {n: f"{m['tokens_per_s']:,.0f} ({100 * m['mfu']:.0f}%)" for n, m in s["models"].items()}
+        sp = s["speedup_vs"]
+        lines.append(f"| {s['dim']} | {s['length']} x {s['batch']} | {cell.get('anyformer', '-')} | {cell.get('x-transformers', '-')} | "
+                     f"{cell.get('nanogpt-sdpa', '-')} | {fmt(sp.get('x-transformers'))}x | {fmt(sp.get('nanogpt-sdpa'))}x | "
+                     f"{fmt(s['speedup_vs_best_baseline'])}x |")
+    return lines
+
+
+def mixer_section(r: dict) -> list[str]:
+    lengths = sorted({row["length"] for sw in r["mixers"].values() for row in sw["rows"]})
+    lines = [f"### (b) Mixer scaling: forward + backward of one mixer, batch 1, dim {r['dim']}, {r['heads']} heads",
+             "", "Median ms per step (peak MiB of the step's tensors); '-' = not run (dropped after a step over the cap, or failed).", "",
+             "| mixer | complexity | " + " | ".join(f"L={L}" for L in lengths) + " | crossover vs softmax | stopped |",
+             "|---|---|" + "---|" * len(lengths) + "---|---|"]
+    for name, sw in r["mixers"].items():
+        by_len = {row["length"]: row for row in sw["rows"]}
+        cells = []
+        for L in lengths:
+            row = by_len.get(L)
+            cells.append("-" if row is None else
+                         f"{row['forward_backward']['median_ms']:.1f} ({row['memory']['train_step_peak_bytes'] / 2**20:.0f})")
+        cross = r["crossover_vs_softmax"].get(name)
+        stop = (sw.get("stopped") or "").replace("|", "/")
+        lines.append(f"| {name} | {r['complexity'].get(name, '')} | " + " | ".join(cells)
+                     + f" | {'-' if name == 'softmax' else (cross or 'never')} | {stop} |")
+    if r.get("linear_checks"):
+        lines += ["", "Linear-complexity checks: " + "; ".join(
+            f"{n}: time(8k)/time(4k) = {fmt(c['time_8k_over_4k'])} ({'ok' if c['scales_linearly'] else 'FAIL'}), "
+            f"faster than softmax from 2k: {'yes' if c['beats_softmax_from_2k'] else 'NO'}" for n, c in r["linear_checks"].items())]
+    lines += ["", "![mixer scaling](results/mixer_scaling.png)"]
+    return lines
+
+
+def coverage_section(r: dict) -> list[str]:
+    lines = [f"### FLOP counter coverage (forward, L = {r['length']}, dim {r['dim']})", "",
+             "| mixer | stock FlopCounterMode GFLOP | anyformer counter GFLOP | projections alone | core invisible to stock? | still uncounted ops |",
+             "|---|---|---|---|---|---|"]
+    for name, row in r["mixers"].items():
+        if "error" in row:
+            lines.append(f"| {name} | error: {row['error']} | | | | |")
+            continue
+        lines.append(f"| {name} | {row['stock_flops'] / 1e9:.3f} | {row['anyformer_flops'] / 1e9:.3f} | {row['projection_flops'] / 1e9:.3f} | "
+                     f"{'yes' if row['core_invisible_to_stock'] else 'no'} | {', '.join(row['uncounted_heavy_ops']) or '-'} |")
+    return lines
+
+
+def compile_section(r: dict) -> list[str]:
+    lines = ["### torch.compile (`anyformer bench --compile`)", "", "| model | L x batch | eager fwd+bwd ms | compiled fwd+bwd ms | speedup | compile s |",
+             "|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['model']} | {row['length']} x {row['batch']} | {row['eager_ms']:.1f} | {row['compiled_ms']:.1f} | "
+                     f"{row['speedup']:.2f}x | {row['compile_s']:.0f} |")
+    return lines
+
+
+def cuda_section(r: dict) -> list[str]:
+    lines = ["### (c) CUDA path", ""]
+    for mode in ("eager", "compiled"):
+        if mode in r:
+            fb = r[mode]["forward_backward"]
+            lines.append(f"- {mode}: {fb['tokens_per_s']:,.0f} tokens/s, MFU {100 * fb['mfu']:.1f}% of the bf16 roof "
+                         f"{r['roof_bf16_flops_per_s'] / 1e12:.0f} TFLOP/s ({r['machine']['cuda']})")
+    return lines
+
+
+def main() -> None:
+    parts: list[str] = []
+    for name, section in (("train_step", train_step_section), ("mixer_scaling", mixer_section),
+                          ("flop_coverage", coverage_section), ("compile", compile_section), ("cuda_path", cuda_section)):
+        r = load(name)
+        if r is not None:
+            parts += section(r) + [""]
+    if load("cuda_path") is None:
+        parts += ["### (c) CUDA path", "", "Not measured: no GPU on the machine that ran `make bench` "
+                  "(`benchmarks/cuda_path.py` exits with one line when CUDA is absent).", ""]
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    readme.write_text(head + BEGIN + "\n" + "\n".join(parts) + END + tail)
+    print(f"updated {readme}")
+
+
+if __name__ == "__main__":
+    main()
