@@ -46,7 +46,9 @@ class Sublayer(nn.Module):
         h = self.fn(h, mask) if self.takes_mask else self.fn(h)
         if self.placement == "peri":
             h = self.norm_out(h, mask)
-        h = self.scale * self.drop(h)
+        h = self.drop(h)
+        if self.scale != 1.0:  # skip a full-size multiply on every ordinary branch
+            h = self.scale * h
         if self.path_scale is not None:
             h = self.path_scale.to(h.dtype) * h
         if drop_path > 0.0 and self.training:
