@@ -58,3 +58,17 @@ def test_show_yaml_file(tmp_path, capsys):
     main(["show", str(path)])
     out = capsys.readouterr().out
     assert "rmsnorm" in out and "peri" in out
+
+
+def test_unexpected_errors_are_one_line_without_debug(monkeypatch, capsys):
+    import anyformer.presets as presets
+
+    def broken(name):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(presets, "load_preset", broken)
+    with pytest.raises(SystemExit) as done:
+        main(["show", "vit"])
+    assert done.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error: KeyError" in err and "--debug" in err and "Traceback" not in err

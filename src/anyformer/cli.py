@@ -293,15 +293,18 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Exit, SystemExit) as done:
         code = getattr(done, "exit_code", getattr(done, "code", 0))
         raise SystemExit(code) from None
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+    except Exception as err:
+        # Usage errors of the command-line parser carry their own message and exit code.
+        if callable(getattr(err, "show", None)) and hasattr(err, "exit_code"):
             err.show()
             raise SystemExit(2) from None
-        if isinstance(err, click.exceptions.Abort):
+        if type(err).__name__ == "Abort":
             raise SystemExit(1) from None
-        raise
+        if debug:
+            raise
+        err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+                          "(a bug in anyformer: rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

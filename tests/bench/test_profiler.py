@@ -100,3 +100,20 @@ def test_missing_cuda_is_a_config_error(monkeypatch):
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(ConfigError, match="did you mean 'cuda'"):
         resolve_device("cuda2".replace("2", "x"))
+
+
+ARCH_MODELS = {
+    "fit": dict(source="fit", image_size=8, patch_size=2, channels=1),  # one group of 16: the view case
+    "nest": dict(source="nest", image_size=8, patch_size=1, channels=1),
+    "multistage": dict(source="vit", arch="multistage", image_size=8, patch_size=1, channels=1),
+    "mot": dict(source="mot"),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_MODELS))
+def test_profile_counts_every_architecture(arch):
+    """FLOP counting hooks every module's inputs: no architecture may trip them."""
+    opts = dict(ARCH_MODELS[arch])
+    model = af.create(opts.pop("source"), dim=32, heads=4, **opts)
+    cost = profile(model, model.encoder.example_input(2), repeats=1, warmup=0)
+    assert cost["flops"]["train_step_per_sample"] > cost["flops"]["forward_per_sample"] > 0

@@ -121,3 +121,12 @@ def test_run_config_errors():
         run_config({"train": {"lr": -1}})
     with pytest.raises(ConfigError, match="not available"):
         train(run_config({"model": SMALL, "train": {"device": "cuda:7", "steps": 1}}), "/tmp/never") if not torch.cuda.is_available() else (_ for _ in ()).throw(ConfigError("not available"))
+
+
+def test_out_of_memory_is_one_line_training_error(tmp_path, monkeypatch):
+    def boom(self, output, target):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DigitsTask, "loss", boom)
+    with pytest.raises(TrainingError, match="out of memory at step 1 with batch 32.*train.batch_size"):
+        train(_run(tmp_path, steps=5), tmp_path / "oom")

@@ -265,7 +265,15 @@ class Trainer:
                 if cfg.max_time is not None and elapsed() >= cfg.max_time:
                     stopped = "max_time"
                     break
-                loss = self._train_step()
+                try:
+                    loss = self._train_step()
+                except (torch.OutOfMemoryError, RuntimeError) as err:
+                    if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err):
+                        raise
+                    raise TrainingError(
+                        f"out of memory at step {self.step + 1} with batch {cfg.batch_size} on {self.device}; lower "
+                        f"train.batch_size or raise train.grad_accum (the last checkpoint is kept in {self.out})"
+                    ) from None
                 if loss is None:
                     self.skipped += 1
                     if self.skipped > cfg.skip_nonfinite:

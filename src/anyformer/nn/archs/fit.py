@@ -99,7 +99,9 @@ class FarReachingInterleavedTransformer(AnyFormer):
             mask = F.pad(real, (0, pad), value=False)
         data = self.input_drop(tokens).reshape(B * self.num_groups, self.group_size, D)
         gmask = None if mask is None else mask.reshape(B * self.num_groups, self.group_size)
-        z = self.latent_init.to(data.dtype).expand(B, -1, -1, -1).reshape(B * self.num_groups, self.num_latents, D)
+        # repeat (a copy), not expand: a reshaped expand can stay a view of the parameter,
+        # which under no_grad requires grad yet has no grad_fn and trips module hooks.
+        z = self.latent_init.to(data.dtype).repeat(B, 1, 1, 1).reshape(B * self.num_groups, self.num_latents, D)
         # Latents of a group with no real token read only padding: global layers skip them.
         zmask = None if gmask is None else gmask.any(1).view(B, self.num_groups).repeat_interleave(self.num_latents, 1)
         hidden: list[torch.Tensor] = []
