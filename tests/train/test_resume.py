@@ -94,3 +94,24 @@ def test_load_weights_rejects_a_foreign_file(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DataError, match="not a readable"):
         ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")
+
+
+def test_restart_before_first_checkpoint_rewrites_metrics(tmp_path):
+    """A run killed before its first checkpoint leaves config.yaml and some metrics lines;
+    starting it again (with or without --resume) must not append to those stale lines."""
+    from anyformer.train import train
+    from anyformer.train.config import run_config
+
+    def cfg():
+        return run_config({"model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2}, "task": "digits",
+                           "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "log_every": 1, "progress": False}})
+
+    train(cfg(), tmp_path / "full")
+    full = (tmp_path / "full" / "metrics.jsonl").read_text()
+    for resume in (False, True):
+        killed = tmp_path / f"killed-{resume}"
+        killed.mkdir()
+        (killed / "config.yaml").write_text((tmp_path / "full" / "config.yaml").read_text())
+        (killed / "metrics.jsonl").write_text(full.splitlines(keepends=True)[0])
+        train(cfg(), killed, resume=resume)
+        assert (killed / "metrics.jsonl").read_text() == full

@@ -140,8 +140,11 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
-        if resume:
-            self._restore()
+        if not (resume and self._restore()) and self.dist.is_main:
+            # Starting from step 0 in a directory a killed run left before its first
+            # checkpoint: its metrics lines and best weights belong to no checkpoint.
+            self.logger.truncate(0)
+            (self.out / "best.safetensors").unlink(missing_ok=True)
         self.train_model = self.model
         if self.cfg.compile:
             self.train_model = torch.compile(self.model)
@@ -164,10 +167,11 @@ class Trainer:
             if strip(old) != strip(self.config_dict):
                 raise ConfigError(f"the config differs from the one {self.out} was started with; resume with the same config or choose another --out")
 
-    def _restore(self) -> None:
+    def _restore(self) -> bool:
+        """Load the last committed checkpoint; False when there is none (start from scratch)."""
         found = ckpt.read_checkpoint(self.out)
         if found is None:
-            return  # nothing committed yet: start from scratch
+            return False
         tensors, meta = found
         ckpt.load_weights(self.model, self.out / "model.safetensors")
         opt_state = ckpt.unflatten_optimizer(tensors, meta["optimizer"])
@@ -179,6 +183,7 @@ class Trainer:
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed, **meta["data"])
         self.logger.truncate(meta["metrics_bytes"])
         _set_rng_state(tensors, meta)
+        return True
 
     def _checkpoint(self, elapsed: float) -> None:
         if not self.dist.is_main:
