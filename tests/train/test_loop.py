@@ -121,3 +121,16 @@ def test_run_config_errors():
         run_config({"train": {"lr": -1}})
     with pytest.raises(ConfigError, match="not available"):
         train(run_config({"model": SMALL, "train": {"device": "cuda:7", "steps": 1}}), "/tmp/never") if not torch.cuda.is_available() else (_ for _ in ()).throw(ConfigError("not available"))
+
+
+@pytest.mark.parametrize("batch, accum, world", [(7, 3, 2), (6, 2, 3), (9, 4, 2), (32, 4, 1), (5, 5, 1)])
+def test_every_process_gets_examples_in_every_micro_batch(batch, accum, world):
+    """batch_size >= grad_accum x processes is all the loop asks; then no process may get an
+    empty micro-batch (its loss would be NaN and every step skipped) and none is lost."""
+    from anyformer.train.loop import micro_batch_parts
+
+    indices = torch.randperm(batch)
+    parts = [micro_batch_parts(indices, accum, world, rank) for rank in range(world)]
+    assert all(len(p) == len(parts[0]) for p in parts)  # same number of forward/backward passes
+    assert all(len(micro) > 0 for p in parts for micro in p)
+    assert sorted(torch.cat([m for p in parts for m in p]).tolist()) == sorted(indices.tolist())

@@ -106,6 +106,13 @@ def expert_usage(model: nn.Module) -> dict[str, list[float]]:
     return out
 
 
+def micro_batch_parts(indices: torch.Tensor, grad_accum: int, world: int, rank: int) -> list[torch.Tensor]:
+    """This process's share of each micro-batch of the global batch `indices`. tensor_split
+    (not chunk) keeps the micro-batches within one example of each other in size, so with
+    batch_size >= grad_accum x world every process gets at least one example in each."""
+    return [micro.tensor_split(world)[rank] for micro in indices.tensor_split(grad_accum)]
+
+
 class Trainer:
     """Train one run into `out_dir`. `fit()` returns the summary written to summary.json."""
 
@@ -209,13 +216,12 @@ class Trainer:
         """One optimizer step over the global batch; None when the batch was skipped."""
         cfg, world, rank = self.cfg, self.dist.world, self.dist.rank
         indices = self.cursor.take(cfg.batch_size)
-        micro_batches = [c for c in indices.chunk(cfg.grad_accum) if len(c)]
+        parts = micro_batch_parts(indices, cfg.grad_accum, world, rank)
         total, finite = 0.0, True
         self._set_progress()
-        for i, micro in enumerate(micro_batches):
-            part = micro.tensor_split(world)[rank]
+        for i, part in enumerate(parts):
             batch = self.splits["train"].batch(part).to(self.device)
-            sync = i == len(micro_batches) - 1 or not self.dist.enabled
+            sync = i == len(parts) - 1 or not self.dist.enabled
             ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 with autocast_for(self.device, cfg.precision):
