@@ -134,3 +134,12 @@ def test_every_process_gets_examples_in_every_micro_batch(batch, accum, world):
     assert all(len(p) == len(parts[0]) for p in parts)  # same number of forward/backward passes
     assert all(len(micro) > 0 for p in parts for micro in p)
     assert sorted(torch.cat([m for p in parts for m in p]).tolist()) == sorted(indices.tolist())
+
+
+def test_a_metric_the_task_does_not_report_is_an_error(tmp_path):
+    """train.metric drives early stopping and the best weights; a misspelt one used to be
+    ignored silently (no best, no early stop, NaN quality in compare)."""
+    with pytest.raises(ConfigError, match="did you mean 'accuracy'"):
+        train(_run(tmp_path, steps=4, eval_every=2, metric="acuracy", early_stopping=1), tmp_path / "m")
+    summary = train(_run(tmp_path, steps=4, eval_every=2, metric="macro_f1"), tmp_path / "ok")
+    assert summary["metric"] == "macro_f1" and summary["best_val"] is not None

@@ -17,7 +17,7 @@ from torch import nn
 import anyformer as af
 from anyformer import registry
 from anyformer.train.config import RunConfig, TrainConfig
-from anyformer.errors import ConfigError, TrainingError
+from anyformer.errors import ConfigError, TrainingError, suggest
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
@@ -251,7 +251,11 @@ class Trainer:
 
     def _after_eval(self, results: dict[str, dict[str, float]]) -> bool:
         """Track the best val metric; True when early stopping says stop."""
-        value = results.get("val", {}).get(self.metric)
+        val = results.get("val", {})
+        if val and self.metric not in val:
+            raise ConfigError(f"train.metric {self.metric!r} is not a metric of task {self.task.name!r}"
+                              f"{suggest(self.metric, val)}; valid: {', '.join(sorted(val))}")
+        value = val.get(self.metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
         improved = self.best is None or (value > self.best if self.higher else value < self.best)
