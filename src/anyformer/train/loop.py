@@ -140,6 +140,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.step, self.skipped, self.best, self.best_step, self.bad_evals = 0, 0, None, None, 0
         self.elapsed_before = 0.0
+        self.window: list[float] = []  # losses since the last logged step
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed)
         self.metric = self.cfg.metric or self.task.primary_metric
         self.higher = self.task.higher_is_better if self.cfg.metric is None else not self.metric.lower() in ("loss", "mse", "mae", "perplexity")
@@ -187,6 +188,7 @@ class Trainer:
         self.step, self.skipped = meta["step"], meta["skipped"]
         self.best, self.best_step, self.bad_evals = meta["best"], meta["best_step"], meta["bad_evals"]
         self.elapsed_before = meta["elapsed"]
+        self.window = list(meta.get("loss_window", []))
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed, **meta["data"])
         self.logger.truncate(meta["metrics_bytes"])
         _set_rng_state(tensors, meta)
@@ -200,7 +202,7 @@ class Trainer:
             "step": self.step, "skipped": self.skipped, "best": self.best, "best_step": self.best_step,
             "bad_evals": self.bad_evals, "elapsed": elapsed, "data": self.cursor.state(),
             "scheduler": self.scheduler.state_dict(), "optimizer": opt_meta,
-            "metrics_bytes": self.logger.size(), **_rng_meta(),
+            "metrics_bytes": self.logger.size(), "loss_window": self.window, **_rng_meta(),
         }
         ckpt.write_checkpoint(self.out, self.model, {**opt_tensors, **_rng_state()}, meta)
 
@@ -272,7 +274,7 @@ class Trainer:
         ckpt_every = cfg.checkpoint_every or cfg.eval_every
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
-        stopped, window, last_eval = "steps", [], None
+        stopped, last_eval = "steps", None
         self.model.train()
         with self.logger:
             self.logger.advance(self.step)
@@ -290,14 +292,14 @@ class Trainer:
                         )
                     continue
                 self.step += 1
-                window.append(loss)
+                self.window.append(loss)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    record = {"step": self.step, "loss": sum(window) / len(window), "lr": self.scheduler.get_last_lr()[0]}
+                    record = {"step": self.step, "loss": sum(self.window) / len(self.window), "lr": self.scheduler.get_last_lr()[0]}
                     usage = expert_usage(self.model)
                     if usage:
                         record["expert_usage"] = usage
                     self.logger.log(record)
-                    window = []
+                    self.window = []
                 self.logger.advance(self.step, loss=loss)
                 stop = False
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
