@@ -19,6 +19,17 @@ def test_pareto_front():
     assert pareto_front(pts) == [True, True, False, False, True]
 
 
+def test_a_model_without_a_score_is_never_on_a_front():
+    """A model whose test metric is NaN (diverged, or a split too small) has measured no
+    quality: however cheap it is, it does not belong on a quality-vs-cost front."""
+    from anyformer.compare import mark_pareto
+
+    rows = [{"model": "good", "quality": 0.9, "higher_is_better": True, "latency_ms": 10.0, "params": 1000},
+            {"model": "nan", "quality": float("nan"), "higher_is_better": True, "latency_ms": 1.0, "params": 10}]
+    mark_pareto(rows)
+    assert [(r["pareto_latency"], r["pareto_params"]) for r in rows] == [(True, True), (False, False)]
+
+
 def test_model_specs():
     assert parse_model_spec("vit+linear").model == {"preset": "vit", "mixer": "linear"}
     with pytest.raises(ConfigError, match="did you mean 'linear'"):

@@ -197,7 +197,9 @@ def mark_pareto(rows: list[dict[str, Any]]) -> None:
         points = [(sign * r["quality"] if not math.isnan(r["quality"]) else -math.inf, r[cost_key] or math.inf) for r in rows]
         front = pareto_front(points)
         for r, on in zip(rows, front):
-            r[flag] = on
+            # A NaN score is no quality at all: the cheapest such model would otherwise be
+            # undominated (nothing is cheaper) and marked on the front.
+            r[flag] = on and not math.isnan(r["quality"])
 
 
 def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

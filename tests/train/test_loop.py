@@ -130,3 +130,25 @@ def test_out_of_memory_is_one_line_training_error(tmp_path, monkeypatch):
     monkeypatch.setattr(DigitsTask, "loss", boom)
     with pytest.raises(TrainingError, match="out of memory at step 1 with batch 32.*train.batch_size"):
         train(_run(tmp_path, steps=5), tmp_path / "oom")
+
+
+@pytest.mark.parametrize("batch, accum, world", [(7, 3, 2), (6, 2, 3), (9, 4, 2), (32, 4, 1), (5, 5, 1)])
+def test_every_process_gets_examples_in_every_micro_batch(batch, accum, world):
+    """batch_size >= grad_accum x processes is all the loop asks; then no process may get an
+    empty micro-batch (its loss would be NaN and every step skipped) and none is lost."""
+    from anyformer.train.loop import micro_batch_parts
+
+    indices = torch.randperm(batch)
+    parts = [micro_batch_parts(indices, accum, world, rank) for rank in range(world)]
+    assert all(len(p) == len(parts[0]) for p in parts)  # same number of forward/backward passes
+    assert all(len(micro) > 0 for p in parts for micro in p)
+    assert sorted(torch.cat([m for p in parts for m in p]).tolist()) == sorted(indices.tolist())
+
+
+def test_a_metric_the_task_does_not_report_is_an_error(tmp_path):
+    """train.metric drives early stopping and the best weights; a misspelt one used to be
+    ignored silently (no best, no early stop, NaN quality in compare)."""
+    with pytest.raises(ConfigError, match="did you mean 'accuracy'"):
+        train(_run(tmp_path, steps=4, eval_every=2, metric="acuracy", early_stopping=1), tmp_path / "m")
+    summary = train(_run(tmp_path, steps=4, eval_every=2, metric="macro_f1"), tmp_path / "ok")
+    assert summary["metric"] == "macro_f1" and summary["best_val"] is not None

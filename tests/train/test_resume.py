@@ -94,3 +94,53 @@ def test_load_weights_rejects_a_foreign_file(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DataError, match="not a readable"):
         ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")
+
+
+def test_restart_before_first_checkpoint_rewrites_metrics(tmp_path):
+    """A run killed before its first checkpoint leaves config.yaml and some metrics lines;
+    starting it again (with or without --resume) must not append to those stale lines."""
+    from anyformer.train import train
+    from anyformer.train.config import run_config
+
+    def cfg():
+        return run_config({"model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2}, "task": "digits",
+                           "train": {"steps": 4, "batch_size": 8, "eval_every": 2, "log_every": 1, "progress": False}})
+
+    train(cfg(), tmp_path / "full")
+    full = (tmp_path / "full" / "metrics.jsonl").read_text()
+    for resume in (False, True):
+        killed = tmp_path / f"killed-{resume}"
+        killed.mkdir()
+        (killed / "config.yaml").write_text((tmp_path / "full" / "config.yaml").read_text())
+        (killed / "metrics.jsonl").write_text(full.splitlines(keepends=True)[0])
+        train(cfg(), killed, resume=resume)
+        assert (killed / "metrics.jsonl").read_text() == full
+
+
+def test_resume_between_log_steps_writes_the_same_metrics(tmp_path, monkeypatch):
+    """A checkpoint that falls between two logged steps (checkpoint_every not a multiple of
+    log_every, as a budgeted compare sets it) must carry the losses not yet logged, or the
+    resumed run logs a mean over fewer steps than the uninterrupted one."""
+    from anyformer.train import loop, train
+    from anyformer.train.config import run_config
+
+    def cfg():
+        return run_config({"model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2}, "task": "digits",
+                           "train": {"steps": 8, "batch_size": 8, "eval_every": 4, "checkpoint_every": 3,
+                                     "log_every": 2, "progress": False}})
+
+    train(cfg(), tmp_path / "full")
+    real_step, calls = loop.Trainer._train_step, {"n": 0}
+
+    def dies_at_step_5(self):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the checkpoint at step 3 and the log line of step 4
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(loop.Trainer, "_train_step", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(), tmp_path / "killed")
+    monkeypatch.setattr(loop.Trainer, "_train_step", real_step)
+    train(cfg(), tmp_path / "killed", resume=True)
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()

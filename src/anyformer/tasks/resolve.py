@@ -15,6 +15,10 @@ def _name(spec: Any) -> str | None:
     return spec if isinstance(spec, str) else (spec or {}).get("name")
 
 
+def _spec(spec: Any) -> dict[str, Any]:
+    return {"name": spec} if isinstance(spec, str) else dict(spec or {})
+
+
 def _fits(kind: str, spec: Any, task: Task) -> bool:
     name = _name(spec)
     if not name:
@@ -57,18 +61,23 @@ def model_for_task(source: str | dict[str, Any] | ModelConfig | None, task: Task
             )
         if kind not in fitted or not _fits(kind, fitted[kind], task):
             fitted[kind] = copy.deepcopy(defaults[kind])
-            if kind == "head" and task.problem == "classification" and (user.get("causal", base.get("causal"))):
-                # A causal model's first token sees nothing else: classify from the last one.
-                fitted["head"]["name"] = "last"
-                enc = fitted.get("encoder")
-                if isinstance(enc, dict) and "cls_token" in registry.option_names(registry.get("encoder", enc["name"])):
-                    fitted["encoder"] = {**enc, "cls_token": False}
         elif _name(fitted[kind]) == _name(defaults[kind]):
             # Same component as the task's default: the task's tuned options beat the preset's.
             fitted[kind] = {**({"name": fitted[kind]} if isinstance(fitted[kind], str) else fitted[kind]), **defaults[kind]}
     for key, value in defaults.items():
         if key not in ("encoder", "head"):
             fitted[key] = value
+    causal = overrides.get("causal", overrides.get("model.causal", user.get("causal", fitted.get("causal"))))
+    if causal and task.problem == "classification" and _name(fitted.get("head")) == "cls":
+        # A causal model's first token sees nothing else, so a [CLS] head at token 0 gives the
+        # same output for every input: classify from the last token instead.
+        if _name(user.get("head")) == "cls":
+            raise ConfigError("model.head 'cls' reads the first token, which sees no other token in a causal model; "
+                              "use head 'last' (or 'mean') or set causal=false")
+        fitted["head"] = {**_spec(fitted["head"]), "name": "last"}
+        enc = _spec(fitted.get("encoder"))
+        if enc and "cls_token" in registry.option_names(registry.get("encoder", enc["name"])):
+            fitted["encoder"] = {**enc, "cls_token": False}
     merged = merge_model(fitted, user)
     for kind, facts in task.required_options().items():
         spec = merged.get(kind)

@@ -17,7 +17,7 @@ from torch import nn
 import anyformer as af
 from anyformer import registry
 from anyformer.train.config import RunConfig, TrainConfig
-from anyformer.errors import ConfigError, TrainingError
+from anyformer.errors import ConfigError, TrainingError, suggest
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
@@ -106,6 +106,13 @@ def expert_usage(model: nn.Module) -> dict[str, list[float]]:
     return out
 
 
+def micro_batch_parts(indices: torch.Tensor, grad_accum: int, world: int, rank: int) -> list[torch.Tensor]:
+    """This process's share of each micro-batch of the global batch `indices`. tensor_split
+    (not chunk) keeps the micro-batches within one example of each other in size, so with
+    batch_size >= grad_accum x world every process gets at least one example in each."""
+    return [micro.tensor_split(world)[rank] for micro in indices.tensor_split(grad_accum)]
+
+
 class Trainer:
     """Train one run into `out_dir`. `fit()` returns the summary written to summary.json."""
 
@@ -133,6 +140,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.step, self.skipped, self.best, self.best_step, self.bad_evals = 0, 0, None, None, 0
         self.elapsed_before = 0.0
+        self.window: list[float] = []  # losses since the last logged step
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed)
         self.metric = self.cfg.metric or self.task.primary_metric
         self.higher = self.task.higher_is_better if self.cfg.metric is None else not self.metric.lower() in ("loss", "mse", "mae", "perplexity")
@@ -140,8 +148,11 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
-        if resume:
-            self._restore()
+        if not (resume and self._restore()) and self.dist.is_main:
+            # Starting from step 0 in a directory a killed run left before its first
+            # checkpoint: its metrics lines and best weights belong to no checkpoint.
+            self.logger.truncate(0)
+            (self.out / "best.safetensors").unlink(missing_ok=True)
         self.train_model = self.model
         if self.cfg.compile:
             self.train_model = torch.compile(self.model)
@@ -164,10 +175,11 @@ class Trainer:
             if strip(old) != strip(self.config_dict):
                 raise ConfigError(f"the config differs from the one {self.out} was started with; resume with the same config or choose another --out")
 
-    def _restore(self) -> None:
+    def _restore(self) -> bool:
+        """Load the last committed checkpoint; False when there is none (start from scratch)."""
         found = ckpt.read_checkpoint(self.out)
         if found is None:
-            return  # nothing committed yet: start from scratch
+            return False
         tensors, meta = found
         ckpt.load_weights(self.model, self.out / "model.safetensors")
         opt_state = ckpt.unflatten_optimizer(tensors, meta["optimizer"])
@@ -176,9 +188,11 @@ class Trainer:
         self.step, self.skipped = meta["step"], meta["skipped"]
         self.best, self.best_step, self.bad_evals = meta["best"], meta["best_step"], meta["bad_evals"]
         self.elapsed_before = meta["elapsed"]
+        self.window = list(meta.get("loss_window", []))
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed, **meta["data"])
         self.logger.truncate(meta["metrics_bytes"])
         _set_rng_state(tensors, meta)
+        return True
 
     def _checkpoint(self, elapsed: float) -> None:
         if not self.dist.is_main:
@@ -188,7 +202,7 @@ class Trainer:
             "step": self.step, "skipped": self.skipped, "best": self.best, "best_step": self.best_step,
             "bad_evals": self.bad_evals, "elapsed": elapsed, "data": self.cursor.state(),
             "scheduler": self.scheduler.state_dict(), "optimizer": opt_meta,
-            "metrics_bytes": self.logger.size(), **_rng_meta(),
+            "metrics_bytes": self.logger.size(), "loss_window": self.window, **_rng_meta(),
         }
         ckpt.write_checkpoint(self.out, self.model, {**opt_tensors, **_rng_state()}, meta)
 
@@ -204,13 +218,12 @@ class Trainer:
         """One optimizer step over the global batch; None when the batch was skipped."""
         cfg, world, rank = self.cfg, self.dist.world, self.dist.rank
         indices = self.cursor.take(cfg.batch_size)
-        micro_batches = [c for c in indices.chunk(cfg.grad_accum) if len(c)]
+        parts = micro_batch_parts(indices, cfg.grad_accum, world, rank)
         total, finite = 0.0, True
         self._set_progress()
-        for i, micro in enumerate(micro_batches):
-            part = micro.tensor_split(world)[rank]
+        for i, part in enumerate(parts):
             batch = self.splits["train"].batch(part).to(self.device)
-            sync = i == len(micro_batches) - 1 or not self.dist.enabled
+            sync = i == len(parts) - 1 or not self.dist.enabled
             ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 with autocast_for(self.device, cfg.precision):
@@ -240,7 +253,11 @@ class Trainer:
 
     def _after_eval(self, results: dict[str, dict[str, float]]) -> bool:
         """Track the best val metric; True when early stopping says stop."""
-        value = results.get("val", {}).get(self.metric)
+        val = results.get("val", {})
+        if val and self.metric not in val:
+            raise ConfigError(f"train.metric {self.metric!r} is not a metric of task {self.task.name!r}"
+                              f"{suggest(self.metric, val)}; valid: {', '.join(sorted(val))}")
+        value = val.get(self.metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return False
         improved = self.best is None or (value > self.best if self.higher else value < self.best)
@@ -257,7 +274,7 @@ class Trainer:
         ckpt_every = cfg.checkpoint_every or cfg.eval_every
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
-        stopped, window, last_eval = "steps", [], None
+        stopped, last_eval = "steps", None
         self.model.train()
         with self.logger:
             self.logger.advance(self.step)
@@ -283,14 +300,14 @@ class Trainer:
                         )
                     continue
                 self.step += 1
-                window.append(loss)
+                self.window.append(loss)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    record = {"step": self.step, "loss": sum(window) / len(window), "lr": self.scheduler.get_last_lr()[0]}
+                    record = {"step": self.step, "loss": sum(self.window) / len(self.window), "lr": self.scheduler.get_last_lr()[0]}
                     usage = expert_usage(self.model)
                     if usage:
                         record["expert_usage"] = usage
                     self.logger.log(record)
-                    window = []
+                    self.window = []
                 self.logger.advance(self.step, loss=loss)
                 stop = False
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
