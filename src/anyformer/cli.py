@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from anyformer.errors import AnyformerError
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     except AnyformerError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(1) from None
         if debug:
             raise
-        err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+        err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {escape(str(err).splitlines()[0]) if str(err) else ''} "
                           "(a bug in anyformer: rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 

@@ -141,7 +141,7 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
-    base_train = with_task_defaults(TrainConfig.model_validate({**(train_overrides or {}), "seed": seed, "device": device}), task)
+    base_train = with_task_defaults(TrainConfig.model_validate({"seed": seed, "device": device, **(train_overrides or {})}), task)
     rows: list[dict[str, Any]] = []
     for i, spec in enumerate(specs, 1):
         run_dir = out / _slug(spec.name)

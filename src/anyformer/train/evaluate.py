@@ -13,6 +13,8 @@ def autocast_for(device: torch.device, precision: str):
     """bf16 autocast on CUDA (auto or bf16); fp32 on CPU, where bf16 matmul is ~100x slower."""
     if device.type == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16":  # asked for explicitly: honoured, though CPUs without bf16 units crawl
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -51,7 +51,11 @@ def build_task(run: RunConfig):
 def with_task_defaults(train_cfg: TrainConfig, task) -> TrainConfig:
     """Precedence: TrainConfig defaults < the task's suggestions < fields the user set."""
     mine = train_cfg.model_dump(include=train_cfg.model_fields_set)
-    return TrainConfig.model_validate({**task.train_defaults(), **mine})
+    merged = {**task.train_defaults(), **mine}
+    if "warmup_steps" not in mine and "steps" in mine:
+        # A task's warmup suits its own step count; a shorter run must still reach peak lr.
+        merged["warmup_steps"] = min(merged.get("warmup_steps", 0), merged["steps"] // 10)
+    return TrainConfig.model_validate(merged)
 
 
 def resolved_config(run: RunConfig, model_cfg) -> dict[str, Any]:
@@ -219,7 +223,9 @@ class Trainer:
         cfg, world, rank = self.cfg, self.dist.world, self.dist.rank
         indices = self.cursor.take(cfg.batch_size)
         parts = micro_batch_parts(indices, cfg.grad_accum, world, rank)
-        total, finite = 0.0, True
+        # Summed on the device and read once per step: one host sync, not two per micro-batch.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._set_progress()
         for i, part in enumerate(parts):
             batch = self.splits["train"].batch(part).to(self.device)
@@ -229,10 +235,12 @@ class Trainer:
                 with autocast_for(self.device, cfg.precision):
                     out = self.train_model(batch.inputs, **model_kwargs(batch))
                 loss = self.task.loss(out.float(), batch.target) + aux_loss(self.model)
-                finite = finite and bool(torch.isfinite(loss))
+                finite = finite & torch.isfinite(loss.detach())
                 weight = world * len(part) / cfg.batch_size
                 (loss * weight).backward()
-            total += float(loss.detach()) * len(part) / cfg.batch_size
+            total = total + loss.detach().double() * (len(part) / cfg.batch_size)
+        stats = torch.stack([total, finite.double()]).cpu()
+        total, finite = float(stats[0]), bool(stats[1])
         if not D.all_true(finite, self.dist):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -279,7 +287,8 @@ class Trainer:
         with self.logger:
             self.logger.advance(self.step)
             while self.step < cfg.steps:
-                if cfg.max_time is not None and elapsed() >= cfg.max_time:
+                # Every process must take the same stop decision, or the others hang in all_reduce.
+                if cfg.max_time is not None and not D.all_true(elapsed() < cfg.max_time, self.dist):
                     stopped = "max_time"
                     break
                 try:
@@ -315,7 +324,7 @@ class Trainer:
                     for split, metrics in last_eval[1].items():
                         self.logger.log({"step": self.step, "split": split, **metrics})
                     self.logger.advance(self.step, metric=last_eval[1].get("val", {}).get(self.metric))
-                    stop = self._after_eval(last_eval[1])
+                    stop = not D.all_true(not self._after_eval(last_eval[1]), self.dist)
                 if self.step % ckpt_every == 0 or self.step == cfg.steps or stop:
                     self._checkpoint(elapsed())
                 if stop:
