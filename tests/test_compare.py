@@ -49,6 +49,8 @@ def test_compare_end_to_end_and_resume(tmp_path, capsys):
     assert "vit+linear" in printed and "test accuracy" in printed and "*" in printed
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
+    # The printed table is ranked like results.json: best quality first.
+    assert printed.index(rows[0]["model"] + " ") < printed.index(rows[1]["model"] + " ")
     assert [r["model"] for r in rows] == sorted([r["model"] for r in rows], key=lambda m: -next(x["quality"] for x in rows if x["model"] == m))
     assert all(r["steps"] == 30 and r["params"] > 0 and r["latency_ms"] > 0 and r["flops_per_sample"] > 0 for r in rows)
     assert rows[0]["pareto_latency"] or rows[0]["pareto_params"]  # the best model is always on a front

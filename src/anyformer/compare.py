@@ -183,8 +183,7 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
                       f" in {time.perf_counter() - started:.0f} s")
         rows.append(_row(spec, summary, cost))
         write_results(out, rows, task)
-    write_results(out, rows, task)
-    return rows
+    return write_results(out, rows, task)
 
 
 def mark_pareto(rows: list[dict[str, Any]]) -> None:
@@ -210,7 +209,9 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
-def write_results(out: Path, rows: list[dict[str, Any]], task: Task) -> None:
+def write_results(out: Path, rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
+    """Rank, mark the fronts and write results.json / results.csv / report.html; returns
+    the ranked rows."""
     from anyformer.report.html import write_report
     from anyformer.report.table import write_csv
 
@@ -219,3 +220,4 @@ def write_results(out: Path, rows: list[dict[str, Any]], task: Task) -> None:
     ckpt.atomic_write_json(out / "results.json", jsonable({"task": task.name, "rows": rows}))
     write_csv(out / "results.csv", rows)
     write_report(out, rows, task.name)
+    return rows
