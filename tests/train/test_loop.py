@@ -152,3 +152,20 @@ def test_a_metric_the_task_does_not_report_is_an_error(tmp_path):
         train(_run(tmp_path, steps=4, eval_every=2, metric="acuracy", early_stopping=1), tmp_path / "m")
     summary = train(_run(tmp_path, steps=4, eval_every=2, metric="macro_f1"), tmp_path / "ok")
     assert summary["metric"] == "macro_f1" and summary["best_val"] is not None
+
+
+def test_aux_losses_count_every_call_of_a_shared_block():
+    from anyformer.train.loop import AuxLosses
+
+    model = af.create("vit", dim=16, heads=2, depth=4, image_size=8, patch_size=2, channels=1,
+                      ffn={"name": "moe", "experts": 4}, schedule={"share": 1})
+    aux = AuxLosses(model)
+    model.train()
+    model(torch.randn(3, 1, 8, 8))
+    assert len(aux.terms) == 4  # one shared block, four calls
+    moe = model.blocks[0].ffn
+    total = aux.pop()
+    assert float(total.detach()) > float(moe.aux_loss.detach()) and aux.terms == []
+    model.eval()
+    model(torch.randn(3, 1, 8, 8))
+    assert aux.terms == []  # evaluation adds nothing

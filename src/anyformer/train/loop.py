@@ -91,14 +91,25 @@ def _rng_meta() -> dict[str, Any]:
             "numpy_rng": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
 
 
-def aux_loss(model: nn.Module) -> torch.Tensor | float:
-    """Sum of the auxiliary losses components expose (MoE balancing, router z-loss)."""
-    total: torch.Tensor | float = 0.0
-    for m in model.modules():
-        extra = getattr(m, "aux_loss", None)
-        if isinstance(extra, torch.Tensor):
-            total = total + extra
-    return total
+class AuxLosses:
+    """Collects the auxiliary losses components expose (MoE balancing, router z-loss) from
+    every call in training: a block shared across depth runs several times per forward,
+    and each call's loss counts, not only the last one's."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.terms: list[torch.Tensor] = []
+        for m in model.modules():
+            if isinstance(getattr(m, "aux_loss", None), torch.Tensor):
+                m.register_forward_hook(self._collect)
+
+    def _collect(self, module: nn.Module, inputs, output) -> None:
+        if module.training and isinstance(module.aux_loss, torch.Tensor):
+            self.terms.append(module.aux_loss)
+
+    def pop(self) -> torch.Tensor | float:
+        total: torch.Tensor | float = sum(self.terms) if self.terms else 0.0
+        self.terms = []
+        return total
 
 
 def expert_usage(model: nn.Module) -> dict[str, list[float]]:
@@ -140,6 +151,7 @@ class Trainer:
             )
         seed_everything(self.cfg.seed)
         self.model = af.create(self.model_cfg).to(self.device)
+        self.aux = AuxLosses(self.model)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.step, self.skipped, self.best, self.best_step, self.bad_evals = 0, 0, None, None, 0
@@ -234,7 +246,7 @@ class Trainer:
             with ctx:
                 with autocast_for(self.device, cfg.precision):
                     out = self.train_model(batch.inputs, **model_kwargs(batch))
-                loss = self.task.loss(out.float(), batch.target) + aux_loss(self.model)
+                loss = self.task.loss(out.float(), batch.target) + self.aux.pop()
                 finite = finite & torch.isfinite(loss.detach())
                 weight = world * len(part) / cfg.batch_size
                 (loss * weight).backward()
