@@ -168,3 +168,12 @@ def test_mask_request_to_maskless_mixer_at_build():
     for name in maskless:
         with pytest.raises(ConfigError, match="padding mask"):
             af.create("bert", mixer=name, pad_id=0, dim=32, heads=2, depth=1, max_len=16)
+
+
+def test_a_cls_head_needs_a_mixer_that_mixes_tokens():
+    with pytest.raises(ConfigError, match="never sees the input"):
+        af.create("vit", mixer="activator", dim=32, heads=4, image_size=8, patch_size=2, channels=1)
+    # Pooling the mean of the tokens works, and so does one token-mixing layer in the stack.
+    af.create("vit-gap", mixer="activator", dim=32, heads=4, image_size=8, patch_size=2, channels=1)
+    af.create("vit", mixer="activator", dim=32, heads=4, image_size=8, patch_size=2, channels=1,
+              schedule={"overrides": [{"layers": [3], "mixer": "softmax"}]})

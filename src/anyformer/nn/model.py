@@ -88,6 +88,12 @@ class AnyFormer(nn.Module):
             if b not in blocks:
                 blocks[b] = self.make_block(mixer_for[b], ffn_for[b], lengths[layer], grids[layer])
         self.blocks = nn.ModuleList(blocks[b] for b in range(n_blocks))
+        if self.encoder.num_prefix_tokens and c.head.name == "cls" and not any(
+                getattr(b.mixer, "mixes_tokens", True) for b in self.blocks):
+            raise ConfigError(
+                f"no layer's mixer mixes tokens ({mixer_for[0].name!r} acts on each token alone), so the [CLS] token "
+                "the 'cls' head reads never sees the input; use head 'mean' with cls_token false (preset vit-gap)"
+            )
         self.final_norm = self.make_norm() if c.final_norm else None
         self.head = self.make_head(lengths[-1])
 

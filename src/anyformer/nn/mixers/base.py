@@ -36,6 +36,9 @@ class TokenMixer(nn.Module):
     example_options: ClassVar[dict] = {}
     # True when outputs are random in training mode (feature redraw, subsampling).
     stochastic_in_training: ClassVar[bool] = False
+    # False for mixers that act on each token alone (Activator): a model made only of them
+    # cannot read the input through a [CLS] token.
+    mixes_tokens: ClassVar[bool] = True
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None) -> None:

@@ -74,9 +74,13 @@ class PerformerAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 features: int = 256, redraw: int = 1000, eps: float = 1e-6,
+                 features: int | None = None, redraw: int = 1000, eps: float = 1e-6,
                  chunk: int = 64) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+        if features is None:
+            # The paper's m = Theta(d log d) per head (d = head dim), as its reference code
+            # defaults to; a fixed 256 made short sequences several times dearer than softmax.
+            features = max(8, round(self.head_dim * math.log(max(self.head_dim, 2))))
         if features < 1:
             raise ConfigError(f"mixer 'performer': features must be >= 1, got {features}")
         if redraw < 0:
