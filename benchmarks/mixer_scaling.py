@@ -30,10 +30,14 @@ def grid_for(L: int) -> tuple[int, int]:
     return h, L // h
 
 
+# Options a mixer needs to fit the power-of-two grids above (Swin's default window 7 divides none).
+OPTIONS = {"window": {"window": 8}}
+
+
 def build(name: str, L: int) -> torch.nn.Module:
     cls = registry.get("mixer", name)
     grid = grid_for(L) if getattr(cls, "needs_grid", False) or getattr(cls, "accepts_grid", False) else None
-    return af.build("mixer", name, dim=DIM, heads=HEADS, max_len=L, grid=grid)
+    return af.build("mixer", name, dim=DIM, heads=HEADS, max_len=L, grid=grid, **OPTIONS.get(name, {}))
 
 
 def step_fn(mixer: torch.nn.Module, x: torch.Tensor):

@@ -105,3 +105,19 @@ def test_redraw_every_n_training_passes_and_never_in_eval():
     for _ in range(3):
         never(x)
     assert torch.equal(never.projection, w2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_head_groups_give_the_same_output(causal, monkeypatch):
+    """Long inputs run heads in groups (to keep allocations small); the result is identical."""
+    import anyformer.nn.mixers.performer as performer
+
+    torch.manual_seed(0)
+    m = af.build("mixer", "performer", dim=32, heads=4, max_len=16, causal=causal, features=16).eval()
+    x = torch.randn(2, 16, 32)
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, 11:] = False
+    whole = m(x, mask)
+    monkeypatch.setattr(performer, "MAX_FEATURE_BYTES", 1)  # one head per group
+    grouped = m(x, mask)
+    assert torch.allclose(whole[mask], grouped[mask], atol=1e-6)

@@ -10,6 +10,8 @@ from anyformer.nn.mixers.base import AttentionMixer
 from anyformer.nn.mixers.linear import causal_linear_attention_chunked, linear_attention
 from anyformer.registry import register
 
+MAX_FEATURE_BYTES = 16 * 2**20
+
 # Added to every feature so that none is exactly zero (the reference's numerical stabiliser).
 FEATURE_FLOOR = 1e-6
 
@@ -125,12 +127,26 @@ class PerformerAttention(AttentionMixer):
                 self.redraw_projection()
             self.calls_since_redraw += 1
         q, k, v = self.qkv(x)
+        # Every quantity here is per head (the stabilisers too), so heads can run in groups.
+        # Groups keep each [B, h, L, m] feature tensor under MAX_FEATURE_BYTES: glibc hands
+        # allocations above its 32 MiB mmap ceiling fresh, page-faulted memory on every call,
+        # which made long sequences cost more than linearly.
+        per_head = q.shape[0] * q.shape[2] * self.features * q.element_size()
+        group = max(1, MAX_FEATURE_BYTES // max(per_head, 1))
+        if group >= self.heads:
+            out = self.attend(q, k, v, mask)
+        else:
+            out = torch.cat([self.attend(q[:, h:h + group], k[:, h:h + group], v[:, h:h + group], mask)
+                             for h in range(0, self.heads, group)], dim=1)
+        return self.o_proj(self.merge(out))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """FAVOR+ on head-split q, k, v [B, h, L, Dh] (any number of heads h)."""
         phi_q, phi_k, key_factor = self.feature_maps(q, k, mask)
         eps = self.eps * key_factor
         if mask is not None:
             phi_k = phi_k * mask[:, None, :, None].to(phi_k.dtype)
         if self.causal:
-            out = causal_linear_attention_chunked(phi_q, phi_k, v, eps.reshape(()), self.chunk)
-        else:
-            out = linear_attention(phi_q, phi_k, v, eps)
-        return self.o_proj(self.merge(out))
+            return causal_linear_attention_chunked(phi_q, phi_k, v, eps.reshape(()), self.chunk)
+        return linear_attention(phi_q, phi_k, v, eps)
