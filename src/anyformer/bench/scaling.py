@@ -104,29 +104,34 @@ def plot_sweeps(sweeps: Mapping[str, Mapping[str, Any]], path: str | Path, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, sw in sweeps.items():
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12.5, 4.6))
+    # Many models: 20 distinct colours and a marker cycle, so no two lines look alike.
+    colours = plt.get_cmap("tab20").colors
+    markers = "os^vDP*Xhp"
+    for i, (name, sw) in enumerate(sweeps.items()):
         rows = sw["rows"]
         if not rows:
             continue
+        style = dict(color=colours[i % len(colours)], marker=markers[i % len(markers)], ms=4, label=name)
         phase = "forward_backward" if "forward_backward" in rows[0] else "forward"
         Ls = [r["length"] for r in rows]
-        ax_t.plot(Ls, [r[phase]["median_ms"] for r in rows], marker="o", label=name)
+        ax_t.plot(Ls, [r[phase]["median_ms"] for r in rows], **style)
         mem_key = "train_step_peak_bytes" if phase == "forward_backward" else "forward_peak_bytes"
         mem = [r.get("memory", {}).get(mem_key) for r in rows]
         if all(m is not None and m > 0 for m in mem):
-            ax_m.plot(Ls, [m / 2**20 for m in mem], marker="o", label=name)
+            ax_m.plot(Ls, [m / 2**20 for m in mem], **style)
     for ax, label in ((ax_t, "time per step (ms, median)"), (ax_m, "peak memory of a step (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length L")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+    handles, labels = ax_t.get_legend_handles_labels()
+    if handles:  # one legend for both panels, outside them, so no line is hidden
+        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86 if handles else 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
