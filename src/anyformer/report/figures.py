@@ -49,19 +49,28 @@ def quality_vs_cost(rows: list[dict[str, Any]], cost_key: str, flag: str, xlabel
 def learning_curves(curves: dict[str, list[dict[str, Any]]], metric: str) -> bytes | None:
     if not curves:
         return None
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, records in curves.items():
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12.5, 4.4))
+    # One colour and marker per model, the same in both panels (tab20: no repeats up to 20).
+    colours = plt.get_cmap("tab20").colors
+    markers = "os^vDP*Xhp"
+    for i, (name, records) in enumerate(curves.items()):
+        style = dict(color=colours[i % len(colours)], label=name)
         train = [(m["step"], m["loss"]) for m in records if "split" not in m and "loss" in m]
         val = [(m["step"], m[metric]) for m in records if m.get("split") == "val" and metric in m]
         if train:
-            ax_loss.plot(*zip(*train), label=name)
+            ax_loss.plot(*zip(*train), **style)
         if val:
-            ax_val.plot(*zip(*val), marker="o", ms=3, label=name)
+            ax_val.plot(*zip(*val), marker=markers[i % len(markers)], ms=3, **style)
     ax_loss.set_title("training loss")
     ax_loss.set_yscale("log")
     ax_val.set_title(f"val {metric}")
     for ax in (ax_loss, ax_val):
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
-    ax_val.legend(fontsize=7, ncol=2)
-    return _png(fig)
+    handles, labels = ax_val.get_legend_handles_labels() if ax_val.lines else ax_loss.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
