@@ -1,6 +1,5 @@
 """The training loop's behaviour: it learns, schedules, stops, guards against NaN."""
 import json
-import math
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from anyformer.train.config import TrainConfig, run_config
 from anyformer.errors import ConfigError, TrainingError
 from anyformer.tasks.digits import DigitsTask
 from anyformer.train import load_run, read_metrics, train
-from anyformer.train.optim import _no_decay_ids, lr_factor, make_optimizer
+from anyformer.train.optim import lr_factor, make_optimizer
 
 SMALL = {"preset": "vit", "dim": 16, "depth": 1, "heads": 2}
 

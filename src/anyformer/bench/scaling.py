@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from anyformer.bench.device import free_memory, is_out_of_memory, resolve_device
 from anyformer.bench.profiler import profile

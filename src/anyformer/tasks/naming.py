@@ -1,9 +1,12 @@
 """Task names with an argument after a colon: 'ucr:GunPoint' is task 'ucr' with dataset='GunPoint'."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anyformer.errors import ConfigError
+
+if TYPE_CHECKING:  # config imports the registry, which imports tasks: only for the annotation
+    from anyformer.config import ComponentSpec
 
 # The option a 'name:ARG' task name sets, per task.
 ARGUMENT_OPTION = {"ucr": "dataset", "forecast": "path"}
@@ -24,7 +27,7 @@ def parse_task_name(name: str) -> tuple[str, dict[str, Any]]:
     return base, {ARGUMENT_OPTION[base]: arg}
 
 
-def task_spec(text: str, **options: Any) -> "ComponentSpec":
+def task_spec(text: str, **options: Any) -> ComponentSpec:
     """The ComponentSpec of a command-line task name, checked against the registry."""
     from anyformer.config import ComponentSpec
 

@@ -10,7 +10,7 @@ from anyformer.config import ComponentSpec, ModelConfig
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.block import Block
 from anyformer.nn.mixers.base import AttentionMixer
-from anyformer.nn.model import AnyFormer, _build
+from anyformer.nn.model import AnyFormer
 from anyformer.registry import register
 
 

@@ -1,7 +1,6 @@
 """Images -> patch tokens (ViT)."""
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn

@@ -62,6 +62,19 @@ class TokenMixer(nn.Module):
     def name(self) -> str:
         return getattr(self, "registry_name", type(self).__name__)
 
+    def check_grid_tokens(self, count: int | None, built: bool = False) -> None:
+        """Grid mixers place tokens on the H x W grid, so they need exactly H * W of them;
+        a [CLS] token (or any other count) is refused, at build (`built`) or call time."""
+        if count is None or self.grid is None:
+            return
+        H, W = self.grid
+        if count != H * W:
+            raise ConfigError(
+                f"mixer {self.name!r} works on the {H}x{W} token grid and needs exactly {H * W} tokens, "
+                f"{'the model gives' if built else 'got'} {count}; set the encoder's cls_token: false and pool "
+                "with head 'mean' (as preset vit-gap does)"
+            )
+
     def set_position(self, position: nn.Module) -> None:
         """Attach a rotary / ALiBi module that acts inside this mixer."""
         kind = getattr(position, "registry_name", "?")

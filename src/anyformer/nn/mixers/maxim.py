@@ -80,10 +80,7 @@ class MultiAxisGatedMLP(TokenMixer):
                  block_factor: int = 2, grid_factor: int = 2, bias: bool = True) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         H, W = self.grid
-        if num_tokens is not None and num_tokens != H * W:
-            raise ConfigError(
-                f"mixer 'maxim' needs exactly grid {H}x{W} = {H * W} tokens, the model gives {num_tokens}; set the encoder's cls_token: false"
-            )
+        self.check_grid_tokens(num_tokens, built=True)
         for field, size in (("block_size", block_size), ("grid_size", grid_size)):
             if size < 1 or H % size or W % size:
                 divisors = [d for d in range(1, min(H, W) + 1) if H % d == 0 and W % d == 0]
@@ -128,8 +125,7 @@ class MultiAxisGatedMLP(TokenMixer):
         mask = self.check_input(x, mask)
         B, L, D = x.shape
         H, W = self.grid
-        if L != H * W:
-            raise ConfigError(f"mixer 'maxim' on grid {H}x{W} needs exactly {H * W} tokens, got {L}; drop the [CLS] token")
+        self.check_grid_tokens(L)
         z = F.gelu(self.in_proj(x)).view(B, H, W, -1)
         real = mask.view(B, H, W, 1) if mask is not None else None
         u, v = z[..., : self.half], z[..., self.half:]

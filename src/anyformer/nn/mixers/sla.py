@@ -38,11 +38,7 @@ class SimplifiedLinearAttention(LinearAttention):
                          eps=eps, chunk=chunk)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"mixer 'sla': kernel_size must be a positive odd number, got {kernel_size}")
-        if self.grid is not None and num_tokens is not None and num_tokens != self.grid[0] * self.grid[1]:
-            raise ConfigError(
-                f"mixer 'sla' convolves the {self.grid[0]}x{self.grid[1]} token grid and needs exactly "
-                f"{self.grid[0] * self.grid[1]} tokens, the model gives {num_tokens}; set the encoder's cls_token: false"
-            )
+        self.check_grid_tokens(num_tokens, built=True)
         self.kernel_size = kernel_size
         self.dwc: nn.Module | None = None
         if conv:
@@ -63,8 +59,7 @@ class SimplifiedLinearAttention(LinearAttention):
         v = v.reshape(B * H, L, Dh).transpose(1, 2)  # [BH, Dh, L]
         if self.grid is not None:
             gh, gw = self.grid
-            if L != gh * gw:
-                raise ConfigError(f"mixer 'sla' on grid {gh}x{gw} needs exactly {gh * gw} tokens, got {L}; drop the [CLS] token")
+            self.check_grid_tokens(L)
             weight = self.dwc.weight
             if self.causal:
                 weight = weight * self.causal_taps.to(weight.dtype)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import TokenMixer
 from anyformer.registry import register
 
@@ -57,11 +56,7 @@ class GlobalFilter(TokenMixer):
         super().__init__(dim, heads, max_len, causal, grid)
         if self.grid is not None:
             H, W = self.grid
-            if num_tokens is not None and num_tokens != H * W:
-                raise ConfigError(
-                    f"mixer 'gfnet' needs exactly grid {H}x{W} = {H * W} tokens, the model gives {num_tokens}; "
-                    "set the encoder's cls_token: false (and pool with head 'mean')"
-                )
+            self.check_grid_tokens(num_tokens, built=True)
             shape = (H, W // 2 + 1, dim)
         else:
             shape = (max_len // 2 + 1, dim)
@@ -76,10 +71,7 @@ class GlobalFilter(TokenMixer):
         weight = torch.view_as_complex(self.filter.to(x.dtype).contiguous())
         if self.grid is not None:
             H, W = self.grid
-            if L != H * W:
-                raise ConfigError(
-                    f"mixer 'gfnet' on grid {H}x{W} needs exactly {H * W} tokens, got {L}; drop the [CLS] token"
-                )
+            self.check_grid_tokens(L)
             spec = torch.fft.rfft2(x.view(B, H, W, D), dim=(1, 2), norm="ortho")
             return torch.fft.irfft2(spec * weight, s=(H, W), dim=(1, 2), norm="ortho").reshape(B, L, D)
         n = self.max_len

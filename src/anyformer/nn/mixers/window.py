@@ -35,10 +35,7 @@ class WindowAttention(AttentionMixer):
         gh, gw = self.grid
         if window < 1:
             raise ConfigError(f"mixer 'window': window must be >= 1, got {window}")
-        if num_tokens is not None and num_tokens != gh * gw:
-            raise ConfigError(
-                f"mixer 'window' needs exactly grid {gh}x{gw} = {gh * gw} tokens, the model gives {num_tokens}; set the encoder's cls_token: false"
-            )
+        self.check_grid_tokens(num_tokens, built=True)
         if window >= min(gh, gw):
             window, shift = min(gh, gw), False
         if gh % window or gw % window:
@@ -80,8 +77,7 @@ class WindowAttention(AttentionMixer):
         mask = self.check_input(x, mask)
         B, L, D = x.shape
         gh, gw = self.grid
-        if L != gh * gw:
-            raise ConfigError(f"mixer 'window' on grid {gh}x{gw} needs exactly {gh * gw} tokens, got {L}; drop the [CLS] token")
+        self.check_grid_tokens(L)
         grid_x = x.view(B, gh, gw, D)
         real = mask.view(B, gh, gw, 1) if mask is not None else None
         if self.shift:
