@@ -31,3 +31,27 @@ def padding_mask(batch=2, length=LEN, real=11):
     mask[0, real:] = False
     mask[1, real + 2:] = False
     return mask
+
+
+def sine_windows(count: int = 16, length: int = 40, trend: float = 0.0):
+    """Input/target windows [count, 32, 2] / [count, length - 32, 2] of two sinusoids."""
+    import math
+
+    t = torch.arange(200, dtype=torch.float32)
+    series = torch.stack([torch.sin(2 * math.pi * t / 16), torch.cos(2 * math.pi * t / 24)], dim=-1) + trend * t[:, None]
+    starts = torch.randint(0, 200 - length, (count,))
+    windows = torch.stack([series[s:s + length] for s in starts])
+    return windows[:, :32], windows[:, 32:]
+
+
+def adam_losses(model, x, y, steps: int = 20, lr: float = 1e-3) -> list[float]:
+    """MSE of `model(x)` against `y` over `steps` Adam steps."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

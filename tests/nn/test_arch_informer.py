@@ -1,10 +1,11 @@
 """Informer: shapes, the decoder's causal self-attention, and that it learns a sine series."""
-import math
 
 import pytest
 import torch
 
 import anyformer as af
+
+from .helpers import adam_losses, sine_windows
 from anyformer.errors import ConfigError
 
 C = 2
@@ -52,19 +53,8 @@ def test_forecast_depends_only_on_the_input_window():
 def test_adam_steps_reduce_mse_on_sine_series():
     torch.manual_seed(0)
     model = _model(depth=2)
-    t = torch.arange(200, dtype=torch.float32)
-    series = torch.stack([torch.sin(2 * math.pi * t / 16), torch.cos(2 * math.pi * t / 24)], dim=-1)
-    starts = torch.randint(0, 200 - 40, (16,))
-    windows = torch.stack([series[s:s + 40] for s in starts])
-    x, y = windows[:, :32], windows[:, 32:]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    x, y = sine_windows()
+    losses = adam_losses(model, x, y)
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
 
 

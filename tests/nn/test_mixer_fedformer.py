@@ -1,10 +1,11 @@
 """FEDformer: the frequency-enhanced block, the decomposition and the whole forecaster."""
-import math
 
 import pytest
 import torch
 
 import anyformer as af
+
+from .helpers import adam_losses, sine_windows
 from anyformer.errors import ConfigError
 from anyformer.nn.archs.fedformer import MovingAverage, SeriesDecomposition
 from anyformer.nn.mixers.fedformer import FrequencyEnhancedCrossAttention, frequency_modes
@@ -107,19 +108,8 @@ def test_arch_output_shape_and_decoder_inputs():
 def test_arch_adam_steps_reduce_mse_on_sine_series():
     torch.manual_seed(0)
     model = _model()
-    t = torch.arange(200, dtype=torch.float32)
-    series = torch.stack([torch.sin(2 * math.pi * t / 16), torch.cos(2 * math.pi * t / 24)], dim=-1) + 0.01 * t[:, None]
-    starts = torch.randint(0, 200 - 40, (16,))
-    windows = torch.stack([series[s:s + 40] for s in starts])
-    x, y = windows[:, :32], windows[:, 32:]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    x, y = sine_windows(trend=0.01)
+    losses = adam_losses(model, x, y)
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
 
 
