@@ -1,6 +1,8 @@
 """Shared checks for the task tests: a small model fitted to a task runs and its loss is finite."""
 from __future__ import annotations
 
+import csv
+
 import torch
 
 import anyformer as af
@@ -23,3 +25,12 @@ def check_model_fits(task: Task, source=None, split: str = "train", **overrides)
     metrics = task.metrics(stats, target)
     assert metrics and all(isinstance(v, float) for v in metrics.values())
     return loss
+
+
+def write_csv(path, header, rows) -> str:
+    """A small CSV file for a loader test; returns its path as a string."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)

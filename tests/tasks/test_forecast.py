@@ -1,5 +1,4 @@
 """Forecasting task: Time-Series-Library borders, train-only scaling, windows, sources, errors."""
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +9,16 @@ from anyformer.errors import ConfigError, DataError
 from anyformer.tasks import files
 from anyformer.tasks.forecast import ForecastTask
 
-from .helpers import check_model_fits
+from .helpers import check_model_fits, write_csv
+
+SERIES_HEADER = ("date", "x", "OT")
 
 ETTH2 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ETT" / "ETTh2.csv"
 
 
-def write_csv(path, rows, header=("date", "x", "OT")):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
-
-
 def series_csv(tmp_path, n=100, name="data.csv"):
     rows = [(f"2020-01-01 {i}", 2.0 * i + 1, float(i % 7)) for i in range(n)]
-    return write_csv(tmp_path / name, rows), np.array([[r[1], r[2]] for r in rows])
+    return write_csv(tmp_path / name, SERIES_HEADER, rows), np.array([[r[1], r[2]] for r in rows])
 
 
 @pytest.mark.skipif(not ETTH2.is_file(), reason="shared ETTh2.csv not present")
@@ -78,7 +71,7 @@ def test_univariate_target_and_stride(tmp_path):
 
 def test_multivariate_puts_the_target_last(tmp_path):
     rows = [(i, float(i), 10.0 + (i % 3), -float(i % 5)) for i in range(60)]
-    path = write_csv(tmp_path / "d.csv", rows, header=("date", "OT", "b", "c"))
+    path = write_csv(tmp_path / "d.csv", ("date", "OT", "b", "c"), rows)
     s = ForecastTask(path=path, input_len=4, horizon=2).splits()
     raw = np.array(rows, dtype=float)[:, [2, 3, 1]]
     z = (raw - raw[:42].mean(0)) / raw[:42].std(0)
@@ -98,7 +91,7 @@ def test_model_defaults_fit_step_and_patch_encoders(tmp_path):
 def test_statsmodels_source_reads_the_packaged_csv(tmp_path, monkeypatch):
     # A stand-in for statsmodels/datasets/co2/co2.csv with its gaps (empty values).
     rows = [(19580329 + i, "" if i in (3, 4) else 300.0 + i) for i in range(40)]
-    csv_path = write_csv(tmp_path / "co2.csv", rows, header=("date", "co2"))
+    csv_path = write_csv(tmp_path / "co2.csv", ("date", "co2"), rows)
     monkeypatch.setattr("anyformer.tasks.forecast.package_data", lambda *a, **k: Path(csv_path))
     task = ForecastTask(source="statsmodels:co2", input_len=4, horizon=2, mode="univariate")
     s = task.splits()

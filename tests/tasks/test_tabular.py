@@ -1,5 +1,4 @@
 """Tabular CSV: type inference, overrides, train-only scaling and codes, network-flow quirks, errors."""
-import csv
 
 import pytest
 import torch
@@ -7,15 +6,8 @@ import torch
 from anyformer.errors import ConfigError, DataError
 from anyformer.tasks.tabular import TabularCSVTask
 
-from .helpers import check_model_fits
+from .helpers import check_model_fits, write_csv
 
-
-def write(path, header, rows):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
 
 
 def all_rows(s, key):
@@ -27,7 +19,7 @@ def test_network_flow_csv_loads_as_is(tmp_path):
     header = [" Flow Duration", " Fwd Header Length", "Flow Bytes/s", " Fwd Header Length", "proto", " Label"]
     rows = [(i, 20 + i % 4, "Infinity" if i == 3 else "NaN" if i == 4 else i * 0.5, 7, ["tcp", "udp", "icmp"][i % 3],
              "BENIGN" if i % 2 else "DDoS") for i in range(50)]
-    task = TabularCSVTask(path=write(tmp_path / "f.csv", header, rows), target="Label")
+    task = TabularCSVTask(path=write_csv(tmp_path / "f.csv", header, rows), target="Label")
     s = task.splits()
     assert task.numeric_columns == ["Flow Duration", "Fwd Header Length", "Flow Bytes/s", "Fwd Header Length.1"]
     assert task.categorical_columns == ["proto"] and task.classes == ["BENIGN", "DDoS"]
@@ -44,7 +36,7 @@ def test_network_flow_csv_loads_as_is(tmp_path):
 
 def test_overrides_and_unseen_categories(tmp_path):
     rows = [(i % 5, f"c{i}" if i >= 27 else ["a", "b"][i % 2], i, i % 2) for i in range(30)]
-    path = write(tmp_path / "t.csv", ["code", "cat", "x", "y"], rows)
+    path = write_csv(tmp_path / "t.csv", ["code", "cat", "x", "y"], rows)
     task = TabularCSVTask(path=path, target="y", categorical=["code"], drop=["x"], val_fraction=0.1, test_fraction=0.1)
     s = task.splits()
     assert task.categorical_columns == ["code", "cat"] and task.numeric_columns == []
@@ -66,7 +58,7 @@ def test_overrides_and_unseen_categories(tmp_path):
 
 def test_a_column_with_text_after_numbers_turns_categorical(tmp_path):
     rows = [("1" if i < 20 else "1.0" if i < 25 else "other", i, i % 2) for i in range(40)]
-    task = TabularCSVTask(path=write(tmp_path / "t.csv", ["v", "x", "label"], rows))
+    task = TabularCSVTask(path=write_csv(tmp_path / "t.csv", ["v", "x", "label"], rows))
     s = task.splits()
     assert task.categorical_columns == ["v"]
     # '1' and '1.0' are one category, 'other' another.
@@ -76,7 +68,7 @@ def test_a_column_with_text_after_numbers_turns_categorical(tmp_path):
 def test_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         TabularCSVTask(path=str(tmp_path / "none.csv")).splits()
-    path = write(tmp_path / "t.csv", ["a", "label"], [(1, "x"), ("two", "y")])
+    path = write_csv(tmp_path / "t.csv", ["a", "label"], [(1, "x"), ("two", "y")])
     with pytest.raises(DataError, match=r"t.csv:3: column 'a' holds 'two', not a number"):
         TabularCSVTask(path=path, numeric=["a"]).splits()
     with pytest.raises(DataError, match=r"no column 'lable' .*\(option target\)"):

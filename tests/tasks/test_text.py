@@ -1,5 +1,4 @@
 """Text classification from CSV / JSONL: tokenizers, train-only vocabulary, labels, splits, errors."""
-import csv
 import json
 
 import pytest
@@ -8,15 +7,8 @@ import torch
 from anyformer.errors import ConfigError, DataError
 from anyformer.tasks.text import TextCSVTask, TextJSONLTask
 
-from .helpers import check_model_fits
+from .helpers import check_model_fits, write_csv
 
-
-def write_csv(path, header, rows):
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
 
 
 def test_bytes_tokenizer_and_seeded_split(tmp_path):
