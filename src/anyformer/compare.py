@@ -176,8 +176,7 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
         resume = (run_dir / "state.json").exists() or (run_dir / ckpt.MARKER).exists()
         console.print(f"[{i}/{len(specs)}] {spec.name}: training {train_cfg.steps} steps" + (" (resuming)" if resume else ""))
         started = time.perf_counter()
-        trainer = Trainer(run, run_dir, resume=resume)
-        trainer.task = task  # reuse the loaded data
+        trainer = Trainer(run, run_dir, resume=resume, task=task)
         summary = trainer.fit()
         console.print(f"    {summary['metric']} {summary['final'].get('test', {}).get(summary['metric'], float('nan')):.4f}"
                       f" in {time.perf_counter() - started:.0f} s")

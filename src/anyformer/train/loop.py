@@ -18,6 +18,7 @@ import anyformer as af
 from anyformer import registry
 from anyformer.train.config import RunConfig, TrainConfig
 from anyformer.errors import ConfigError, TrainingError, suggest
+from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
@@ -131,14 +132,17 @@ def micro_batch_parts(indices: torch.Tensor, grad_accum: int, world: int, rank: 
 class Trainer:
     """Train one run into `out_dir`. `fit()` returns the summary written to summary.json."""
 
-    def __init__(self, run: RunConfig, out_dir: str | Path, resume: bool = False) -> None:
+    def __init__(self, run: RunConfig, out_dir: str | Path, resume: bool = False,
+                 task: Task | None = None) -> None:
+        """`task`: an already built instance of `run.task` whose data is loaded (compare
+        trains many models on one task and loads it once)."""
         self.run, self.cfg, self.out = run, run.train, Path(out_dir)
         self.device = pick_device(self.cfg.device)
         self.dist = D.init(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        self.task = build_task(run)
+        self.task = task if task is not None else build_task(run)
         run.train = self.cfg = with_task_defaults(run.train, self.task)
         self.splits = self.task.splits()
         self.model_cfg = model_for_task(run.model, self.task, **run._model_overrides)
