@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from anyformer.train import checkpoint as ckpt
+from anyformer import rundir
 
 CONFIG = {
     "model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2, "dropout": 0.1},
@@ -71,29 +71,29 @@ def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
 
 def test_checkpoint_journal_recovery(tmp_path):
     model = torch.nn.Linear(3, 2)
-    ckpt.write_checkpoint(tmp_path, model, {"x": torch.zeros(1)}, {"step": 1})
+    rundir.write_checkpoint(tmp_path, model, {"x": torch.zeros(1)}, {"step": 1})
     # Killed after all temporaries and the marker were written: recovery finishes the commit.
     torch.nn.init.ones_(model.weight)
-    ckpt.save_weights(model, tmp_path / "model.safetensors.tmp")
+    rundir.save_weights(model, tmp_path / "model.safetensors.tmp")
     (tmp_path / "state.json.tmp").write_text(json.dumps({"step": 2}))
-    (tmp_path / ckpt.MARKER).write_text("2")
-    _, meta = ckpt.read_checkpoint(tmp_path)
+    (tmp_path / rundir.MARKER).write_text("2")
+    _, meta = rundir.read_checkpoint(tmp_path)
     assert meta["step"] == 2 and torch.equal(load_file(str(tmp_path / "model.safetensors"))["weight"], torch.ones(2, 3))
     # Killed while writing temporaries (no marker): they are discarded, the old checkpoint stays.
     (tmp_path / "state.json.tmp").write_text("{half")
-    _, meta = ckpt.read_checkpoint(tmp_path)
+    _, meta = rundir.read_checkpoint(tmp_path)
     assert meta["step"] == 2 and not (tmp_path / "state.json.tmp").exists()
 
 
 def test_load_weights_rejects_a_foreign_file(tmp_path):
     from anyformer.errors import DataError
 
-    ckpt.save_weights(torch.nn.Linear(3, 2), tmp_path / "w.safetensors")
+    rundir.save_weights(torch.nn.Linear(3, 2), tmp_path / "w.safetensors")
     with pytest.raises(DataError, match="does not match"):
-        ckpt.load_weights(torch.nn.Linear(4, 2), tmp_path / "w.safetensors")
+        rundir.load_weights(torch.nn.Linear(4, 2), tmp_path / "w.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DataError, match="not a readable"):
-        ckpt.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")
+        rundir.load_weights(torch.nn.Linear(3, 2), tmp_path / "bad.safetensors")
 
 
 def test_restart_before_first_checkpoint_rewrites_metrics(tmp_path):
