@@ -3,11 +3,16 @@ to appear in `anyformer list`, in configs, in presets and in the generic tests.
 
 A component's options are the keyword parameters of its `__init__`; they are validated
 (types coerced, unknown names rejected with a did-you-mean) before it is built.
+
+The registry imports nothing of anyformer but its errors: `anyformer.catalog` imports the
+component packages (each autoloads its modules with `import_submodules`), and importing
+`anyformer` imports the catalog, so every component is registered before any lookup.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +28,6 @@ KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "transition", "a
 CONTEXT_KEYS = frozenset({"dim", "heads", "max_len", "causal", "grid", "num_tokens", "config"})
 
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
-_LOADED = False
 
 
 def register(kind: str, name: str) -> Callable[[type], type]:
@@ -43,18 +47,12 @@ def register(kind: str, name: str) -> Callable[[type], type]:
     return wrap
 
 
-def _ensure_loaded() -> None:
-    """Import the packages whose modules register components (lazily, once)."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    importlib.import_module("anyformer.nn")
-    try:
-        importlib.import_module("anyformer.tasks")
-    except ModuleNotFoundError as err:  # tasks/ may be absent in a trimmed install
-        if err.name != "anyformer.tasks":
-            raise
+def import_submodules(package_name: str, package_path: list[str]) -> None:
+    """Import every public module of a package so that its @register lines run: adding a
+    component is adding a file. Called by each component package's __init__."""
+    for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package_name}.{info.name}")
 
 
 def _check_kind(kind: str) -> None:
@@ -64,7 +62,6 @@ def _check_kind(kind: str) -> None:
 
 def list_components(kind: str | None = None) -> list[str]:
     """Registered names of one kind (sorted), or of every kind as 'kind:name'."""
-    _ensure_loaded()
     if kind is None:
         return [f"{k}:{n}" for k in KINDS for n in sorted(_REGISTRY[k])]
     _check_kind(kind)
@@ -73,7 +70,6 @@ def list_components(kind: str | None = None) -> list[str]:
 
 def get(kind: str, name: str) -> type:
     """The class registered as `name`, or a ConfigError with the closest names."""
-    _ensure_loaded()
     _check_kind(kind)
     try:
         return _REGISTRY[kind][name]

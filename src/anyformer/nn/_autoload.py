@@ -1,12 +1,4 @@
-"""Import every module of a package so that its @register lines run: adding a component is
-adding a file."""
-from __future__ import annotations
+"""Component packages autoload their modules through the registry's helper."""
+from anyformer.registry import import_submodules
 
-import importlib
-import pkgutil
-
-
-def import_submodules(package_name: str, package_path: list[str]) -> None:
-    for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package_name}.{info.name}")
+__all__ = ["import_submodules"]

@@ -30,14 +30,10 @@ def list_presets() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """The preset's mapping (description, paper, model); a copy, safe to modify."""
+    """The preset file's mapping (description, paper, model) as written; a copy, safe to
+    modify. Its `model` may name a base preset (`preset: vit`); `config.preset_model`
+    resolves the chain."""
     presets = _all()
     if name not in presets:
         raise unknown("preset", name, presets)
-    data = copy.deepcopy(presets[name])
-    base = data["model"].pop("preset", None)
-    if base:  # a preset may start from another one
-        from anyformer.config import merge_model
-
-        data["model"] = merge_model(load_preset(base)["model"], data["model"])
-    return data
+    return copy.deepcopy(presets[name])

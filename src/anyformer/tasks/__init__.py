@@ -1,4 +1,4 @@
 """Tasks: datasets + loss + metrics. Every module here is imported so its tasks register."""
-from anyformer.nn._autoload import import_submodules
+from anyformer.registry import import_submodules
 
 import_submodules(__name__, __path__)

@@ -1,4 +1,4 @@
 """Registered components, one module per family; every module here is imported."""
-from anyformer.nn._autoload import import_submodules
+from anyformer.registry import import_submodules
 
 import_submodules(__name__, __path__)
