@@ -72,3 +72,67 @@ def test_unexpected_errors_are_one_line_without_debug(monkeypatch, capsys):
     assert done.value.code == 1
     err = capsys.readouterr().err
     assert "internal error: KeyError" in err and "--debug" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- one config resolution path
+
+def _read_yaml(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("setting, field, option, value", [
+    ("ffn.ratio=2", "ffn", "ratio", 2.0),
+    ("mixer.attn_dropout=0.1", "mixer", "attn_dropout", 0.1),
+])
+def test_train_takes_an_option_of_a_component_the_preset_brings(tmp_path, setting, field, option, value):
+    """`--set component.option=v` merges into the component the model already has, in
+    train as in show (before, train failed with 'model.ffn.name: Field required')."""
+    out = tmp_path / "run"
+    proc = run("train", "--set", setting, "--set", "dim=16", "--set", "depth=1", "--set", "heads=2",
+               "--steps", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    model = _read_yaml(out / "config.yaml")["model"]
+    assert model[field][option] == pytest.approx(value)
+    assert model[field]["name"] == {"ffn": "mlp", "mixer": "softmax"}[field]
+    shown = run("show", "vit", "--set", setting)
+    assert shown.returncode == 0, shown.stderr
+    assert _read_yaml_text(shown.stdout)["model"][field][option] == pytest.approx(value)
+
+
+def _read_yaml_text(text):
+    """The YAML that `show` prints above its parameter table."""
+    import yaml
+
+    lines = text.splitlines()
+    end = next(i for i, line in enumerate(lines) if "parameters:" in line)
+    return yaml.safe_load("\n".join(lines[:end]))
+
+
+def test_compare_reads_the_users_text_file_given_by_task_path(tmp_path):
+    """`--set task.path=` supplies the text task's required path before the task is checked
+    (before: "option 'path': Field required")."""
+    rows = [(f"{'good great fine' if i % 2 else 'bad awful poor'} item {i}", "pos" if i % 2 else "neg") for i in range(60)]
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
+    out = tmp_path / "cmp"
+    proc = run("compare", "--task", "text-csv", "--set", f"task.path={path}", "--models", "bert",
+               "--steps", "2", "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    result = json.loads((out / "results.json").read_text())
+    assert result["task"] == "text-csv" and [r["model"] for r in result["rows"]] == ["bert"]
+    assert result["rows"][0]["steps"] == 2
+    config = _read_yaml(out / "bert" / "config.yaml")
+    assert config["task"]["path"] == str(path) and config["model"]["dim"] == 16
+
+
+def test_compare_task_argument_after_a_colon_names_the_users_file(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\n" + "".join(f"w{i} x,{'ab'[i % 2]}\n" for i in range(40)))
+    proc = run("compare", "--task", f"text-csv:{path}", "--models", "bert", "--steps", "1",
+               "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(tmp_path / "c"))
+    assert proc.returncode == 0, proc.stderr
+    assert _read_yaml(tmp_path / "c" / "bert" / "config.yaml")["task"]["path"] == str(path)

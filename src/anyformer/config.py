@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anyformer import registry
 from anyformer.errors import ConfigError, suggest
+from anyformer.presets import load_preset
 
 
 class ComponentSpec(BaseModel):
@@ -210,10 +211,15 @@ def merge_model(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def preset_model(name: str) -> dict[str, Any]:
+    """A preset's model fields, its base presets (`preset: NAME` inside it) merged under it."""
+    model = load_preset(name)["model"]
+    base = model.pop("preset", None)
+    return merge_model(preset_model(base), model) if base else model
+
+
 def source_dict(source: str | Path | dict[str, Any] | ModelConfig) -> dict[str, Any]:
     """The raw model dict of a preset name, YAML path or dict (a full run config's `model`)."""
-    from anyformer.presets import load_preset
-
     if isinstance(source, ModelConfig):
         return source.to_dict()
     if isinstance(source, Path) or (isinstance(source, str) and looks_like_path(source)):
@@ -229,8 +235,7 @@ def source_dict(source: str | Path | dict[str, Any] | ModelConfig) -> dict[str, 
         raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
     preset = data.get("preset")
     if preset:
-        base = load_preset(preset)["model"]
-        data = merge_model(base, {k: v for k, v in data.items() if k != "preset"})
+        data = merge_model(preset_model(preset), {k: v for k, v in data.items() if k != "preset"})
         data["preset"] = preset
     return data
 
@@ -272,9 +277,16 @@ def _component_class(kind: str, spec: Any) -> type | None:
         return None
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def _takers(data: dict[str, Any], key: str) -> list[str]:
+    return [kind for kind in COMPONENT_FIELDS
+            if (cls := _component_class(kind, data.get(kind))) is not None and key in registry.option_names(cls)]
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], route: bool = True) -> dict[str, Any]:
     """Model fields set directly; dotted keys set nested fields ('mixer.window'); any other
-    key goes to every component (encoder, head, mixer, ...) that has an option of that name."""
+    key goes to every component (encoder, head, mixer, ...) that has an option of that name.
+    With `route=False` such keys are kept as they are, to be routed once the components are
+    known (a run's model is fitted to its task first)."""
     data = copy.deepcopy(data)
     fields = set(ModelConfig.model_fields)
     for key, value in overrides.items():
@@ -289,10 +301,11 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             else:
                 _set_path(data, parts, value)
             continue
-        takers = [
-            kind for kind in COMPONENT_FIELDS
-            if (cls := _component_class(kind, data.get(kind))) is not None and key in registry.option_names(cls)
-        ]
+        key = ".".join(parts)
+        if not route:
+            data[key] = value
+            continue
+        takers = _takers(data, key)
         if not takers:
             candidates = sorted(fields | {o for k in COMPONENT_FIELDS if (c := _component_class(k, data.get(k))) for o in registry.option_names(c)})
             raise ConfigError(
@@ -304,6 +317,19 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             spec[key] = value
             data[kind] = spec
     return data
+
+
+def with_component_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A component given only options (`--set ffn.ratio=2` on a model whose ffn is the
+    default) gets the default component's name, so the options apply to it."""
+    out = dict(data)
+    for kind in COMPONENT_FIELDS:
+        spec = out.get(kind)
+        if isinstance(spec, dict) and "name" not in spec:
+            default = ModelConfig.model_fields[kind].get_default(call_default_factory=True)
+            if default is not None:
+                out[kind] = {"name": default.name, **spec}
+    return out
 
 
 def _explain(err: pydantic.ValidationError) -> ConfigError:
@@ -327,8 +353,12 @@ def _explain(err: pydantic.ValidationError) -> ConfigError:
 
 
 def model_config(source: str | Path | dict[str, Any] | ModelConfig = "vit", **overrides: Any) -> ModelConfig:
-    """Resolve a preset name / YAML path / dict plus keyword overrides into a ModelConfig."""
-    data = apply_overrides(source_dict(source), overrides)
+    """Resolve a preset name / YAML path / dict plus keyword overrides into a ModelConfig.
+    Keys of the dict that are not model fields (options kept for routing by
+    `apply_overrides(route=False)`) are routed like keyword overrides, which win."""
+    data = source_dict(source)
+    loose = {k: data.pop(k) for k in list(data) if k not in ModelConfig.model_fields}
+    data = with_component_defaults(apply_overrides(data, {**loose, **overrides}))
     try:
         return ModelConfig.model_validate(data)
     except pydantic.ValidationError as err:

@@ -82,10 +82,17 @@ class Task:
     paper: ClassVar[str] = ""
     # Options the test suite uses to make a small, fast instance of this task.
     example_options: ClassVar[dict] = {}
+    # The option a command-line name 'task:ARG' sets ('ucr:GunPoint' -> dataset); None: no ARG.
+    argument_option: ClassVar[str | None] = None
     multi_label: bool = False
 
     def __init__(self) -> None:
         self._splits: dict[str, Split] | None = None
+
+    @classmethod
+    def parse_argument(cls, arg: str) -> dict[str, Any]:
+        """Options set by the ARG of 'name:ARG' on the command line."""
+        return {cls.argument_option: arg}
 
     @property
     def name(self) -> str:

@@ -65,6 +65,13 @@ class ForecastTask(Task):
     training windows only). mode 'multivariate' (all columns -> all) or 'univariate'
     (`target` -> itself). MSE / MAE on the normalised splits."""
 
+    argument_option = "path"
+
+    @classmethod
+    def parse_argument(cls, arg: str) -> dict[str, Any]:
+        """'forecast:statsmodels:co2' / 'forecast:synthetic' name a source, anything else a file."""
+        return {"source": arg} if arg.split(":", 1)[0] in ("statsmodels", "synthetic") else {"path": arg}
+
     problem = "forecast"
     modality = "series"
     primary_metric = "mse"

@@ -38,6 +38,8 @@ class ImagesNPZTask(Task):
     `test_fraction` is held out; `val_fraction` of the rest is always the val split. Loaded
     without pickle (object arrays are refused)."""
 
+    argument_option = "path"
+
     problem = "classification"
     modality = "images"
     paper = "An Image is Worth 16x16 Words (Dosovitskiy et al. 2021) inputs"

@@ -1,15 +1,13 @@
-"""Task names with an argument after a colon: 'ucr:GunPoint' is task 'ucr' with dataset='GunPoint'."""
+"""Task names with an argument after a colon: 'ucr:GunPoint' is task 'ucr' with
+dataset='GunPoint'. Which option the argument sets is declared by each task
+(`Task.argument_option`, `Task.parse_argument`)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from anyformer import registry
+from anyformer.config import ComponentSpec
 from anyformer.errors import ConfigError
-
-if TYPE_CHECKING:  # config imports the registry, which imports tasks: only for the annotation
-    from anyformer.config import ComponentSpec
-
-# The option a 'name:ARG' task name sets, per task.
-ARGUMENT_OPTION = {"ucr": "dataset", "forecast": "path"}
 
 
 def parse_task_name(name: str) -> tuple[str, dict[str, Any]]:
@@ -18,19 +16,19 @@ def parse_task_name(name: str) -> tuple[str, dict[str, Any]]:
     base, sep, arg = name.partition(":")
     if not sep:
         return name, {}
-    if base not in ARGUMENT_OPTION:
-        raise ConfigError(f"task {base!r} takes no ':' argument; tasks that do: {', '.join(f'{k}:{v.upper()}' for k, v in ARGUMENT_OPTION.items())}")
+    cls = registry.get("task", base)
+    if getattr(cls, "argument_option", None) is None:
+        takers = [f"{t}:{registry.get('task', t).argument_option.upper()}" for t in registry.list_components("task")
+                  if getattr(registry.get("task", t), "argument_option", None)]
+        raise ConfigError(f"task {base!r} takes no ':' argument; tasks that do: {', '.join(takers)}")
     if not arg:
-        raise ConfigError(f"task name {name!r} has nothing after ':'; e.g. ucr:GunPoint")
-    if base == "forecast" and arg.split(":", 1)[0] in ("statsmodels", "synthetic"):
-        return base, {"source": arg}
-    return base, {ARGUMENT_OPTION[base]: arg}
+        raise ConfigError(f"task name {name!r} has nothing after ':'; e.g. {base}:{cls.argument_option.upper()}")
+    return base, cls.parse_argument(arg)
 
 
 def task_spec(text: str, **options: Any) -> ComponentSpec:
-    """The ComponentSpec of a command-line task name, checked against the registry."""
-    from anyformer.config import ComponentSpec
-
+    """The ComponentSpec of a command-line task name plus options, checked against the
+    registry once every option is in (so a required `path` may come from `task.path=`)."""
     name, implied = parse_task_name(text)
     spec = ComponentSpec.model_validate({"name": name, **implied, **options})
     spec.check("task", "task")

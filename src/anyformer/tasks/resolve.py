@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from anyformer import registry
-from anyformer.config import ModelConfig, merge_model, model_config, read_yaml, looks_like_path
+from anyformer.config import ModelConfig, looks_like_path, merge_model, model_config, preset_model, read_yaml
 from anyformer.errors import ConfigError
 from anyformer.tasks.base import Task
 
@@ -45,12 +45,12 @@ def raw_model_dict(source: str | dict[str, Any] | ModelConfig | None) -> dict[st
 
 def model_for_task(source: str | dict[str, Any] | ModelConfig | None, task: Task,
                    **overrides: Any) -> ModelConfig:
-    """A validated ModelConfig for `task` from a preset / YAML / dict and overrides."""
-    from anyformer.presets import load_preset
-
+    """A validated ModelConfig for `task` from a preset / YAML / dict and overrides. The
+    dict may hold options that are no model field (`num_classes`, from `--set`): they go to
+    whichever fitted component takes them."""
     user = raw_model_dict(source)
     preset = user.pop("preset", None)
-    base = load_preset(preset)["model"] if preset else {}
+    base = preset_model(preset) if preset else {}
     defaults = task.model_defaults()
     fitted = copy.deepcopy(base)
     for kind in ("encoder", "head"):

@@ -81,6 +81,8 @@ class TabularCSVTask(Task):
     saw. Headers are stripped of spaces and repeated names made unique ('x.1'), so network-
     flow CSVs (UNSW-NB15, CIC-IDS) load as they are. Split: stratified seeded fractions."""
 
+    argument_option = "path"
+
     problem = "classification"
     modality = "tabular"
     paper = "Revisiting Deep Learning Models for Tabular Data (Gorishniy et al. 2021)"

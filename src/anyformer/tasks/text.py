@@ -31,6 +31,8 @@ class TextFileTask(Task):
     column (train / val|valid|validation|dev / test) when the file has one, else a seeded
     random `val_fraction` / `test_fraction`."""
 
+    argument_option = "path"
+
     problem = "classification"
     modality = "tokens"
     paper = "Byte-level text classification as in the LRA Text task (Tay et al. 2021)"

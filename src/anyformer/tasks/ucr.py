@@ -98,6 +98,8 @@ class UCRTask(Task):
     unequal length are zero-padded at the end and masked. The archive's TEST file is the
     test split; a stratified seeded `val_fraction` of TRAIN is the val split."""
 
+    argument_option = "dataset"
+
     problem = "classification"
     modality = "series"
     paper = "The UCR Time Series Archive (Dau et al. 2019); UEA multivariate archive (Bagnall et al. 2018)"

@@ -8,8 +8,9 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from anyformer.config import ComponentSpec, read_yaml
+from anyformer.config import ComponentSpec, apply_overrides, read_yaml
 from anyformer.errors import ConfigError, suggest
+from anyformer.tasks.naming import task_spec
 
 
 class TrainConfig(BaseModel):
@@ -45,10 +46,8 @@ class RunConfig(BaseModel):
     """One YAML file: the model (any preset/fields), the task and the training."""
 
     model_config = ConfigDict(extra="forbid")
-    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "vit"}, description="model fields (see ModelConfig); fitted to the task")
-    # `--set` model overrides, applied after the model is fitted to the task (a bare
-    # option such as num_classes is routed to whichever component takes it).
-    _model_overrides: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict, description="model fields (see ModelConfig), fitted to the task; "
+                                  "an option that is no model field (num_classes) goes to the fitted component that takes it")
     task: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="digits"), description="task and its options")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training settings")
 
@@ -64,47 +63,52 @@ def _explain_run(err: pydantic.ValidationError) -> ConfigError:
     return ConfigError(f"{loc}: {first['msg']} (got {first.get('input')!r})")
 
 
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """`--set` keys -> (train fields, task options (key 'name' for `task=NAME`), model
+    overrides): 'train.lr', 'task.p', 'task', 'model.dim' or a bare model field/option."""
+    train: dict[str, Any] = {}
+    task: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head == "train" and rest:
+            train[rest] = value
+        elif head == "task":
+            task[rest or "name"] = value
+        else:
+            model[rest if head == "model" else key] = value
+    return train, task, model
+
+
 def run_config(source: str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """A RunConfig from a YAML path or dict, with `--set`-style overrides: 'train.lr',
-    'task.p', 'model.dim' or a bare model field/option ('dim', 'mixer')."""
+    """The one resolution path of a run: a YAML path or dict plus `--set`-style overrides
+    ('train.lr', 'task.p', 'model.dim' or a bare model field/option) -> a validated RunConfig.
+    Every override is merged before anything is validated: task options before the task
+    is checked (so `task.path=` supplies a required path), model overrides into the model
+    dict (an option of a component the preset brings, such as `ffn.ratio`, merges into it;
+    the model is fitted to the task's data when training starts)."""
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):
         data = copy.deepcopy(source)
     else:
         data = read_yaml(source)
-    data.setdefault("model", {})
-    if isinstance(data["model"], str):
-        data["model"] = {"preset": data["model"]}
-    model_overrides: dict[str, Any] = {}
-    for key, value in (overrides or {}).items():
-        head, _, rest = key.partition(".")
-        if head == "train" and rest:
-            data.setdefault("train", {})[rest] = value
-        elif head == "task" and rest:
-            spec = data.get("task") or {}
-            spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-            spec[rest] = value
-            data["task"] = spec
-        elif head == "task":
-            data["task"] = value
-        else:
-            model_key = rest if head == "model" else key
-            if model_key == "preset":
-                data["model"]["preset"] = value
-            else:
-                model_overrides[model_key] = value
+    model = data.get("model") or {}
+    data["model"] = {"preset": model} if isinstance(model, str) else dict(model)
+    train_over, task_over, model_over = split_overrides(overrides or {})
+    data["train"] = {**(data.get("train") or {}), **train_over}
+    task = data.get("task") or "digits"
+    task = {"name": task} if isinstance(task, str) else dict(task)
+    data["task"] = {**task, **task_over}
+    data["model"] = apply_overrides(data["model"], model_over, route=False)
+    name = data["task"].pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"task: needs a name (see `anyformer list task`), got {name!r}")
+    data["task"] = task_spec(name, **data["task"])
     try:
-        run = RunConfig.model_validate({k: v for k, v in data.items()})
+        return RunConfig.model_validate(data)
     except pydantic.ValidationError as err:
         inner = err.errors()[0].get("ctx", {}).get("error")
         if isinstance(inner, ConfigError):
             raise inner from None
         raise _explain_run(err) from None
-    if ":" in run.task.name:
-        from anyformer.tasks.naming import task_spec
-
-        run.task = task_spec(run.task.name, **run.task.options)
-    run.task.check("task", "task")
-    run._model_overrides = model_overrides
-    return run
