@@ -69,11 +69,11 @@ def test_every_preset_builds_and_runs(preset):
 def test_create_from_dict_and_yaml(tmp_path):
     spec = {"preset": "gpt", "dim": 32, "heads": 2, "depth": 1, "mixer": {"name": "local", "window": 4}}
     model = af.create(spec)
-    assert model.blocks[0].mixer.window == 4
+    assert model.stack.blocks[0].mixer.window == 4
     path = tmp_path / "m.yaml"
     path.write_text("model:\n  preset: gpt\n  dim: 32\n  heads: 2\n  depth: 1\n  mixer: {name: linear, feature_map: relu}\n")
     model = af.create(str(path))
-    assert model.blocks[0].mixer.feature_map == "relu"
+    assert model.stack.blocks[0].mixer.feature_map == "relu"
 
 
 def test_overrides_route_to_components():
@@ -82,17 +82,17 @@ def test_overrides_route_to_components():
     model = af.create("vit", num_classes=3, image_size=8, patch_size=4, channels=1, depth=1, dim=32, heads=2)
     assert model.head.num_classes == 3
     model = af.create("vit", image_size=8, patch_size=4, channels=1, depth=1, dim=32, heads=2, **{"mixer.attn_dropout": 0.1})
-    assert model.blocks[0].mixer.attn_dropout == 0.1
+    assert model.stack.blocks[0].mixer.attn_dropout == 0.1
 
 
 def test_schedule_overrides_sharing_and_dropping():
     model = af.create("gpt", dim=32, heads=2, depth=4, max_len=16, schedule={
         "overrides": [{"layers": "0:2", "mixer": {"name": "linear"}}],
     })
-    names = [type(b.mixer).__name__ for b in model.blocks]
+    names = [type(b.mixer).__name__ for b in model.stack.blocks]
     assert names == ["LinearAttention", "LinearAttention", "SoftmaxAttention", "SoftmaxAttention"]
     shared = af.create("gpt", dim=32, heads=2, depth=6, max_len=16, schedule={"share": 2})
-    assert len(shared.blocks) == 2 and shared.layer_blocks == [0, 1, 0, 1, 0, 1]
+    assert len(shared.stack.blocks) == 2 and shared.stack.layer_blocks == [0, 1, 0, 1, 0, 1]
     ids = torch.randint(0, 256, (1, 16))
     out, hidden = shared(ids, return_hidden=True)
     assert len(hidden) == 6 and out.shape == (1, 16, 256)
@@ -105,7 +105,7 @@ def test_schedule_overrides_sharing_and_dropping():
 
 def test_positions_inside_mixers():
     model = af.create("gpt", dim=32, heads=2, depth=1, max_len=16, position="rotary")
-    assert model.blocks[0].mixer.position is model.position
+    assert model.stack.blocks[0].mixer.position is model.position
     model(torch.randint(0, 256, (1, 16)))
     with pytest.raises(ConfigError, match="cannot apply 'alibi'"):
         af.create("gpt", dim=32, heads=2, depth=1, max_len=16, position="alibi", mixer="linear")

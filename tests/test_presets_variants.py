@@ -22,4 +22,4 @@ def test_variant_preset_components(preset):
 
 def test_sret_recursion_reuses_blocks_in_place():
     model = af.create("sret", dim=32, heads=4)
-    assert model.layer_blocks == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert model.stack.layer_blocks == [0, 0, 1, 1, 2, 2, 3, 3]

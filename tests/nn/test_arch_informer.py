@@ -22,8 +22,8 @@ def test_output_shape_structure_and_label_window():
     model = _model().eval()
     x = torch.randn(3, 32, C)
     assert model(x).shape == (3, 8, C)
-    assert [b.mixer.max_len for b in model.blocks] == [32, 16]  # distilled second layer
-    assert type(model.blocks[0].mixer).__name__ == "ProbSparseAttention"
+    assert [b.mixer.max_len for b in model.stack.blocks] == [32, 16]  # distilled second layer
+    assert type(model.stack.blocks[0].mixer).__name__ == "ProbSparseAttention"
     dec_in = model.decoder_input(x)
     assert dec_in.shape == (3, 16, C)
     assert torch.equal(dec_in[:, :8], x[:, -8:]) and torch.all(dec_in[:, 8:] == 0)
@@ -72,7 +72,7 @@ def test_config_errors(kwargs, match):
 
 def test_preset_keeps_informer_structure():
     model = af.create("informer", dim=32, heads=4, max_len=96)
-    assert len(model.blocks) == 2 and len(model.transitions) == 1 and len(model.decoder_layers) == 1
+    assert len(model.stack.blocks) == 2 and len(model.stack.transitions) == 1 and len(model.decoder_layers) == 1
     assert model.label_len == 48 and model.horizon == 96
-    assert model.blocks[0].mixer.factor == 5
+    assert model.stack.blocks[0].mixer.factor == 5
     assert model(torch.randn(1, 96, 7)).shape == (1, 96, 7)

@@ -23,7 +23,7 @@ class Scale(nn.Module):
 def _parts():
     mixer = registry.build("mixer", "softmax", dim=D, heads=2, max_len=8).eval()
     ffn, ffn2 = Scale(0.7), Scale(-1.3)
-    make_norm = lambda: registry.build("norm", "layernorm", dim=D)  # noqa: E731
+    make_norm = lambda role: registry.build("norm", "layernorm", dim=D)  # noqa: E731
     return mixer, ffn, ffn2, make_norm
 
 

@@ -17,10 +17,10 @@ def _manual(model, images, skip_layers=(), skip_paths=None):
     skip_paths = skip_paths or {}
     x, mask = model.encoder(images)
     x = model.position(x)
-    for layer, b in enumerate(model.layer_blocks):
+    for layer, b in enumerate(model.stack.layer_blocks):
         if layer in skip_layers:
             continue
-        block = model.blocks[b]
+        block = model.stack.blocks[b]
         for name, sub in zip(block.path_names, block.sublayers):
             if name in skip_paths.get(layer, ()):
                 continue
@@ -57,15 +57,15 @@ def test_pruned_paths_are_removed_and_pruning_a_whole_layer_equals_dropping_it()
 def test_layer_drop_can_be_set_after_training_for_compression():
     model = _vit(depth=3)
     images = torch.randn(2, 1, 8, 8)
-    model.dropped = {0, 2}
+    model.stack.drop_layers([0, 2])
     assert torch.allclose(model(images), _manual(model, images, skip_layers={0, 2}), atol=1e-5)
 
 
 def test_stochastic_depth_rates_rise_linearly_and_drop_whole_samples():
     model = _vit(depth=5, drop_path=0.4)
-    rates = [model.layer_options.get(i, {}).get("drop_path", 0.0) for i in range(5)]
+    rates = model.stack.drop_path_rates
     assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
-    sub = model.blocks[0].sublayers[1].train()
+    sub = model.stack.blocks[0].sublayers[1].train()
     x = torch.randn(64, 17, 32)
     full = x + sub.branch(x, None)
     out = sub(x, None, drop_path=0.5)
@@ -85,7 +85,7 @@ def test_bad_prune_entry_names_field_and_valid_form():
 
 def test_repeat_loops_each_block_in_place():
     model = _vit(depth=5, schedule={"repeat": 2})
-    assert model.layer_blocks == [0, 0, 1, 1, 2] and len(model.blocks) == 3
+    assert model.stack.layer_blocks == [0, 0, 1, 1, 2] and len(model.stack.blocks) == 3
     images = torch.randn(2, 1, 8, 8)
     assert torch.allclose(model(images), _manual(model, images), atol=1e-5)
     with pytest.raises(ConfigError, match="either share"):

@@ -54,14 +54,14 @@ def test_activator_width_and_errors():
 def test_activator_presets():
     full = af.create("activator", dim=32, heads=4, depth=2)
     lite = af.create("activator-lite", dim=32, heads=4, depth=2)
-    assert full.blocks[0].mixer.registry_name == lite.blocks[0].mixer.registry_name == "activator"
-    assert full.blocks[0].ffn.registry_name == "mlp" and lite.blocks[0].ffn.registry_name == "none"
+    assert full.stack.blocks[0].mixer.registry_name == lite.stack.blocks[0].mixer.registry_name == "activator"
+    assert full.stack.blocks[0].ffn.registry_name == "mlp" and lite.stack.blocks[0].ffn.registry_name == "none"
     per_block_mlp = 2 * 32 * 64 + 64 + 32 + 2 * 32  # fc1, fc2 (ratio 2) and the ffn's pre-norm
     assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in lite.parameters()) == 2 * per_block_mlp
     x = lite.encoder.example_input(batch=2)
     tokens, _ = lite.encoder(x)
     assert lite.position.applies_to == "none"  # no position embedding, as in the reference
-    block, sub = lite.blocks[0], lite.blocks[0].sublayers[0]
+    block, sub = lite.stack.blocks[0], lite.stack.blocks[0].sublayers[0]
     # Without the second MLP a layer is the gating unit's residual branch alone.
     assert torch.allclose(block(tokens), tokens + block.mixer(sub.norm_in(tokens)), atol=1e-6)
     assert lite(x).shape == (2, 10)

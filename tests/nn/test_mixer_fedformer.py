@@ -115,7 +115,7 @@ def test_arch_adam_steps_reduce_mse_on_sine_series():
 
 def test_preset_keeps_fedformer_structure():
     model = af.create("fedformer", dim=32, heads=4)
-    assert len(model.blocks) == 2 and len(model.decoder_layers) == 1
+    assert len(model.stack.blocks) == 2 and len(model.decoder_layers) == 1
     assert model.label_len == 48 and model.horizon == 96 and model.moving_avg == 24
-    assert model.blocks[0].mixer.modes == 48  # 64 capped at L // 2 = 48
+    assert model.stack.blocks[0].mixer.modes == 48  # 64 capped at L // 2 = 48
     assert model(torch.randn(1, 96, 7)).shape == (1, 96, 7)

@@ -80,7 +80,7 @@ def test_parameter_counts_fall_as_the_paper_says():
 def test_minimal_preset_has_no_mlp():
     model = af.create("minimal", dim=32, heads=4, depth=2)
     mlp = af.create("minimal", dim=32, heads=4, depth=2, ffn="mlp")
-    block = model.blocks[0]
+    block = model.stack.blocks[0]
     assert block.ffn.registry_name == "none" and block.sublayers[1].norm_in is None
     assert sum(p.numel() for p in block.ffn.parameters()) == 0
     per_block_mlp = 2 * 32 * 128 + 128 + 32 + 2 * 32  # fc1, fc2 and the ffn's pre-norm

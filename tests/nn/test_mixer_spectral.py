@@ -67,9 +67,9 @@ def test_gfnet_2d_uses_the_grid():
 
 def test_spectformer_schedule_spectral_first():
     model = af.create("spectformer", dim=32, heads=4, depth=4)
-    names = [b.mixer.registry_name for b in model.blocks]
+    names = [b.mixer.registry_name for b in model.stack.blocks]
     assert names == ["gfnet", "gfnet", "softmax", "softmax"]
-    assert model.blocks[0].mixer.grid == (8, 8)
+    assert model.stack.blocks[0].mixer.grid == (8, 8)
     out = model(model.encoder.example_input(batch=2))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 

@@ -101,4 +101,4 @@ def test_reachable_from_yaml_config():
                       ffn={"name": "moe", "experts": 4, "top_k": 2, "capacity_factor": 1.25})
     out = model(torch.randn(2, 1, 8, 8))
     assert out.shape == (2, 10)
-    assert model.blocks[0].ffn.expert_usage.shape == (4,)
+    assert model.stack.blocks[0].ffn.expert_usage.shape == (4,)

@@ -32,7 +32,7 @@ def test_each_token_uses_its_own_modality_weights_with_global_attention():
     _, hidden = model(ids, modality_ids=modality, return_hidden=True)
     # Perturb modality 1's ffn: only modality-1 tokens move (the ffn is the last sublayer).
     with torch.no_grad():
-        model.blocks[0].ffn.experts[1].fc2.bias.add_(torch.randn(32))
+        model.stack.blocks[0].ffn.experts[1].fc2.bias.add_(torch.randn(32))
     _, hidden2 = model(ids, modality_ids=modality, return_hidden=True)
     moved = (hidden2[0] - hidden[0]).abs().amax(-1) > 1e-6
     # The [CLS] prefix token takes modality 0 (prefix_modality), so it stays put too.
@@ -40,7 +40,7 @@ def test_each_token_uses_its_own_modality_weights_with_global_attention():
     assert torch.equal(moved, full == 1)
     # Perturb modality 1's value projection: attention is global, so modality-0 tokens move too.
     with torch.no_grad():
-        model.blocks[0].mixer.v_proj.experts[1].bias.add_(torch.randn(32))
+        model.stack.blocks[0].mixer.v_proj.experts[1].bias.add_(torch.randn(32))
     _, hidden3 = model(ids, modality_ids=modality, return_hidden=True)
     assert (hidden3[0][:, :7] - hidden2[0][:, :7]).abs().amax() > 1e-4
 

@@ -33,9 +33,9 @@ def test_model_with_distilling_shortens_later_layers():
     model = af.create({"dim": 32, "heads": 4, "depth": 3, "max_len": 16, "mixer": "probsparse",
                        "encoder": {"name": "series", "channels": 3}, "head": {"name": "forecast", "horizon": 4, "channels": 3},
                        "schedule": {"transition": {"name": "distill"}}})
-    assert [b.mixer.max_len for b in model.blocks] == [16, 8, 4]
+    assert [b.mixer.max_len for b in model.stack.blocks] == [16, 8, 4]
     out, hidden = model(torch.randn(2, 16, 3), return_hidden=True)
     assert [h.shape[1] for h in hidden] == [16, 8, 4]
     assert out.shape == (2, 4, 3)
     out.square().mean().backward()
-    assert all(p.grad is not None for p in model.transitions.parameters())
+    assert all(p.grad is not None for p in model.stack.transitions.parameters())

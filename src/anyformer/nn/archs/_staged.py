@@ -1,15 +1,13 @@
-"""Shared machinery of hierarchical image architectures: layers split into stages over a
-token grid that shrinks between stages. Subclasses define the stage layout and the reduction."""
+"""What hierarchical image architectures share: layers split into stages over a token grid
+that shrinks between stages; the image encoder's checks; token <-> image reshapes."""
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
-from anyformer.config import ComponentSpec, ModelConfig
+from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
-from anyformer.nn.model import AnyFormer, _build, layer_path_options
+from anyformer.nn.model import build_encoder, require_parts
 
 
 def split_depth(depth: int, stages: int, depths: list[int] | None, arch: str) -> list[int]:
@@ -22,55 +20,19 @@ def split_depth(depth: int, stages: int, depths: list[int] | None, arch: str) ->
     return [depth // stages + (1 if i < depth % stages else 0) for i in range(stages)]
 
 
-class StagedModel(AnyFormer):
-    """Base: an image encoder with a grid, per-layer blocks built through AnyFormer.make_block,
-    per-layer mixer/ffn overrides, stochastic depth and path pruning by global layer index.
-    `self.transitions` holds the between-stage reductions (so parameter_report still works)."""
-
-    def setup(self, config: ModelConfig, arch: str) -> None:
-        nn.Module.__init__(self)
-        if config.encoder is None or config.head is None:
-            missing = "encoder" if config.encoder is None else "head"
-            raise ConfigError(f"model.{missing} is not set; name one (see `anyformer list {missing}`) or train on a task, which supplies it")
-        if config.schedule.share or config.schedule.transition is not None:
-            raise ConfigError(f"arch {arch!r} does not take model.schedule.share or model.schedule.transition; use arch 'stack' for them")
-        if config.causal:
-            raise ConfigError(f"arch {arch!r} is an image encoder and cannot be causal; set model.causal: false")
-        self.config, self.arch_name = config, arch
-        self.encoder = _build("encoder", config.encoder, dim=config.dim, max_len=config.max_len)
-        if self.encoder.grid is None:
-            raise ConfigError(f"arch {arch!r} needs a 2-D token grid; use an image encoder such as 'patches' (got {config.encoder.name!r})")
-        self.input_drop = nn.Dropout(config.dropout)
-        self.layer_options = layer_path_options(config)
-        self.dropped = set(config.schedule.drop)
-        self.mixer_for: list[ComponentSpec] = [config.mixer] * config.depth
-        self.ffn_for: list[ComponentSpec] = [config.ffn] * config.depth
-        for ov in config.schedule.overrides:
-            for layer in ov.indices(config.depth):
-                self.mixer_for[layer] = ov.mixer or self.mixer_for[layer]
-                self.ffn_for[layer] = ov.ffn or self.ffn_for[layer]
-
-    def build_position(self, num_tokens: int) -> nn.Module:
-        c = self.config
-        return _build("position", c.position, dim=c.dim, heads=c.heads, num_tokens=num_tokens)
-
-    def stage_blocks(self, first_layer: int, count: int, length: int, grid: tuple[int, int] | None,
-                     position: nn.Module) -> list[nn.Module]:
-        """Blocks of layers first_layer .. first_layer+count-1, for inputs of `length` tokens."""
-        self.position = position  # make_block attaches rotary / ALiBi from self.position
-        return [self.make_block(self.mixer_for[i], self.ffn_for[i], length, grid) for i in range(first_layer, first_layer + count)]
-
-    def run_layer(self, layer: int, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if layer in self.dropped:
-            return x
-        return self.blocks[layer](x, mask, **self.layer_options.get(layer, {}))
-
-    def finish(self, tokens: torch.Tensor, mask: torch.Tensor | None, hidden: list[torch.Tensor],
-               return_hidden: bool) -> Any:
-        if self.final_norm is not None:
-            tokens = self.final_norm(tokens, mask)
-        out = self.encoder.postprocess(self.head(tokens, mask, hidden))
-        return (out, hidden) if return_hidden else out
+def image_encoder(config: ModelConfig, arch: str) -> nn.Module:
+    """The encoder of a hierarchical image arch, after the checks they share: encoder and
+    head named, no sharing, recursion or transitions (the arch reduces between stages itself), not
+    causal, and a 2-D token grid."""
+    require_parts(config)
+    if config.schedule.share or config.schedule.repeat > 1 or config.schedule.transition is not None:
+        raise ConfigError(f"arch {arch!r} does not take model.schedule.share, repeat or transition; use arch 'stack' for them")
+    if config.causal:
+        raise ConfigError(f"arch {arch!r} is an image encoder and cannot be causal; set model.causal: false")
+    encoder = build_encoder(config)
+    if encoder.grid is None:
+        raise ConfigError(f"arch {arch!r} needs a 2-D token grid; use an image encoder such as 'patches' (got {config.encoder.name!r})")
+    return encoder
 
 
 def blockify(x: torch.Tensor, grid: tuple[int, int], block: int) -> torch.Tensor:

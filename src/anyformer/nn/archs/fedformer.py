@@ -1,6 +1,7 @@
 """FEDformer: frequency-enhanced layers with seasonal-trend decomposition between sublayers."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -8,11 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer import registry
-from anyformer.config import ComponentSpec, ModelConfig
-from anyformer.errors import ConfigError
-from anyformer.nn.archs.informer import forecast_shape
+from anyformer.config import ModelConfig
+from anyformer.errors import ConfigError, unknown
+from anyformer.nn.archs.informer import forecast_projection, forecast_shape
+from anyformer.nn.block import BlockContext, LayerSpec, drop_branch, make_block
 from anyformer.nn.mixers.fedformer import CROSS_ACTIVATIONS, FrequencyEnhancedCrossAttention
 from anyformer.nn.model import AnyFormer
+from anyformer.nn.stack import parameter_counter
 
 
 class MovingAverage(nn.Module):
@@ -61,7 +64,11 @@ class SeasonalLayerNorm(nn.Module):
 
 class DecompositionEncoderLayer(nn.Module):
     """x + mixer(x) -> decompose -> + ffn -> decompose; the seasonal parts go on and the
-    trends are dropped (FEDformer / Autoformer encoder layer). x: [B, L, D]."""
+    trends are dropped (FEDformer / Autoformer encoder layer). x: [B, L, D] -> [B, L, D].
+    A block for LayerStack: `drop_path` drops a branch per sample (training), `skip` prunes
+    one (its decomposition stays)."""
+
+    path_names = ("mixer", "ffn")
 
     def __init__(self, mixer: nn.Module, ffn: nn.Module, kernel: int, dropout: float) -> None:
         super().__init__()
@@ -69,10 +76,29 @@ class DecompositionEncoderLayer(nn.Module):
         self.decomp1, self.decomp2 = SeriesDecomposition(kernel), SeriesDecomposition(kernel)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x, _ = self.decomp1(x + self.drop(self.mixer(x, mask)))
-        x, _ = self.decomp2(x + self.drop(self.ffn(x)))
+    def part(self, name: str) -> nn.Module:
+        if name not in self.path_names:
+            raise unknown("block path", name, self.path_names)
+        return getattr(self, name)
+
+    def replace(self, name: str, module: nn.Module) -> None:
+        self.part(name)
+        setattr(self, name, module)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, drop_path: float = 0.0,
+                skip: frozenset[str] = frozenset()) -> torch.Tensor:
+        if "mixer" not in skip:
+            x = x + drop_branch(self.drop(self.mixer(x, mask)), drop_path, self.training)
+        x, _ = self.decomp1(x)
+        if "ffn" not in skip:
+            x = x + drop_branch(self.drop(self.ffn(x)), drop_path, self.training)
+        x, _ = self.decomp2(x)
         return x
+
+
+def decomposition_block(spec: LayerSpec, ctx: BlockContext, kernel: int) -> nn.Module:
+    """FEDformer's `block_fn`: the layer's checked mixer and ffn in a decomposition layer."""
+    return make_block(spec, ctx, wire=lambda mixer, ffn: DecompositionEncoderLayer(mixer, ffn, kernel, ctx.dropout))
 
 
 class DecompositionDecoderLayer(nn.Module):
@@ -121,9 +147,12 @@ class FEDformer(AnyFormer):
             raise ConfigError(f"arch 'fedformer': label_len >= 0, decoder_depth >= 1 and moving_avg >= 1 needed (got {label_len}, {decoder_depth}, {moving_avg})")
         if cross_activation not in CROSS_ACTIVATIONS:
             raise ConfigError(f"arch 'fedformer': cross_activation must be one of {', '.join(CROSS_ACTIVATIONS)}, got {cross_activation!r}")
-        self._horizon_option, self.moving_avg = horizon, moving_avg  # read by make_head / make_block
-        super().__init__(config)
+        super().__init__(config, block_fn=partial(decomposition_block, kernel=moving_avg),
+                         head_fn=partial(forecast_projection, horizon=horizon, arch="fedformer"))
         c = config
+        self.moving_avg = moving_avg
+        self.horizon, self.channels_out = forecast_shape(c, self.encoder, horizon, "fedformer")
+        self.channels_in = self.encoder.channels
         if self.position.applies_to not in ("input", "none"):
             raise ConfigError(f"arch 'fedformer' takes positions on the inputs or none; {c.position.name!r} acts inside attention")
         if self.channels_out != self.channels_in:
@@ -151,21 +180,6 @@ class FEDformer(AnyFormer):
         )
         self.decoder_norm = SeasonalLayerNorm(c.dim)
 
-    def make_block(self, mixer_spec: ComponentSpec, ffn_spec: ComponentSpec, length: int,
-                   grid: tuple[int, int] | None, causal: bool | None = None) -> nn.Module:
-        c = self.config
-        context = dict(dim=c.dim, heads=c.heads, max_len=length, grid=grid, num_tokens=length,
-                       causal=c.causal if causal is None else causal)
-        mixer = registry.build("mixer", mixer_spec.name, **context, **mixer_spec.options)
-        ffn = registry.build("ffn", ffn_spec.name, **context, **ffn_spec.options)
-        return DecompositionEncoderLayer(mixer, ffn, self.moving_avg, c.dropout)
-
-    def make_head(self, num_tokens: int) -> nn.Module:
-        """The seasonal projection: each decoder token -> the channels' values."""
-        self.horizon, self.channels_out = forecast_shape(self.config, self.encoder, self._horizon_option, "fedformer")
-        self.channels_in = self.encoder.channels
-        return nn.Linear(self.config.dim, self.channels_out)
-
     def decoder_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(seasonal, trend) decoder inputs [B, label + horizon, C], as the paper's Eq. (1)."""
         if self.encoder.revin is not None:  # the decoder sees the series as the encoder does
@@ -191,9 +205,9 @@ class FEDformer(AnyFormer):
         return (out, hidden) if return_hidden else out
 
     def parameter_report(self) -> dict[str, int]:
-        count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+        count = parameter_counter()
         report = {"encoder": count(self.encoder), "position": count(self.position)}
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.stack.blocks):
             report[f"block {i} mixer"] = count(block.mixer)
             report[f"block {i} ffn"] = count(block.ffn)
         report["final norm"] = count(self.final_norm)

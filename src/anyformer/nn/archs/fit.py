@@ -7,7 +7,9 @@ from torch import nn
 
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
-from anyformer.nn.model import AnyFormer, _build
+from anyformer.nn.model import (accept_old_keys, block_context, build_encoder, build_head, build_position, norm_fn,
+                                parameter_report, read_out, require_parts)
+from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
 
 
@@ -39,52 +41,55 @@ class GroupCrossAttention(nn.Module):
 
 
 @register("arch", "fit")
-class FarReachingInterleavedTransformer(AnyFormer):
+class FarReachingInterleavedTransformer(nn.Module):
     """FIT (Chen & Li 2023), encoder mode: tokens [B, L, D] are cut into L / group_size groups,
     each with `latents` learned latent tokens. Each of model.depth FIT blocks runs
     `local_layers` Transformer layers inside every group, lets each group's latents read
     their group's data tokens (cross-attention), runs `global_layers` Transformer layers
     over all latents of the sample, and writes back (data tokens cross-attend to their
-    group's latents). Final norm and head read the data tokens."""
+    group's latents). Final norm and head read the data tokens.
+
+    `stack` numbers the Transformer layers local ones first: FIT block i's j-th local layer
+    is layer i * local_layers + j, its j-th global layer depth * local_layers + i *
+    global_layers + j; `schedule.drop` / `schedule.prune` use these indices."""
 
     paper = "FIT: Far-reaching Interleaved Transformers (Chen & Li 2023)"
 
     def __init__(self, config: ModelConfig, group_size: int = 16, latents: int = 4,
                  local_layers: int = 1, global_layers: int = 1) -> None:
-        nn.Module.__init__(self)
-        c = config
-        if c.encoder is None or c.head is None:
-            raise ConfigError("model.encoder and model.head must be set for arch 'fit' (or train on a task, which supplies them)")
+        super().__init__()
+        self.config = c = config
+        require_parts(c)
         if c.causal:
             raise ConfigError("arch 'fit' is built in encoder mode and cannot be causal; set model.causal: false")
         if c.schedule.share or c.schedule.transition is not None or c.schedule.overrides or c.schedule.repeat > 1:
             raise ConfigError("arch 'fit' builds its own layer layout; model.schedule.share/repeat/overrides/transition are not supported")
         if latents < 1 or local_layers < 0 or global_layers < 0:
             raise ConfigError(f"arch 'fit': latents >= 1, local_layers >= 0, global_layers >= 0 (got {latents}, {local_layers}, {global_layers})")
-        self.config = c
-        self.encoder = _build("encoder", c.encoder, dim=c.dim, max_len=c.max_len)
+        self.encoder = build_encoder(c)
         L = self.encoder.num_tokens
         if group_size < 1 or L % group_size:
             sizes = [g for g in range(1, L + 1) if L % g == 0]
             raise ConfigError(f"arch 'fit': group_size {group_size} must divide the {L} tokens of encoder {c.encoder.name!r}; valid: {sizes}")
         self.group_size, self.num_groups, self.num_latents = group_size, L // group_size, latents
-        self.position = _build("position", c.position, dim=c.dim, heads=c.heads, num_tokens=L)
-        self.input_drop = nn.Dropout(c.dropout)
-        self.layer_options, self.dropped = {}, set()
-        self.local_blocks = nn.ModuleList(
-            self.make_block(c.mixer, c.ffn, group_size, None) for _ in range(c.depth * local_layers)
-        )
-        self.global_blocks = nn.ModuleList(
-            self.make_block(c.mixer, c.ffn, self.num_groups * latents, None) for _ in range(c.depth * global_layers)
-        )
         self.local_layers, self.global_layers = local_layers, global_layers
-        self.blocks = nn.ModuleList([*self.local_blocks, *self.global_blocks])
+        self.position = build_position(c, L)
+        self.input_drop = nn.Dropout(c.dropout)
+        n_local, n_global = c.depth * local_layers, c.depth * global_layers
+        lengths = [group_size] * n_local + [self.num_groups * latents] * n_global
+        self.stack = LayerStack(c, block_context(c, self.encoder, self.position), lengths, depth=n_local + n_global)
         self.reads = nn.ModuleList(GroupCrossAttention(c.dim, c.heads) for _ in range(c.depth))
         self.writes = nn.ModuleList(GroupCrossAttention(c.dim, c.heads) for _ in range(c.depth))
         self.latent_init = nn.Parameter(torch.randn(self.num_groups, latents, c.dim) * 0.02)
-        self.transitions = nn.ModuleList()
-        self.final_norm = self.make_norm() if c.final_norm else None
-        self.head = self.make_head(L)
+        self.final_norm = norm_fn(c)("final") if c.final_norm else None
+        self.head = build_head(c, self.encoder, L)
+        # Earlier versions: local_blocks.k, global_blocks.k, and `blocks` listing both (the stack's order).
+        accept_old_keys(self, {"blocks.": "stack.blocks.", "local_blocks.": "stack.blocks.",
+                               **{f"global_blocks.{k}.": f"stack.blocks.{n_local + k}." for k in range(n_global)}})
+
+    @property
+    def num_tokens(self) -> int:
+        return self.encoder.num_tokens
 
     def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
@@ -105,19 +110,20 @@ class FarReachingInterleavedTransformer(AnyFormer):
         # Latents of a group with no real token read only padding: global layers skip them.
         zmask = None if gmask is None else gmask.any(1).view(B, self.num_groups).repeat_interleave(self.num_latents, 1)
         hidden: list[torch.Tensor] = []
+        first_global = self.config.depth * self.local_layers
         for i in range(self.config.depth):
-            for j in range(self.local_layers):
-                data = self.local_blocks[i * self.local_layers + j](data, gmask)
+            local = i * self.local_layers
+            data, _ = self.stack.run(local, local + self.local_layers, data, gmask)
             z = self.reads[i](z, data, gmask)
             z = z.reshape(B, self.num_groups * self.num_latents, D)
-            for j in range(self.global_layers):
-                z = self.global_blocks[i * self.global_layers + j](z, zmask)
+            glob = first_global + i * self.global_layers
+            z, _ = self.stack.run(glob, glob + self.global_layers, z, zmask)
             z = z.reshape(B * self.num_groups, self.num_latents, D)
             data = self.writes[i](data, z)
             hidden.append(data.reshape(B, -1, D)[:, :L])
-        out_tokens = data.reshape(B, -1, D)[:, :L]
         out_mask = None if mask is None else mask[:, :L]
-        if self.final_norm is not None:
-            out_tokens = self.final_norm(out_tokens, out_mask)
-        out = self.encoder.postprocess(self.head(out_tokens, out_mask, hidden))
-        return (out, hidden) if return_hidden else out
+        return read_out(self, data.reshape(B, -1, D)[:, :L], out_mask, hidden, return_hidden)
+
+    def parameter_report(self) -> dict[str, int]:
+        """Parameters per part; the cross-attentions and latents count in 'total' only."""
+        return parameter_report(self, self.position, self.stack.transitions)

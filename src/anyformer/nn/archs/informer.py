@@ -1,7 +1,7 @@
 """Informer: a distilling ProbSparse encoder and a one-pass generative decoder."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -11,9 +11,9 @@ from torch import nn
 from anyformer import registry
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
-from anyformer.nn.block import Sublayer
+from anyformer.nn.block import NormFn, Sublayer
 from anyformer.nn.mixers.base import AttentionMixer
-from anyformer.nn.model import AnyFormer
+from anyformer.nn.model import AnyFormer, norm_fn
 
 
 def cross_attention(attn: AttentionMixer, x: torch.Tensor, memory: torch.Tensor,
@@ -31,15 +31,15 @@ class CrossAttentionDecoderLayer(nn.Module):
     residual branch with the model's norm placement (Vaswani et al. 2017). x: [B, L, D]."""
 
     def __init__(self, self_attn: nn.Module, cross_attn: AttentionMixer, ffn: nn.Module,
-                 make_norm: Callable[[], nn.Module], placement: str, dropout: float) -> None:
+                 make_norm: NormFn, placement: str, dropout: float) -> None:
         super().__init__()
-        self.self_sub = Sublayer(self_attn, make_norm, placement, dropout)
+        self.self_sub = Sublayer("mixer", self_attn, make_norm, placement, dropout, takes_mask=True)
         self.cross_attn = cross_attn
-        self.cross_norm_in = make_norm() if placement in ("pre", "peri") else None
-        self.cross_norm_out = make_norm() if placement in ("post", "peri") else None
+        self.cross_norm_in = make_norm("cross.norm_in") if placement in ("pre", "peri") else None
+        self.cross_norm_out = make_norm("cross.norm_out") if placement in ("post", "peri") else None
         self.placement = placement
         self.cross_drop = nn.Dropout(dropout)
-        self.ffn_sub = Sublayer(ffn, make_norm, placement, dropout)
+        self.ffn_sub = Sublayer("ffn", ffn, make_norm, placement, dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor,
                 memory_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,6 +72,13 @@ def forecast_shape(config: ModelConfig, encoder: nn.Module, horizon: int | None,
     return int(horizon), int(opts.get("channels") or encoder.channels)
 
 
+def forecast_projection(config: ModelConfig, encoder: nn.Module, num_tokens: int,
+                        horizon: int | None, arch: str) -> nn.Module:
+    """An encoder-decoder forecaster's head (a `head_fn`): each decoder token [.., D] -> the
+    channels' values [.., C]; checks the forecast shape as `forecast_shape` does."""
+    return nn.Linear(config.dim, forecast_shape(config, encoder, horizon, arch)[1])
+
+
 @registry.register("arch", "informer")
 class Informer(AnyFormer):
     """Informer (Zhou et al. 2021): series x [B, L, C] -> forecast [B, horizon, C] in one pass.
@@ -91,9 +98,10 @@ class Informer(AnyFormer):
                  decoder_depth: int = 1) -> None:
         if label_len < 0 or decoder_depth < 1:
             raise ConfigError(f"arch 'informer': label_len must be >= 0 and decoder_depth >= 1 (got {label_len}, {decoder_depth})")
-        self._horizon_option = horizon  # read by make_head, which the base calls
-        super().__init__(config)
+        super().__init__(config, head_fn=partial(forecast_projection, horizon=horizon, arch="informer"))
         c = config
+        self.horizon, self.channels_out = forecast_shape(c, self.encoder, horizon, "informer")
+        self.channels_in = self.encoder.channels
         if self.position.applies_to not in ("input", "none"):
             raise ConfigError(f"arch 'informer' adds positions to the inputs; position {c.position.name!r} acts inside attention: use 'sinusoidal' or 'learned'")
         self.label_len = min(label_len, self.encoder.num_tokens)
@@ -109,17 +117,11 @@ class Informer(AnyFormer):
                 registry.build("mixer", c.mixer.name, max_len=dec_len, causal=True, **context, **c.mixer.options),
                 registry.build("mixer", "softmax", max_len=memory_len, **context),
                 registry.build("ffn", c.ffn.name, **context, **c.ffn.options),
-                self.make_norm, c.norm.placement, c.dropout,
+                norm_fn(c), c.norm.placement, c.dropout,
             )
             for _ in range(decoder_depth)
         )
-        self.decoder_norm = self.make_norm()
-
-    def make_head(self, num_tokens: int) -> nn.Module:
-        """Informer's projection: each decoder token -> the channels' values."""
-        self.horizon, self.channels_out = forecast_shape(self.config, self.encoder, self._horizon_option, "informer")
-        self.channels_in = self.encoder.channels
-        return nn.Linear(self.config.dim, self.channels_out)
+        self.decoder_norm = norm_fn(c)("decoder")
 
     def decoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """[B, label + horizon, C]: the last label_len known steps, then zero placeholders."""

@@ -1,27 +1,37 @@
 """Mixture-of-Transformers: modality-specific weights, global self-attention."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from anyformer.config import ComponentSpec, ModelConfig
+from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, ShapeError
-from anyformer.nn.block import Block
+from anyformer.nn.block import Block, BlockContext, LayerSpec, make_block
 from anyformer.nn.mixers.base import AttentionMixer
 from anyformer.nn.model import AnyFormer
 from anyformer.registry import register
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 class ModalityContext:
     """The modality ids of the current forward, shared by the routed modules of one model
     (set by MixtureOfTransformers.forward). Ids given without the encoder's prefix tokens
-    get `prefix` ids of modality `prefix_modality` in front once the token count is known."""
+    get `prefix` ids of modality `prefix_modality` in front once the token count is known.
+    A plain object, not a module: each routed module holds a reference to the one context."""
 
     def __init__(self) -> None:
         self.ids: torch.Tensor | None = None
         self.prefix, self.prefix_modality = 0, 0
+
+    def __deepcopy__(self, memo: dict) -> "ModalityContext":
+        # A copied block (LayerStack.replace un-sharing one) must keep reading its model's
+        # ids; a copied model shares the context too, harmlessly: each forward sets the
+        # ids and clears them when it returns.
+        return self
 
     def ids_for(self, shape: torch.Size) -> torch.Tensor | None:
         ids = self.ids
@@ -39,7 +49,9 @@ class ModalityRouted(nn.Module):
         super().__init__()
         self.experts = nn.ModuleList(experts)
         self.is_norm = is_norm
-        object.__setattr__(self, "context", context)
+        self.context = context
+        # Routing absent ffns ('none') is still absent: the block skips the branch.
+        self.absent = bool(getattr(experts[0], "absent", False))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         ids = self.context.ids_for(x.shape[:-1])
@@ -63,6 +75,25 @@ class ModalityRouted(nn.Module):
         return out
 
 
+def modality_block(spec: LayerSpec, ctx: BlockContext, modalities: int, context: ModalityContext) -> Block:
+    """MoT's `block_fn`: one dense block per modality (built, and checked, as any layer),
+    merged into one block whose attention projections, ffns and norms route each token to
+    its modality's copy; the attention itself (the first copy's) runs over all tokens."""
+    copies = [make_block(spec, ctx) for _ in range(modalities)]
+    mixer = copies[0].mixer
+    if not isinstance(mixer, AttentionMixer):
+        raise ConfigError(f"arch 'mot' needs an attention mixer with q/k/v/o projections, got {spec.mixer.name!r}")
+    for proj in PROJECTIONS:
+        setattr(mixer, proj, ModalityRouted([getattr(b.mixer, proj) for b in copies], context))
+    ffns = {name: ModalityRouted([b.part(name) for b in copies], context) for name in copies[0].path_names if name != "mixer"}
+    norms = [b.norms() for b in copies]  # {role: norm} per modality
+
+    def routed_norm(role: str) -> nn.Module:
+        return ModalityRouted([n[role] for n in norms], context, is_norm=True)
+
+    return Block(mixer, ffns["ffn"], routed_norm, ctx.placement, ctx.layout, ctx.dropout, ffns.get("ffn2"), ctx.path_scale)
+
+
 @register("arch", "mot")
 class MixtureOfTransformers(AnyFormer):
     """Mixture-of-Transformers (Liang et al. 2024): every non-embedding weight of a layer is
@@ -80,37 +111,10 @@ class MixtureOfTransformers(AnyFormer):
             raise ConfigError(f"arch 'mot': prefix_modality {prefix_modality} outside the valid range 0..{modalities - 1}")
         if config.schedule.transition is not None:
             raise ConfigError("arch 'mot' keeps one modality id per token and cannot take model.schedule.transition")
-        object.__setattr__(self, "_mot", (modalities, prefix_modality, ModalityContext()))
-        super().__init__(config)
+        context = ModalityContext()
+        super().__init__(config, block_fn=partial(modality_block, modalities=modalities, context=context))
+        self.context = context
         self.modalities, self.prefix_modality = modalities, prefix_modality
-
-    @property
-    def context(self) -> ModalityContext:
-        return self._mot[2]
-
-    def make_block(self, mixer_spec: ComponentSpec, ffn_spec: ComponentSpec, length: int,
-                   grid: tuple[int, int] | None, causal: bool | None = None) -> Block:
-        M, _, ctx = self._mot
-        copies = [super(MixtureOfTransformers, self).make_block(mixer_spec, ffn_spec, length, grid, causal) for _ in range(M)]
-        mixer = copies[0].mixer
-        if not isinstance(mixer, AttentionMixer):
-            raise ConfigError(f"arch 'mot' needs an attention mixer with q/k/v/o projections, got {mixer_spec.name!r}")
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            setattr(mixer, proj, ModalityRouted([getattr(b.mixer, proj) for b in copies], ctx))
-        c = self.config
-        ffn = ModalityRouted([b.ffn for b in copies], ctx)
-        ffn2 = ModalityRouted([b.sublayers[0].fn for b in copies], ctx) if c.layout == "macaron" else None
-        # Norms in the order Block.__init__ creates them: mixer, ffn, (macaron ffn2), parallel.
-        order = [1, 2, 0] if c.layout == "macaron" else [0, 1]
-
-        def created(b: Block) -> list[nn.Module]:
-            found = [m for i in order for m in (b.sublayers[i].norm_in, b.sublayers[i].norm_out) if m is not None]
-            return found + ([b.parallel_norm] if b.parallel_norm is not None else [])
-
-        norms = iter(zip(*[created(b) for b in copies]))
-        block = Block(mixer, ffn, lambda: ModalityRouted(list(next(norms)), ctx, is_norm=True),
-                      c.norm.placement, c.layout, c.dropout, ffn2, c.path_scale)
-        return block
 
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False,
                 modality_ids: torch.Tensor | None = None):

@@ -7,7 +7,9 @@ from torch import nn
 
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
-from anyformer.nn.archs._staged import StagedModel, from_image, split_depth, to_image
+from anyformer.nn.archs._staged import from_image, image_encoder, split_depth, to_image
+from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
+from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
 
 
@@ -36,16 +38,19 @@ class ResidualSpatialReduction(nn.Module):
 
 
 @register("arch", "multistage")
-class MultiStageTransformer(StagedModel):
+class MultiStageTransformer(nn.Module):
     """Multi-stage ViT of ViT-ResNAS (Liao et al. 2021): layers split into `stages`; between
     stages a residual spatial reduction halves the token grid (4x fewer tokens), so later,
     deeper layers work on coarser tokens. images -> tokens [B, P + H*W, D] -> ... -> head.
+    `stack` holds every stage's layers, `transitions` the reductions.
     Width stays model.dim across stages (ViT-ResNAS also widens; not modelled here)."""
 
     paper = "Searching for Efficient Multi-Stage Vision Transformers (Liao et al. 2021)"
 
     def __init__(self, config: ModelConfig, stages: int = 3, depths: list[int] | None = None) -> None:
-        self.setup(config, "multistage")
+        super().__init__()
+        self.config = c = config
+        self.encoder = image_encoder(c, "multistage")
         H, W = self.encoder.grid
         if stages < 1:
             raise ConfigError(f"arch 'multistage': stages must be >= 1, got {stages}")
@@ -54,19 +59,23 @@ class MultiStageTransformer(StagedModel):
             valid = [s for s in range(1, 8) if H % 2 ** (s - 1) == 0 and W % 2 ** (s - 1) == 0]
             raise ConfigError(f"arch 'multistage': stages {stages} halve the grid {stages - 1} times, which needs the token grid {H}x{W} divisible by {span}; valid stages: 1..{max(valid)}")
         self.stages = stages
-        self.stage_depths = split_depth(config.depth, stages, depths, "multistage")
+        self.stage_depths = split_depth(c.depth, stages, depths, "multistage")
         P = self.encoder.num_prefix_tokens
         self.grids = [(H >> i, W >> i) for i in range(stages)]
-        blocks: list[nn.Module] = []
-        position = self.build_position(self.encoder.num_tokens)
-        self.position = position
-        for s, count in enumerate(self.stage_depths):
-            g = self.grids[s]
-            blocks += self.stage_blocks(sum(self.stage_depths[:s]), count, P + g[0] * g[1], g, position)
-        self.blocks = nn.ModuleList(blocks)
-        self.transitions = nn.ModuleList(ResidualSpatialReduction(config.dim) for _ in range(stages - 1))
-        self.final_norm = self.make_norm() if config.final_norm else None
-        self.head = self.make_head(P + self.grids[-1][0] * self.grids[-1][1])
+        self.input_drop = nn.Dropout(c.dropout)
+        self.position = build_position(c, self.encoder.num_tokens)
+        # Each layer is built for its stage's token count and grid.
+        grids = [g for s, count in enumerate(self.stage_depths) for g in [self.grids[s]] * count]
+        lengths = [P + g[0] * g[1] for g in grids]
+        self.stack = LayerStack(c, block_context(c, self.encoder, self.position), lengths, grids)
+        self.transitions = nn.ModuleList(ResidualSpatialReduction(c.dim) for _ in range(stages - 1))
+        self.final_norm = norm_fn(c)("final") if c.final_norm else None
+        self.head = build_head(c, self.encoder, P + self.grids[-1][0] * self.grids[-1][1])
+        accept_old_keys(self, {"blocks.": "stack.blocks."})
+
+    @property
+    def num_tokens(self) -> int:
+        return self.encoder.num_tokens
 
     def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
@@ -78,10 +87,12 @@ class MultiStageTransformer(StagedModel):
         hidden: list[torch.Tensor] = []
         layer = 0
         for s, count in enumerate(self.stage_depths):
-            for _ in range(count):
-                tokens = self.run_layer(layer, tokens, None)
-                hidden.append(tokens)
-                layer += 1
+            tokens, _ = self.stack.run(layer, layer + count, tokens, None, hidden)
+            layer += count
             if s < self.stages - 1:
                 tokens = self.transitions[s](tokens, self.grids[s])
-        return self.finish(tokens, None, hidden, return_hidden)
+        return read_out(self, tokens, None, hidden, return_hidden)
+
+    def parameter_report(self) -> dict[str, int]:
+        """Parameters per part; 'transitions' counts the reductions between stages."""
+        return parameter_report(self, self.position, self.transitions)

@@ -1,13 +1,18 @@
 """NesT: nested local Transformers on image blocks, aggregated between levels."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, ShapeError
-from anyformer.nn.archs._staged import StagedModel, blockify, from_image, split_depth, to_image, unblockify
+from anyformer.nn.archs._staged import blockify, from_image, image_encoder, split_depth, to_image, unblockify
+from anyformer.nn.block import BlockContext, LayerSpec, make_block
+from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
+from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
 
 
@@ -27,19 +32,22 @@ class BlockAggregation(nn.Module):
 
 
 @register("arch", "nest")
-class NestedTransformer(StagedModel):
+class NestedTransformer(nn.Module):
     """NesT (Zhang et al. 2022): the patch grid is cut into non-overlapping blocks of
     block_size x block_size tokens; each level runs Transformer layers inside every block
     independently (shared weights, a block-shared position embedding), then block
     aggregation halves the grid so 4 blocks merge into one; the last level is one block.
     images -> encoder tokens [B, H*W, D] -> ... -> head on the last level's tokens.
+    `stack` holds every level's layers (level 0's first); `transitions` the aggregations.
     Needs an encoder without prefix tokens (cls_token: false); width stays model.dim."""
 
     paper = "Nested Hierarchical Transformer: Towards Accurate, Data-Efficient and Interpretable Visual Understanding (Zhang et al. 2022)"
 
     def __init__(self, config: ModelConfig, levels: int = 3, block_size: int = 4,
                  depths: list[int] | None = None) -> None:
-        self.setup(config, "nest")
+        super().__init__()
+        self.config = c = config
+        self.encoder = image_encoder(c, "nest")
         H, W = self.encoder.grid
         if levels < 1 or block_size < 1:
             raise ConfigError(f"arch 'nest': levels and block_size must be >= 1 (got {levels}, {block_size})")
@@ -52,18 +60,28 @@ class NestedTransformer(StagedModel):
         if self.encoder.num_prefix_tokens:
             raise ConfigError("arch 'nest' pools every token and takes no class token; set encoder.cls_token: false")
         self.levels, self.block_size = levels, block_size
-        self.level_depths = split_depth(config.depth, levels, depths, "nest")
-        T = block_size * block_size
-        self.positions = nn.ModuleList()
-        blocks: list[nn.Module] = []
-        for level, count in enumerate(self.level_depths):
-            self.positions.append(self.build_position(T))
-            blocks += self.stage_blocks(sum(self.level_depths[:level]), count, T, (block_size, block_size), self.positions[-1])
-        self.blocks = nn.ModuleList(blocks)
-        self.transitions = nn.ModuleList(BlockAggregation(config.dim) for _ in range(levels - 1))
-        self.final_norm = self.make_norm() if config.final_norm else None
-        self.head = self.make_head(T)
+        self.level_depths = split_depth(c.depth, levels, depths, "nest")
         self.grids = [(H >> i, W >> i) for i in range(levels)]
+        T = block_size * block_size
+        self.input_drop = nn.Dropout(c.dropout)
+        # One position table per level, shared by the blocks of that level (attached to the
+        # mixers of the level's layers when it acts inside attention).
+        self.positions = nn.ModuleList(build_position(c, T) for _ in range(levels))
+        level_of = [level for level, count in enumerate(self.level_depths) for _ in range(count)]
+
+        def level_block(spec: LayerSpec, ctx: BlockContext) -> nn.Module:
+            return make_block(spec, replace(ctx, position=self.positions[level_of[spec.layer]]))
+
+        self.stack = LayerStack(c, block_context(c, self.encoder, None), T, (block_size, block_size), level_block)
+        self.transitions = nn.ModuleList(BlockAggregation(c.dim) for _ in range(levels - 1))
+        self.final_norm = norm_fn(c)("final") if c.final_norm else None
+        self.head = build_head(c, self.encoder, T)
+        # Earlier versions held the blocks on the model and the last level's position twice.
+        accept_old_keys(self, {"blocks.": "stack.blocks.", "position.": None})
+
+    @property
+    def num_tokens(self) -> int:
+        return self.encoder.num_tokens
 
     def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
@@ -74,15 +92,20 @@ class NestedTransformer(StagedModel):
         layer = 0
         for level, count in enumerate(self.level_depths):
             grid = self.grids[level]
+            # The level's layers run on every image block at once: [B * blocks, T, D].
             h = blockify(tokens, grid, self.block_size)
             position = self.positions[level]
             if position.applies_to == "input":
                 h = position(h)
-            for _ in range(count):
-                h = self.run_layer(layer, h, None)
-                hidden.append(unblockify(h, grid, self.block_size))
-                layer += 1
+            level_hidden: list[torch.Tensor] = []
+            h, _ = self.stack.run(layer, layer + count, h, None, level_hidden)
+            hidden += [unblockify(t, grid, self.block_size) for t in level_hidden]
+            layer += count
             tokens = unblockify(h, grid, self.block_size)
             if level < self.levels - 1:
                 tokens = self.transitions[level](tokens, grid)
-        return self.finish(tokens, None, hidden, return_hidden)
+        return read_out(self, tokens, None, hidden, return_hidden)
+
+    def parameter_report(self) -> dict[str, int]:
+        """Parameters per part; 'position' counts every level's table, 'transitions' the aggregations."""
+        return parameter_report(self, self.positions, self.transitions)
