@@ -21,7 +21,7 @@ import pydantic
 
 from anyformer.errors import ConfigError, suggest, unknown
 
-KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "transition", "arch", "task")
+KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "transition", "arch", "task", "problem")
 
 # Arguments the model supplies to a component from its own config; a user never sets them
 # as component options (they are model fields: dim, heads, max_len, causal, grid, ...).

@@ -34,5 +34,9 @@ class GLUFeedForward(nn.Module):
         self.down = nn.Linear(h, dim, bias=bias)
         self.drop = nn.Dropout(dropout)
 
+    def input_linears(self) -> list[nn.Linear]:
+        """gate and up alone read the input x, so an input affine map (a folded BatchNorm) moves into them."""
+        return [self.gate, self.up]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.drop(self.act(self.gate(x)) * self.up(x)))

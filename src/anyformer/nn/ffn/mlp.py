@@ -46,5 +46,9 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(h, dim, bias=bias)
         self.drop = nn.Dropout(dropout)
 
+    def input_linears(self) -> list[nn.Linear]:
+        """fc1 alone reads the input x, so an input affine map (a folded BatchNorm) moves into it."""
+        return [self.fc1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(self.act(self.fc1(x))))

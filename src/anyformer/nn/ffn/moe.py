@@ -91,6 +91,11 @@ class MixtureOfExperts(nn.Module):
         self.aux_loss = torch.zeros(())
         self.expert_usage = torch.zeros(experts)
 
+    def input_linears(self) -> list[nn.Linear]:
+        """The router and every expert's input linears read x, nothing else does: an input
+        affine map (a folded BatchNorm) moves into them and routing stays the same."""
+        return [self.router, *(linear for expert in self.experts for linear in expert.input_linears())]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])

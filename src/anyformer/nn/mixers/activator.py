@@ -36,6 +36,7 @@ class ActivatorGatingUnit(TokenMixer):
     `ffn: none` (preset `activator-lite`)."""
 
     complexity = "L"
+    subquadratic = True
     mixes_tokens = False
     paper = "Activator: GLU Activations as The Core Functions of a Vision Transformer (Abdullah & Aydin 2024)"
 

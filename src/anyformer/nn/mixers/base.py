@@ -12,14 +12,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from anyformer import registry
 from anyformer.errors import ConfigError, ShapeError
 
 
 def mixers_supporting(flag: str) -> str:
     """Names of registered mixers with a capability, for error messages."""
-    from anyformer.registry import _REGISTRY
-
-    return ", ".join(sorted(n for n, c in _REGISTRY["mixer"].items() if getattr(c, flag, False)))
+    return ", ".join(n for n in registry.list_components("mixer") if getattr(registry.get("mixer", n), flag, False))
 
 
 class TokenMixer(nn.Module):
@@ -28,6 +27,10 @@ class TokenMixer(nn.Module):
     supports_causal: ClassVar[bool] = True
     supports_mask: ClassVar[bool] = True
     complexity: ClassVar[str] = "L^2"
+    # True when time and memory grow below L^2 in the sequence length L (L, L log L, L*w,
+    # L^2/groups, ...): the efficient mixers a comparison sets against full attention.
+    # Declared by each such class, never derived from the `complexity` text.
+    subquadratic: ClassVar[bool] = False
     paper: ClassVar[str] = ""
     needs_grid: ClassVar[bool] = False
     # Positions applied inside the mixer ('rotary' -> q/k, 'alibi' -> score bias).
@@ -61,6 +64,13 @@ class TokenMixer(nn.Module):
     @property
     def name(self) -> str:
         return getattr(self, "registry_name", type(self).__name__)
+
+    def input_linears(self) -> list[nn.Linear]:
+        """The linear layers that read this mixer's input x [B, L, D] directly, when nothing
+        else reads it: an affine map applied to x (a folded BatchNorm) can then move into
+        their weights exactly. Empty (the default): the mixer uses x otherwise too, so it
+        cannot absorb one. A subclass that reads x in any other way must return []."""
+        return []
 
     def check_grid_tokens(self, count: int | None, built: bool = False) -> None:
         """Grid mixers place tokens on the H x W grid, so they need exactly H * W of them;

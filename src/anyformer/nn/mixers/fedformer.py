@@ -61,6 +61,7 @@ class FrequencyEnhancedBlock(TokenMixer):
     and no padding mask (a zero-padded step still shifts every frequency)."""
 
     complexity = "L log L"
+    subquadratic = True
     paper = "FEDformer: Frequency Enhanced Decomposed Transformer for Long-term Series Forecasting (Zhou et al. 2022)"
     supports_causal = False
     supports_mask = False

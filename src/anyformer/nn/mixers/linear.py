@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.mixers.base import AttentionMixer
@@ -80,6 +81,7 @@ class LinearAttention(AttentionMixer):
     causal: sums over j <= i, computed chunk-wise; masked keys are removed from S and z."""
 
     complexity = "L"
+    subquadratic = True
     paper = "Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention (Katharopoulos et al. 2020)"
     supported_positions = frozenset()
 
@@ -94,6 +96,11 @@ class LinearAttention(AttentionMixer):
         self.feature_map = feature_map
         self.eps = eps
         self.chunk = chunk
+
+    def input_linears(self) -> list[nn.Linear]:
+        """q/k/v projections: forward reads x only through them, so an input affine map
+        (a folded BatchNorm) moves into their weights exactly."""
+        return [self.q_proj, self.k_proj, self.v_proj]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:

@@ -30,6 +30,7 @@ class LinformerAttention(AttentionMixer):
     projected row mixes all positions. `k` is capped at max_len."""
 
     complexity = "L*k"
+    subquadratic = True
     paper = "Linformer: Self-Attention with Linear Complexity (Wang et al. 2020)"
     supports_causal = False
     supported_positions = frozenset()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
@@ -19,6 +20,7 @@ class LocalAttention(AttentionMixer):
     key blocks, so time and memory grow as L * window rather than L^2."""
 
     complexity = "L*w"
+    subquadratic = True
     paper = "Longformer (Beltagy et al. 2020) local window; Distance-based Self-Attention Network (Im & Cho 2017)"
     example_options = {"window": 3}
 
@@ -30,6 +32,11 @@ class LocalAttention(AttentionMixer):
             raise ConfigError(f"mixer 'local': window must be >= 1, got {window}")
         self.window = window
         self.distance_penalty = distance_penalty
+
+    def input_linears(self) -> list[nn.Linear]:
+        """q/k/v projections: forward reads x only through them, so an input affine map
+        (a folded BatchNorm) moves into their weights exactly."""
+        return [self.q_proj, self.k_proj, self.v_proj]
 
     def _bias(self, dist: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Additive bias from signed distances i - j: -inf outside the window, minus the

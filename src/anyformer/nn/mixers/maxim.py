@@ -69,6 +69,7 @@ class MultiAxisGatedMLP(TokenMixer):
     every spatial projection; no causal form."""
 
     complexity = "L*(b^2+g^2)"
+    subquadratic = True
     paper = "MAXIM: Multi-Axis MLP for Image Processing (Tu et al. 2022)"
     needs_grid = True
     supports_causal = False

@@ -69,6 +69,7 @@ class PerformerAttention(AttentionMixer):
     over the sequence would let future keys change earlier outputs."""
 
     complexity = "L"
+    subquadratic = True
     paper = "Rethinking Attention with Performers (Choromanski et al. 2021)"
     supported_positions = frozenset({"rotary"})
     example_options = {"features": 16}

@@ -37,6 +37,7 @@ class ProbSparseAttention(AttentionMixer):
     the global generator in training and a fixed-seed one in eval (deterministic)."""
 
     complexity = "L log L"
+    subquadratic = True
     paper = "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al. 2021)"
     supported_positions = frozenset({"rotary"})
     stochastic_in_training = True

@@ -27,6 +27,9 @@ class SimplifiedLinearAttention(LinearAttention):
     the model's position component instead."""
 
     complexity = "L"
+    subquadratic = True
+    # input_linears() (q/k/v) is inherited from 'linear' and holds here too: the depthwise
+    # convolution reads the projected values, never x itself.
     paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
     accepts_grid = True
 

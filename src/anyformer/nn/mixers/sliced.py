@@ -18,6 +18,7 @@ class SlicedGroupAttention(AttentionMixer):
     from L^2 to L^2 / groups. Causal and padding masks apply inside each slice."""
 
     complexity = "L^2/g"
+    subquadratic = True
     paper = "Sliced Recursive Transformer (Shen et al. 2022)"
     example_options = {"groups": 4}
 

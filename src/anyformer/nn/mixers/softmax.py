@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
 from anyformer.registry import register
@@ -23,6 +24,11 @@ class SoftmaxAttention(AttentionMixer):
                  attn_dropout: float = 0.0) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         self.attn_dropout = attn_dropout
+
+    def input_linears(self) -> list[nn.Linear]:
+        """q/k/v projections: forward reads x only through them, so an input affine map
+        (a folded BatchNorm) moves into their weights exactly."""
+        return [self.q_proj, self.k_proj, self.v_proj]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)

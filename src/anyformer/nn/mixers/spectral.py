@@ -20,6 +20,7 @@ class FourierMixer(TokenMixer):
     supports_causal = False
     supports_mask = False
     complexity = "L log L"
+    subquadratic = True
     paper = "FNet: Mixing Tokens with Fourier Transforms (Lee-Thorp et al. 2022)"
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
@@ -47,6 +48,7 @@ class GlobalFilter(TokenMixer):
     supports_causal = False
     supports_mask = True
     complexity = "L log L"
+    subquadratic = True
     paper = "Global Filter Networks for Image Classification (Rao et al. 2021)"
     accepts_grid = True
 

@@ -22,6 +22,7 @@ class WindowAttention(AttentionMixer):
     nothing shifts), as in Swin. Padded tokens are masked as keys."""
 
     complexity = "L*w^2"
+    subquadratic = True
     paper = "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows (Liu et al. 2021)"
     needs_grid = True
     supports_causal = False
