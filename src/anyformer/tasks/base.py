@@ -11,12 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from anyformer.errors import DataError
-from anyformer.tasks import metrics as M
+from anyformer import registry
+from anyformer.errors import ConfigError, DataError
+from anyformer.tasks.problems import Problem
 
 Inputs = torch.Tensor | dict[str, torch.Tensor]
+
+# The preset compare starts from for each input modality (token inputs: bert, or gpt when
+# the problem needs a causal model; any other modality: transformer) ...
+BASELINE_PRESETS: dict[str, str] = {"images": "vit"}
+# ... and that design pooling every token instead of reading a [CLS] token, for mixers that
+# need the whole patch grid (modalities absent here have no such variant).
+POOLED_BASELINE_PRESETS: dict[str, str] = {"images": "vit-gap"}
 
 
 @dataclass
@@ -68,17 +75,18 @@ class Split:
 
 class Task:
     """Base of every task. Subclasses set the class attributes and implement `build_splits`
-    and `model_defaults`; loss and metrics follow from `problem` unless overridden.
+    and `model_defaults`; loss, metrics and the primary metric come from the registered
+    problem strategy (`strategy`, tasks/problems.py) unless overridden.
 
-    problem: 'classification' (targets: class index [N], or multi-hot [N, K] when
-    `multi_label`), 'forecast' (targets [N, H, C]), 'lm' (targets [N, L], -100 = ignore).
+    problem: the strategy's name: 'classification' (targets: class index [N], or multi-hot
+    [N, K] when `multi_label`, which selects the problem's multi-label form), 'forecast'
+    (targets [N, H, C]), 'lm' (targets [N, L], -100 = ignore).
     modality: which encoder family the inputs need ('images', 'tokens', 'series', 'tabular').
+    A subclass may set `primary_metric` (and `higher_is_better`) as class attributes.
     """
 
     problem: ClassVar[str] = "classification"
     modality: ClassVar[str] = "tokens"
-    primary_metric: ClassVar[str] = "accuracy"
-    higher_is_better: ClassVar[bool] = True
     paper: ClassVar[str] = ""
     # Options the test suite uses to make a small, fast instance of this task.
     example_options: ClassVar[dict] = {}
@@ -97,6 +105,29 @@ class Task:
     @property
     def name(self) -> str:
         return getattr(self, "registry_name", type(self).__name__)
+
+    @property
+    def strategy(self) -> Problem:
+        """The registered problem strategy named by `problem` (its multi-label form when
+        `multi_label`). Looked up on each use: some tasks set `problem` / `multi_label` per
+        instance, and `multi_label` only once their data is read."""
+        cls = registry.get("problem", self.problem)
+        if self.multi_label:
+            if cls.multi_label_variant is None:
+                raise ConfigError(f"task {self.name!r}: problem {self.problem!r} has no multi-label form; "
+                                  "give one target per example")
+            cls = registry.get("problem", cls.multi_label_variant)
+        return cls()
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric runs select by and compare reports: the strategy's."""
+        return self.strategy.primary_metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a higher `primary_metric` is better, as the strategy declares it."""
+        return self.strategy.higher_is_better(self.primary_metric)
 
     # -- data
     def build_splits(self) -> dict[str, Split]:
@@ -125,11 +156,16 @@ class Task:
 
     def baseline_preset(self) -> str:
         """The preset `compare` starts from when no models are named."""
-        if self.modality == "images":
-            return "vit"
         if self.modality == "tokens":
-            return "gpt" if self.problem == "lm" else "bert"
-        return "transformer"
+            return "gpt" if self.strategy.needs_causal else "bert"
+        return BASELINE_PRESETS.get(self.modality, "transformer")
+
+    @property
+    def pooled_baseline_preset(self) -> str | None:
+        """The baseline design pooling every token instead of reading a [CLS] token, for
+        models whose mixers need the whole token grid ('vit-gap' for images); None when this
+        task's inputs have no such variant. A property: the modality may be per instance."""
+        return POOLED_BASELINE_PRESETS.get(self.modality)
 
     def train_defaults(self) -> dict[str, Any]:
         """Training settings that suit this data (a run config's `train` overrides them)."""
@@ -139,33 +175,16 @@ class Task:
         """Facts of the data every encoder/head must take (image size, classes, vocab)."""
         return {}
 
-    # -- objective
+    # -- objective: the strategy's unless a task overrides them
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.problem == "classification":
-            if self.multi_label:
-                return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))
-            return F.cross_entropy(output, target)
-        if self.problem == "forecast":
-            return F.mse_loss(output, target.to(output.dtype))
-        if self.problem == "lm":
-            return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1), ignore_index=-100)
-        raise NotImplementedError(f"task {self.name!r} defines no loss for problem {self.problem!r}")
+        """Scalar loss of one batch (shapes: see the strategy)."""
+        return self.strategy.loss(output, target)
 
     def compact(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shrink one batch's output before it is kept for `metrics` (LM logits are huge:
         keep each real token's negative log-likelihood and hit instead)."""
-        if self.problem == "lm":
-            return M.lm_token_stats(output, target), target.new_zeros(0)
-        return output, target
+        return self.strategy.compact(output, target)
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Metrics over a whole split: the `compact` outputs of every batch, concatenated."""
-        if self.problem == "classification":
-            if self.multi_label:
-                return M.multilabel_metrics(output, target)
-            return {"accuracy": M.accuracy(output, target), "macro_f1": M.macro_f1(output.argmax(-1), target, output.shape[-1])}
-        if self.problem == "forecast":
-            return {"mse": M.mse(output, target), "mae": M.mae(output, target)}
-        if self.problem == "lm":
-            return M.lm_metrics(output)
-        raise NotImplementedError(f"task {self.name!r} defines no metrics for problem {self.problem!r}")
+        return self.strategy.metrics(output, target)

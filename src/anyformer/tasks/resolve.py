@@ -26,7 +26,8 @@ def _fits(kind: str, spec: Any, task: Task) -> bool:
     cls = registry.get(kind, name)
     if kind == "encoder":
         return getattr(cls, "modality", None) == task.modality
-    return getattr(cls, "problem", None) == task.problem
+    # A head declares its family as `problem`; the task's strategy names the family it needs.
+    return getattr(cls, "problem", None) == task.strategy.head_family
 
 
 def raw_model_dict(source: str | dict[str, Any] | ModelConfig | None) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def model_for_task(source: str | dict[str, Any] | ModelConfig | None, task: Task
         if key not in ("encoder", "head"):
             fitted[key] = value
     causal = overrides.get("causal", overrides.get("model.causal", user.get("causal", fitted.get("causal"))))
-    if causal and task.problem == "classification" and _name(fitted.get("head")) == "cls":
+    # A fitted 'cls' head is a classifier head, so the problem needs no check of its own.
+    if causal and _name(fitted.get("head")) == "cls":
         # A causal model's first token sees nothing else, so a [CLS] head at token 0 gives the
         # same output for every input: classify from the last token instead.
         if _name(user.get("head")) == "cls":

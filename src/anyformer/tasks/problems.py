@@ -1,0 +1,146 @@
+"""Problem strategies (kind "problem"): what a task's targets are, how outputs are scored,
+which metrics it reports and which way each is better, and which head family fits it.
+
+A task names its strategy by its `problem` attribute ('classification', 'forecast', 'lm');
+a problem with a multi-label form declares it (`multi_label_variant`), which a task with
+`multi_label` set uses instead. A new problem is one new class here (or in a new module of
+this package) with one `@register("problem", name)` line.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from anyformer.errors import unknown
+from anyformer.registry import register
+from anyformer.tasks import metrics as M
+
+
+class Problem:
+    """Base of every problem strategy: loss, compact, metrics and metric directions.
+
+    Shapes are those of the model output and the targets of one batch (loss, compact) or of
+    a whole split's compacted outputs concatenated (metrics); each subclass states its own."""
+
+    paper: ClassVar[str] = ""
+    # The head family whose heads fit this problem: heads declare theirs as `problem`.
+    head_family: ClassVar[str] = ""
+    # The metric a run selects its best weights by and compare reports, unless a task or the
+    # run config names another.
+    primary_metric: ClassVar[str] = ""
+    # metric -> True when a higher value is better, for every metric `metrics` reports and
+    # for 'loss', which evaluation adds to every split's metrics.
+    metric_directions: ClassVar[dict[str, bool]] = {}
+    # The registered name of this problem's multi-label form, used by tasks with
+    # `multi_label` set; None when the problem has none.
+    multi_label_variant: ClassVar[str | None] = None
+    # True when targets are the inputs' next tokens, so the model must be causal (the
+    # baseline for token inputs is then a decoder).
+    needs_causal: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return getattr(self, "registry_name", type(self).__name__)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss of one batch."""
+        raise NotImplementedError
+
+    def compact(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shrink one batch's output before it is kept for `metrics` (identity by default)."""
+        return output, target
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """Metrics over a whole split: the `compact` outputs of every batch, concatenated."""
+        raise NotImplementedError
+
+    def higher_is_better(self, metric: str) -> bool:
+        """Whether a higher `metric` is better; a ConfigError naming the valid metrics when
+        this problem reports no such metric."""
+        if metric not in self.metric_directions:
+            raise unknown(f"metric of problem {self.name!r}", metric, self.metric_directions)
+        return self.metric_directions[metric]
+
+
+@register("problem", "classification")
+class Classification(Problem):
+    """Single-label classification by cross-entropy (softmax over K classes; Bishop 2006,
+    "Pattern Recognition and Machine Learning", sec. 4.3.4). output logits [N, K], target
+    class indices [N]; metrics: accuracy and macro-F1 over the classes."""
+
+    paper = "Pattern Recognition and Machine Learning (Bishop 2006), sec. 4.3.4; macro-F1 (Sokolova & Lapalme 2009)"
+    head_family = "classification"
+    primary_metric = "accuracy"
+    metric_directions = {"accuracy": True, "macro_f1": True, "loss": False}
+    multi_label_variant = "multi-label"
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output, target)
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        return {"accuracy": M.accuracy(output, target), "macro_f1": M.macro_f1(output.argmax(-1), target, output.shape[-1])}
+
+
+@register("problem", "multi-label")
+class MultiLabelClassification(Problem):
+    """Multi-label classification: K independent sigmoids trained by binary cross-entropy
+    (Zhang & Zhou 2014, "A Review on Multi-Label Learning Algorithms"). output logits
+    [N, K], target multi-hot [N, K]; metrics: per-label accuracy, exact match, macro-F1 and
+    macro ROC-AUC over the labels."""
+
+    paper = "A Review on Multi-Label Learning Algorithms (Zhang & Zhou 2014)"
+    head_family = "classification"
+    # Per-label accuracy, as before strategies existed: runs keep selecting as they did.
+    primary_metric = "accuracy"
+    metric_directions = {"accuracy": True, "exact_match": True, "macro_f1": True, "roc_auc": True, "loss": False}
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        return M.multilabel_metrics(output, target)
+
+
+@register("problem", "forecast")
+class Forecast(Problem):
+    """Time-series forecasting by mean squared error, reported as MSE and MAE (as in
+    Informer, Zhou et al. 2021). output and target [N, H, C]: H future steps of C series."""
+
+    paper = "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al. 2021)"
+    head_family = "forecast"
+    primary_metric = "mse"
+    metric_directions = {"mse": False, "mae": False, "loss": False}
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(output, target.to(output.dtype))
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        return {"mse": M.mse(output, target), "mae": M.mae(output, target)}
+
+
+@register("problem", "lm")
+class LanguageModelling(Problem):
+    """Next-token prediction by cross-entropy over the tokens whose target is not -100
+    (Bengio et al. 2003, "A Neural Probabilistic Language Model"). output logits [N, L, V],
+    target token ids [N, L]; metrics: mean token loss, perplexity and next-token accuracy."""
+
+    paper = "A Neural Probabilistic Language Model (Bengio et al. 2003)"
+    head_family = "lm"
+    # Next-token accuracy, as before strategies existed (the recall and copy tasks score
+    # by it); a run can select by perplexity with train.metric.
+    primary_metric = "accuracy"
+    metric_directions = {"loss": False, "perplexity": False, "accuracy": True}
+    needs_causal = True
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+    def compact(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LM logits [N, L, V] are huge: keep each real token's negative log-likelihood and
+        hit [n_real, 2] instead (the targets are then no longer needed)."""
+        return M.lm_token_stats(output, target), target.new_zeros(0)
+
+    def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        return M.lm_metrics(output)
