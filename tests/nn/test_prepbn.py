@@ -5,7 +5,7 @@ import torch
 import anyformer as af
 from anyformer import registry
 from anyformer.errors import ConfigError
-from anyformer.nn.prepbn import fold_batchnorm
+from anyformer.nn.norms import fold_batchnorm
 
 D = 16
 

@@ -1,12 +1,15 @@
-"""Further task heads: pooling across every layer, and a deeper multi-label classifier."""
+"""Classifier heads beyond one pooled vector: pooling across every layer (multilayer), and a
+deeper multi-label classifier (mlp-cls). Both give logits [B, K]."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError, unknown
 from anyformer.nn.ffn.mlp import get_activation
-from anyformer.nn.heads import ClassifierHead, LastHead, MeanHead
+from anyformer.nn.heads.classifier import ClassifierHead, LastHead, MeanHead
 from anyformer.registry import register
 
 TOKEN_POOLS = ("last", "first", "mean")
@@ -78,15 +81,18 @@ class MLPClassifierHead(ClassifierHead):
         self.mlp = nn.Sequential(*blocks)
         self.fc = nn.Linear(width if layers > 1 else dim, num_classes)
 
-    def pool(self, tokens, mask):
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return MeanHead.pool(None, tokens, mask)
 
-    def forward(self, tokens, mask=None, hidden_states=None):
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
+                hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
         return self.fc(self.drop(self.mlp(self.pool(tokens, mask))))
 
 
 class _Lambda(nn.Module):
-    def __init__(self, fn) -> None:
+    """A plain activation function as a module, so it can sit in nn.Sequential. x -> fn(x)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fn = fn
 
