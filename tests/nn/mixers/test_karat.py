@@ -5,7 +5,7 @@ import torch
 
 import anyformer as af
 
-from .helpers import padding_mask
+from ..helpers import padding_mask
 
 D, H, L = 32, 4, 16
 Dh = D // H

@@ -4,7 +4,7 @@ import torch
 
 import anyformer as af
 
-from .helpers import padding_mask
+from ..helpers import padding_mask
 from .test_attention_math import _heads, _merge, reference_softmax
 
 D, H, L = 32, 4, 16

@@ -10,7 +10,7 @@ import anyformer as af
 from anyformer.errors import ConfigError
 from anyformer.nn.mixers.seqboat import DampedEMA
 
-from .helpers import padding_mask
+from ..helpers import padding_mask
 
 D, L = 32, 16
 

@@ -11,7 +11,7 @@ from anyformer.nn.mixers.linear import (
     causal_linear_attention_recurrent,
 )
 
-from .helpers import padding_mask
+from ..helpers import padding_mask
 
 D, H, L = 32, 4, 16
 

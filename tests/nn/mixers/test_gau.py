@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import anyformer as af
 
-from .helpers import padding_mask
+from ..helpers import padding_mask
 
 D, L = 32, 16
 

@@ -7,7 +7,7 @@ import torch
 import anyformer as af
 from anyformer.nn.mixers.performer import orthogonal_gaussian_projection
 
-from .helpers import padding_mask
+from ..helpers import padding_mask
 
 D, H, L = 32, 4, 16
 

@@ -5,7 +5,7 @@ import torch
 
 import anyformer as af
 
-from .helpers import adam_losses, sine_windows
+from ..helpers import adam_losses, sine_windows
 from anyformer.errors import ConfigError
 from anyformer.nn.archs.fedformer import MovingAverage, SeriesDecomposition
 from anyformer.nn.mixers.fedformer import FrequencyEnhancedCrossAttention, frequency_modes
