@@ -33,6 +33,30 @@ def train_step_section(r: dict) -> list[str]:
         lines.append(f"| {s['dim']} | {s['length']} x {s['batch']} | {cell.get('anyformer', '-')} | {cell.get('x-transformers', '-')} | "
                      f"{cell.get('nanogpt-sdpa', '-')} | {fmt(sp.get('x-transformers'))}x | {fmt(sp.get('nanogpt-sdpa'))}x | "
                      f"{fmt(s['speedup_vs_best_baseline'])}x |")
+    if any("bf16" in s for s in r["sizes"]):
+        lines += ["", f"bf16 autocast, the same models in the same interleaved rounds; MFU against a bf16 GEMM roof "
+                  f"({r['roof_bf16_flops_per_s'] / 1e9:.0f} GFLOP/s, n=1024). `auto` precision on this machine: "
+                  f"{r['precision_auto']['precision']} ({r['precision_auto']['reason']}).", "",
+                  "| dim | L x batch | anyformer bf16 tok/s (MFU) | x-transformers bf16 tok/s | nanoGPT-SDPA bf16 tok/s | "
+                  "vs x-transformers bf16 | vs nanoGPT bf16 | anyformer bf16 / fp32 | vs best fp32 baseline |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for s in r["sizes"]:
+            if "bf16" not in s:
+                continue
+            m, b = s["models"], s["bf16"]
+            tok = lambda n: f"{m[n]['tokens_per_s']:,.0f}" if n in m else "-"  # noqa: E731
+            fp32_base = [v for n, v in b["speedup_vs_fp32"].items() if n != "anyformer"]
+            lines.append(f"| {s['dim']} | {s['length']} x {s['batch']} | {tok('anyformer-bf16')} ({100 * m['anyformer-bf16']['mfu']:.0f}%) | "
+                         f"{tok('x-transformers-bf16')} | {tok('nanogpt-sdpa-bf16')} | {fmt(b['speedup_vs'].get('x-transformers'))}x | "
+                         f"{fmt(b['speedup_vs'].get('nanogpt-sdpa'))}x | {fmt(b['speedup_vs_fp32']['anyformer'])}x | "
+                         f"{fmt(min(fp32_base) if fp32_base else None)}x |")
+    lp = r.get("loss_parity")
+    if lp:
+        lines += ["", f"Loss parity (anyformer, dim {lp['dim']}, L {lp['length']} x {lp['batch']}, {lp['steps']} AdamW steps at lr "
+                  f"{lp['lr']:g}, same seed and batches; targets a fixed permutation of the tokens with {100 * lp['target_noise']:.0f}% random "
+                  f"labels, floor ~1.94 nats): final loss (mean of the last {lp['final_over_last_steps']} steps) fp32 "
+                  f"{lp['final_loss']['fp32']:.4f}, bf16 {lp['final_loss']['bf16']:.4f}, relative difference "
+                  f"{100 * lp['final_loss_rel_diff']:+.2f}%; largest per-step difference {100 * lp['max_curve_rel_diff']:.1f}%."]
     return lines
 
 

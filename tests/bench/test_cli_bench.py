@@ -11,8 +11,11 @@ def test_bench_sweep_prints_table_and_writes_json_and_png(tmp_path, capsys):
     main(["bench", "gpt", "--lengths", "32,64", "--set", "depth=1", "--set", "dim=32", "--repeats", "1",
           "--device", "cpu", "--out", str(out)])
     text = capsys.readouterr().out
-    assert "fwd+bwd ms" in text and "MFU" in text and "roof: fp32 GEMM" in text
     report = json.loads((out / "bench.json").read_text())
+    # `auto` precision: bf16 where the probe measured it faster, and MFU against that roof.
+    precision = report["rows"][0]["precision"]
+    assert precision in ("fp32", "bf16") and report["rows"][0]["roof"] == f"{precision} GEMM n=1024"
+    assert "fwd+bwd ms" in text and "MFU" in text and f"roof: {precision} GEMM" in text
     assert [r["length"] for r in report["rows"]] == [32, 64]
     assert report["failure"] is None and report["largest_ok"] == 64
     # One model for the sweep: max_len is raised to the longest length, so params are equal.

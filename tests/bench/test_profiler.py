@@ -117,3 +117,15 @@ def test_profile_counts_every_architecture(arch):
     model = af.create(opts.pop("source"), dim=32, heads=4, **opts)
     cost = profile(model, model.encoder.example_input(2), repeats=1, warmup=0)
     assert cost["flops"]["train_step_per_sample"] > cost["flops"]["forward_per_sample"] > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_profile_runs_and_records_the_precision_asked(precision):
+    model = af.create("gpt", depth=1, dim=32, heads=2, max_len=16)
+    x = model.encoder.example_input(2)
+    cost = profile(model, x, repeats=1, warmup=0, memory=False, precision=precision)
+    assert cost["precision"] == precision and cost["precision_reason"] == f"{precision} requested"
+    assert cost["roof"] == f"{precision} GEMM n=1024" and cost["forward_backward"]["mfu"] > 0
+    # Autocast changes the dtype, not the work: FLOPs match fp32's exactly.
+    fp32 = profile(model, x, repeats=1, warmup=0, memory=False, train_step=False, precision="fp32")
+    assert cost["flops"]["forward_per_sample"] == fp32["flops"]["forward_per_sample"]

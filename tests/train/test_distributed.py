@@ -11,7 +11,10 @@ from anyformer.train import read_metrics
 CONFIG = {
     "model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2},
     "task": {"name": "digits"},
-    "train": {"steps": 12, "batch_size": 32, "eval_every": 12, "log_every": 1, "lr": 3e-3, "seed": 1, "progress": False},
+    # fp32: under bf16 autocast (`auto` on CPUs with bf16 units) each process's half batch
+    # rounds differently from the whole batch, far above this test's 1e-4.
+    "train": {"steps": 12, "batch_size": 32, "eval_every": 12, "log_every": 1, "lr": 3e-3, "seed": 1, "progress": False,
+              "precision": "fp32"},
 }
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from anyformer.catalog import create
+from anyformer.config import model_config
 from anyformer.errors import ConfigError
 
 # Encoders whose token count follows the input length (so a length sweep means something).
@@ -21,9 +23,6 @@ def length_builder(source: str | Path | dict[str, Any], overrides: dict[str, Any
     longest length (so every length runs on the same weights); inputs are cut to each
     length. Encoders that need an exact input length (series 'patch' / 'variate') get a
     model per length. A max_len set explicitly below the longest length is a ConfigError."""
-    import anyformer as af
-    from anyformer.config import model_config
-
     if not lengths or min(lengths) < 1:
         raise ConfigError(f"--lengths must be positive integers, got {list(lengths)}")
     longest = max(lengths)
@@ -32,7 +31,7 @@ def length_builder(source: str | Path | dict[str, Any], overrides: dict[str, Any
             f"length {longest} exceeds max_len {overrides['max_len']} set by --set max_len; raise it or drop it (bench sets max_len to the longest length)"
         )
     cfg = model_config(source, **{**overrides, "max_len": longest})
-    model = af.create(cfg)
+    model = create(cfg)
     encoder = model.encoder
     modality = getattr(encoder, "modality", "")
     if modality not in LENGTH_MODALITIES:
@@ -45,7 +44,7 @@ def length_builder(source: str | Path | dict[str, Any], overrides: dict[str, Any
     def build(L: int) -> tuple[nn.Module, Any]:
         if L not in cache and exact:
             cache.clear()  # keep one model alive at a time
-            cache[L] = af.create(model_config(source, **{**overrides, "max_len": L}))
+            cache[L] = create(model_config(source, **{**overrides, "max_len": L}))
         m = cache[L] if exact else model
         x = m.encoder.example_input(batch)
         return m, (x if exact else x[:, :L].contiguous())
@@ -55,9 +54,7 @@ def length_builder(source: str | Path | dict[str, Any], overrides: dict[str, Any
 
 def example_model(source: str | Path | dict[str, Any], overrides: dict[str, Any], batch: int) -> tuple[nn.Module, torch.Tensor]:
     """The configured model and its encoder's example input of `batch` samples."""
-    import anyformer as af
-
-    model = af.create(source, **overrides)
+    model = create(source, **overrides)
     try:
         x = model.encoder.example_input(batch)
     except NotImplementedError as err:

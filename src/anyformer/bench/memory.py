@@ -23,7 +23,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from anyformer.bench.device import synchronize
+from anyformer.runtime import synchronize
 
 
 class LiveTensorBytes(TorchDispatchMode):

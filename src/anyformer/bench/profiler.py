@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from anyformer.bench.device import autocast, free_memory, is_out_of_memory, resolve_device, synchronize
 from anyformer.bench.flops import count_flops
 from anyformer.bench.memory import peak_bytes
 from anyformer.errors import AnyformerError, TrainingError
+from anyformer.runtime import autocast, decide_precision, free_memory, is_out_of_memory, resolve_device, synchronize
 
 _ROOFS: dict[tuple[str, str, int], float] = {}
 
@@ -58,11 +58,14 @@ def time_call(fn: Callable[[], Any], device: torch.device, *, warmup: int = 1, r
     return timing_stats(times)
 
 
-def gemm_roof(device: str | torch.device = "cpu", size: int | None = None, repeats: int = 5) -> float:
-    """Measured matmul FLOP/s: fp32 on CPU (n=1024), bf16 on CUDA (n=8192); the best of
-    `repeats`. Cached per device, dtype and thread count for the process."""
+def gemm_roof(device: str | torch.device = "cpu", size: int | None = None, repeats: int = 5,
+              precision: str | None = None) -> float:
+    """Measured matmul FLOP/s in `precision` ('fp32' | 'bf16'; default bf16 on CUDA, fp32 on
+    CPU), n=8192 on CUDA and n=1024 on CPU; the best of `repeats`. Cached per device, dtype
+    and thread count for the process."""
     dev = resolve_device(device)
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     key = (str(dev), str(dtype), torch.get_num_threads())
     if key in _ROOFS and size is None:
         return _ROOFS[key]
@@ -125,23 +128,30 @@ def batch_and_tokens(model: nn.Module, example_input: Any) -> tuple[int, int]:
 def profile(model: nn.Module, example_input: Any, *, mask: torch.Tensor | None = None,
             device: str | torch.device = "cpu", repeats: int = 5, warmup: int = 1,
             train_step: bool = True, compile: bool = False, budget_s: float | None = 30.0,
-            memory: bool = True, flops: bool = True) -> dict[str, Any]:
+            memory: bool = True, flops: bool = True, precision: str = "auto") -> dict[str, Any]:
     """Cost of `model(example_input, mask)`: params, FLOPs per sample (inference and
     forward+backward), latency (median and spread over `repeats` after `warmup`),
     throughput, peak memory of one step and MFU against `gemm_roof` on the same device.
 
-    bf16 autocast is used on CUDA only. `compile` times a `torch.compile`d copy (FLOPs and
-    memory are counted on the eager model, which the dispatch-level counters can see; the
-    first compiled call's time is reported as `compile_s`). An out-of-memory failure raises
-    TrainingError naming the batch and tokens that did not fit."""
+    `precision` ('auto' | 'fp32' | 'bf16') is resolved by `anyformer.runtime` as the trainer
+    resolves it, so a profile costs the model in the precision it trains in; the result
+    records it ('precision', 'precision_reason') and MFU is against a GEMM roof in the same
+    precision.
+
+    `compile` times a `torch.compile`d copy (FLOPs and memory are counted on the eager
+    model, which the dispatch-level counters can see; the first compiled call's time is
+    reported as `compile_s`). An out-of-memory failure raises TrainingError naming the
+    batch and tokens that did not fit."""
     dev = resolve_device(device)
     model = model.to(dev)
     x = to_device(example_input, dev)
     mask = mask.to(dev) if mask is not None else None
     was_training = model.training
+    decision = decide_precision(dev, precision)
+    prec = decision.precision
     batch, tokens = batch_and_tokens(model, x)
     result: dict[str, Any] = {"device": str(dev), "batch": batch, "tokens_per_sample": tokens,
-                              "params": count_params(model), "autocast": "bf16" if dev.type == "cuda" else None,
+                              "params": count_params(model), "precision": prec, "precision_reason": decision.reason,
                               "threads": torch.get_num_threads(), "compiled": compile}
     runner: nn.Module = model
     try:
@@ -149,19 +159,19 @@ def profile(model: nn.Module, example_input: Any, *, mask: torch.Tensor | None =
             runner = torch.compile(model)
 
         def forward_eval() -> None:
-            with torch.no_grad(), autocast(dev):
+            with torch.no_grad(), autocast(dev, prec):
                 call(runner, x, mask)
 
         def forward_backward(m: nn.Module = runner) -> None:
             for p in model.parameters():
                 p.grad = None
-            with autocast(dev):
+            with autocast(dev, prec):
                 loss = scalar_loss(call(m, x, mask))
             loss.backward()
 
         model.eval()
         if flops:
-            fwd_flops, fwd_ops = count_flops(lambda: _eager_eval(model, x, mask, dev))
+            fwd_flops, fwd_ops = count_flops(lambda: _eager_eval(model, x, mask, dev, prec))
             result["flops"] = {"forward_per_sample": fwd_flops / batch, "by_op_forward": fwd_ops}
         if compile:
             t0 = time.perf_counter()
@@ -170,7 +180,7 @@ def profile(model: nn.Module, example_input: Any, *, mask: torch.Tensor | None =
             result["compile_s"] = time.perf_counter() - t0
         result["forward"] = time_call(forward_eval, dev, warmup=warmup, repeats=repeats, budget_s=budget_s)
         if memory:
-            result["memory"] = {"forward_peak_bytes": peak_bytes(lambda: _eager_eval(model, x, mask, dev), dev)}
+            result["memory"] = {"forward_peak_bytes": peak_bytes(lambda: _eager_eval(model, x, mask, dev, prec), dev)}
         if train_step:
             model.train()
             if flops:
@@ -202,8 +212,8 @@ def profile(model: nn.Module, example_input: Any, *, mask: torch.Tensor | None =
     return result
 
 
-def _eager_eval(model: nn.Module, x: Any, mask: torch.Tensor | None, dev: torch.device) -> None:
-    with torch.no_grad(), autocast(dev):
+def _eager_eval(model: nn.Module, x: Any, mask: torch.Tensor | None, dev: torch.device, precision: str) -> None:
+    with torch.no_grad(), autocast(dev, precision):
         call(model, x, mask)
 
 
@@ -213,9 +223,9 @@ def call(model: nn.Module, x: Any, mask: torch.Tensor | None) -> Any:
 
 
 def _throughput_and_mfu(result: dict[str, Any], dev: torch.device) -> None:
-    roof = gemm_roof(dev)
+    roof = gemm_roof(dev, precision=result["precision"])
     result["roof_flops_per_s"] = roof
-    result["roof"] = "bf16 GEMM n=8192" if dev.type == "cuda" else "fp32 GEMM n=1024"
+    result["roof"] = f"{result['precision']} GEMM n={8192 if dev.type == 'cuda' else 1024}"
     batch, tokens = result["batch"], result["tokens_per_sample"]
     for phase, flop_key in (("forward", "forward_per_sample"), ("forward_backward", "train_step_per_sample")):
         if phase not in result:

@@ -3,18 +3,15 @@ crossover length where an efficient mixer overtakes softmax attention, log-log p
 JSON output."""
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anyformer.bench.device import free_memory, is_out_of_memory, resolve_device
 from anyformer.bench.profiler import profile
+from anyformer.rundir import atomic_write_json
+from anyformer.runtime import free_memory, is_out_of_memory, resolve_device
 
 Builder = Callable[[int], "tuple[nn.Module, Any] | tuple[nn.Module, Any, torch.Tensor | None]"]
 
@@ -29,7 +26,8 @@ def sweep(build: Builder, lengths: Sequence[int], *, device: str | torch.device 
     measured before ('failure' holds the exception object under 'exception': pop it before
     saving), and after a length whose median step exceeds `max_step_s` (longer ones
     would only take longer). Returns {'rows': [profile + 'length'], 'failure': {...} | None,
-    'stopped': reason | None, 'largest_ok': L | None}."""
+    'stopped': reason | None, 'largest_ok': L | None}. `profile_kwargs` go to `profile`
+    (e.g. precision='fp32'; the default 'auto' resolves as the trainer does)."""
     dev = resolve_device(device)
     rows: list[dict[str, Any]] = []
     out: dict[str, Any] = {"rows": rows, "failure": None, "stopped": None, "largest_ok": None}
@@ -41,7 +39,7 @@ def sweep(build: Builder, lengths: Sequence[int], *, device: str | torch.device 
             row = profile(model, x, mask=mask, device=dev, repeats=repeats, warmup=warmup,
                           train_step=train_step, compile=compile, **profile_kwargs)
         except Exception as err:  # noqa: BLE001 - every failure is recorded, then the sweep stops
-            oom = is_out_of_memory(err) or "out of memory" in str(err)
+            oom = is_out_of_memory(err)
             free_memory(dev)
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
             out["failure"] = {"length": L, "kind": "out_of_memory" if oom else type(err).__name__,
@@ -138,28 +136,6 @@ def plot_sweeps(sweeps: Mapping[str, Mapping[str, Any]], path: str | Path, title
     return path
 
 
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types: tensors/devices/dtypes as strings, non-finite floats as None."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (int, str, bool)) or obj is None:
-        return obj
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    return str(obj)
-
-
 def save_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON to a temporary name and rename it, so a killed run leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(jsonable(obj), fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    """A benchmark or bench result as JSON, written atomically (`rundir.atomic_write_json`)."""
+    return atomic_write_json(path, obj)

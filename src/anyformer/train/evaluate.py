@@ -1,21 +1,11 @@
 """Evaluate a model on a task's split: every batch's compacted output, then the metrics."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 
+from anyformer.runtime import autocast
 from anyformer.tasks.base import Task
-
-
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast on CUDA (auto or bf16); fp32 on CPU, where bf16 matmul is ~100x slower."""
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if precision == "bf16":  # asked for explicitly: honoured, though CPUs without bf16 units crawl
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def model_kwargs(batch) -> dict:
@@ -25,13 +15,15 @@ def model_kwargs(batch) -> dict:
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, split: str, batch_size: int, device: torch.device,
              precision: str = "auto") -> dict[str, float]:
+    """The task's metrics (and 'loss') of `model` on `split`, in batches of `batch_size`,
+    run in `precision` ('auto' | 'fp32' | 'bf16', resolved by anyformer.runtime)."""
     data = task.splits()[split]
     was_training = model.training
     model.eval()
     outputs, targets, losses, counts = [], [], 0.0, 0
     for start in range(0, len(data), batch_size):
         batch = data.batch(torch.arange(start, min(start + batch_size, len(data)))).to(device)
-        with autocast_for(device, precision):
+        with autocast(device, precision):
             out = model(batch.inputs, **model_kwargs(batch))
         out = out.float()
         losses += float(task.loss(out, batch.target)) * len(batch)

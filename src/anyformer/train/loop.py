@@ -2,51 +2,28 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 
-import anyformer as af
-from anyformer import registry
-from anyformer.train.config import RunConfig, TrainConfig
+from anyformer import catalog, rundir
 from anyformer.errors import ConfigError, TrainingError, suggest
+from anyformer.runtime import (autocast, describe, is_out_of_memory, resolve_device, restore_rng, rng_meta,
+                               rng_tensors, seed_everything)
 from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
+from anyformer.train.config import RunConfig, TrainConfig
 from anyformer.train.data import DataCursor
-from anyformer.train.evaluate import autocast_for, evaluate, model_kwargs
+from anyformer.train.evaluate import evaluate, model_kwargs
 from anyformer.train.logging import RunLogger
 from anyformer.train.optim import make_optimizer, make_scheduler
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} is not available on this machine (no CUDA); use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def build_task(run: RunConfig):
-    return registry.build("task", run.task.name, **run.task.options)
 
 
 def with_task_defaults(train_cfg: TrainConfig, task) -> TrainConfig:
@@ -65,31 +42,6 @@ def resolved_config(run: RunConfig, model_cfg) -> dict[str, Any]:
         "task": run.task.model_dump(mode="json"),
         "train": run.train.model_dump(mode="json"),
     }
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    out = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = s
-    return out
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    random.setstate((meta["python_rng"][0], tuple(meta["python_rng"][1]), meta["python_rng"][2]))
-    np_state = meta["numpy_rng"]
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-
-
-def _rng_meta() -> dict[str, Any]:
-    py = random.getstate()
-    npst = np.random.get_state()
-    return {"python_rng": [py[0], list(py[1]), py[2]],
-            "numpy_rng": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
 
 
 class AuxLosses:
@@ -137,15 +89,22 @@ class Trainer:
         """`task`: an already built instance of `run.task` whose data is loaded (compare
         trains many models on one task and loads it once)."""
         self.run, self.cfg, self.out = run, run.train, Path(out_dir)
-        self.device = pick_device(self.cfg.device)
+        self.device = resolve_device(self.cfg.device)
         self.dist = D.init(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        self.task = task if task is not None else build_task(run)
+        # Resolved once per run (`auto` probes the machine); every process must train in the
+        # same precision, so bf16 only where all of them chose it.
+        self.precision_info = describe(self.device, self.cfg.precision)
+        self.precision = self.precision_info["precision"]
+        if self.cfg.precision == "auto" and not D.all_true(self.precision == "bf16", self.dist):
+            self.precision = "fp32"
+            self.precision_info["reason"] = "fp32: not every process measured bf16 faster"
+        self.task = task if task is not None else catalog.build_task(run.task)
         run.train = self.cfg = with_task_defaults(run.train, self.task)
         self.splits = self.task.splits()
-        self.model_cfg = model_for_task(run.model, self.task, **run._model_overrides)
+        self.model_cfg = model_for_task(run.model, self.task)
         self.config_dict = resolved_config(run, self.model_cfg)
         self._check_run_dir(resume)
         if self.cfg.batch_size < self.cfg.grad_accum * self.dist.world:
@@ -154,7 +113,7 @@ class Trainer:
                 f"({self.cfg.grad_accum} x {self.dist.world}); raise the batch size"
             )
         seed_everything(self.cfg.seed)
-        self.model = af.create(self.model_cfg).to(self.device)
+        self.model = catalog.create(self.model_cfg).to(self.device)
         self.aux = AuxLosses(self.model)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
@@ -163,11 +122,11 @@ class Trainer:
         self.window: list[float] = []  # losses since the last logged step
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed)
         self.metric = self.cfg.metric or self.task.primary_metric
-        self.higher = self.task.higher_is_better if self.cfg.metric is None else not self.metric.lower() in ("loss", "mse", "mae", "perplexity")
+        self.higher = self.task.higher_is_better if self.cfg.metric is None else self.task.strategy.higher_is_better(self.metric)
         self.logger = RunLogger(self.out, enabled=self.dist.is_main, progress=self.cfg.progress, total=self.cfg.steps)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
+            rundir.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
         if not (resume and self._restore()) and self.dist.is_main:
             # Starting from step 0 in a directory a killed run left before its first
             # checkpoint: its metrics lines and best weights belong to no checkpoint.
@@ -184,24 +143,24 @@ class Trainer:
     def _check_run_dir(self, resume: bool) -> None:
         if not self.out.exists():
             return
-        ckpt.recover(self.out)
+        rundir.recover(self.out)
         if (self.out / "summary.json").exists() and not resume:
             raise ConfigError(f"{self.out} holds a finished run; choose another --out (its results are kept)")
         if (self.out / "state.json").exists() and not resume:
             raise ConfigError(f"{self.out} holds a checkpoint; pass --resume to continue it or choose another --out")
         if resume and (self.out / "config.yaml").exists():
-            old = yaml.safe_load((self.out / "config.yaml").read_text())
+            old = rundir.read_config(self.out)
             strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k not in ("progress", "device")}}  # noqa: E731
             if strip(old) != strip(self.config_dict):
                 raise ConfigError(f"the config differs from the one {self.out} was started with; resume with the same config or choose another --out")
 
     def _restore(self) -> bool:
         """Load the last committed checkpoint; False when there is none (start from scratch)."""
-        found = ckpt.read_checkpoint(self.out)
+        found = rundir.read_checkpoint(self.out)
         if found is None:
             return False
         tensors, meta = found
-        ckpt.load_weights(self.model, self.out / "model.safetensors")
+        rundir.load_weights(self.model, self.out / "model.safetensors")
         opt_state = ckpt.unflatten_optimizer(tensors, meta["optimizer"])
         self.optimizer.load_state_dict(opt_state)
         self.scheduler.load_state_dict(meta["scheduler"])
@@ -211,7 +170,13 @@ class Trainer:
         self.window = list(meta.get("loss_window", []))
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed, **meta["data"])
         self.logger.truncate(meta["metrics_bytes"])
-        _set_rng_state(tensors, meta)
+        restore_rng(tensors, meta)
+        if self.cfg.precision == "auto":
+            # Go on in the precision the run started in, whatever the probe says now, so a
+            # resumed run ends as an uninterrupted one (checkpoints from before the probe
+            # ran `auto` as bf16 on CUDA and fp32 on CPU).
+            self.precision = meta.get("precision", "bf16" if self.device.type == "cuda" else "fp32")
+            self.precision_info["reason"] = f"resumed in the precision the run started in ({self.precision})"
         return True
 
     def _checkpoint(self, elapsed: float) -> None:
@@ -222,9 +187,9 @@ class Trainer:
             "step": self.step, "skipped": self.skipped, "best": self.best, "best_step": self.best_step,
             "bad_evals": self.bad_evals, "elapsed": elapsed, "data": self.cursor.state(),
             "scheduler": self.scheduler.state_dict(), "optimizer": opt_meta,
-            "metrics_bytes": self.logger.size(), "loss_window": self.window, **_rng_meta(),
+            "metrics_bytes": self.logger.size(), "loss_window": self.window, "precision": self.precision, **rng_meta(),
         }
-        ckpt.write_checkpoint(self.out, self.model, {**opt_tensors, **_rng_state()}, meta)
+        rundir.write_checkpoint(self.out, self.model, {**opt_tensors, **rng_tensors()}, meta)
 
     # ------------------------------------------------------------ training
     def _set_progress(self) -> None:
@@ -248,7 +213,7 @@ class Trainer:
             sync = i == len(parts) - 1 or not self.dist.enabled
             ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
-                with autocast_for(self.device, cfg.precision):
+                with autocast(self.device, self.precision):
                     out = self.train_model(batch.inputs, **model_kwargs(batch))
                 loss = self.task.loss(out.float(), batch.target) + self.aux.pop()
                 finite = finite & torch.isfinite(loss.detach())
@@ -272,7 +237,7 @@ class Trainer:
         return total
 
     def _evaluate_all(self) -> dict[str, dict[str, float]]:
-        return {s: evaluate(self.model, self.task, s, self.cfg.eval_batch_size, self.device, self.cfg.precision)
+        return {s: evaluate(self.model, self.task, s, self.cfg.eval_batch_size, self.device, self.precision)
                 for s in self.task.eval_splits()}
 
     def _after_eval(self, results: dict[str, dict[str, float]]) -> bool:
@@ -288,7 +253,7 @@ class Trainer:
         if improved:
             self.best, self.best_step, self.bad_evals = value, self.step, 0
             if self.cfg.early_stopping and self.dist.is_main:
-                ckpt.save_weights(self.model, self.out / "best.safetensors", {"step": str(self.step)})
+                rundir.save_weights(self.model, self.out / "best.safetensors", {"step": str(self.step)})
             return False
         self.bad_evals += 1
         return bool(self.cfg.early_stopping and self.bad_evals >= self.cfg.early_stopping)
@@ -300,6 +265,8 @@ class Trainer:
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
         stopped, last_eval = "steps", None
         self.model.train()
+        if self.logger.show:
+            self.logger.console.print(f"precision {self.precision} on {self.device}: {self.precision_info['reason']}")
         with self.logger:
             self.logger.advance(self.step)
             while self.step < cfg.steps:
@@ -309,8 +276,8 @@ class Trainer:
                     break
                 try:
                     loss = self._train_step()
-                except (torch.OutOfMemoryError, RuntimeError) as err:
-                    if not isinstance(err, torch.OutOfMemoryError) and "out of memory" not in str(err):
+                except (RuntimeError, MemoryError) as err:
+                    if not is_out_of_memory(err):
                         raise
                     raise TrainingError(
                         f"out of memory at step {self.step + 1} with batch {cfg.batch_size} on {self.device}; lower "
@@ -328,6 +295,8 @@ class Trainer:
                 self.window.append(loss)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = {"step": self.step, "loss": sum(self.window) / len(self.window), "lr": self.scheduler.get_last_lr()[0]}
+                    if self.step == min(cfg.log_every, cfg.steps):  # the run's first record says its precision
+                        record["precision"] = self.precision
                     usage = expert_usage(self.model)
                     if usage:
                         record["expert_usage"] = usage
@@ -350,7 +319,7 @@ class Trainer:
 
     def _finish(self, stopped: str, last_eval, elapsed: float) -> dict[str, Any]:
         if self.cfg.early_stopping and (self.out / "best.safetensors").exists():
-            ckpt.load_weights(self.model, self.out / "best.safetensors")
+            rundir.load_weights(self.model, self.out / "best.safetensors")
             last_eval = None
         if last_eval is None or last_eval[0] != self.step:
             final = self._evaluate_all()
@@ -360,11 +329,11 @@ class Trainer:
             "task": self.task.name, "steps": self.step, "stopped": stopped, "skipped_batches": self.skipped,
             "metric": self.metric, "higher_is_better": self.higher, "best_val": self.best, "best_step": self.best_step,
             "final": final, "train_seconds": round(elapsed, 3),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": sum(p.numel() for p in self.model.parameters()), "precision": self.precision,
         }
         if self.dist.is_main:
             self._checkpoint(elapsed)
-            ckpt.atomic_write_json(self.out / "summary.json", summary)
+            rundir.atomic_write_json(self.out / "summary.json", summary)
         D.barrier(self.dist)
         return summary
 
@@ -375,24 +344,3 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False) -> dict[str
         return trainer.fit()
     finally:
         D.shutdown(trainer.dist)
-
-
-def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained run directory -> (model with its weights, resolved config dict)."""
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    config = yaml.safe_load(cfg_path.read_text())
-    ckpt.recover(run_dir)
-    model = af.create(config["model"])
-    ckpt.load_weights(model, run_dir / "model.safetensors")
-    model.eval()
-    return model, config
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,276 @@
+"""Where and how a job runs: the device, the precision policy (bf16 autocast where the
+machine runs it faster), synchronisation, out-of-memory detection and the RNG state.
+
+The one place every engine package (train, bench, infer, ...) asks these questions, so a
+profile and the run it describes agree. Bottom layer: imports only torch, numpy, the
+standard library and `anyformer.errors`.
+
+    dev = resolve_device("auto")                  # cuda when present, else cpu
+    precision = resolve_precision(dev, "auto")    # "bf16" or "fp32", probed once per process
+    with autocast(dev, precision):
+        out = model(x)
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anyformer.errors import ConfigError, suggest
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# `auto` picks bf16 on a CPU only when the probe runs at least this much faster: below it
+# the gain would not pay for bf16's coarser rounding (8 mantissa bits against 23).
+BF16_MIN_SPEEDUP = 1.3
+# The probe: one linear layer of a dim-512 model on 512 tokens (268 MFLOP), the shape of
+# the matmuls that dominate a training step. ~1.7 ms in fp32 on a 2-core AVX512 CPU.
+PROBE_TOKENS, PROBE_DIM = 512, 512
+PROBE_REPEATS = 3
+# A bf16 warm-up call this many times slower than fp32 settles the question: a CPU without
+# bf16 units emulates it hundreds of times slower, and repeats would cost seconds.
+PROBE_GIVE_UP = 8.0
+# CPU flags that say which matmul units exist (reported by `describe`, never decided on).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2", "bf16", "sve", "i8mm")
+
+
+# ------------------------------------------------------------------ devices
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when a GPU is present, else cpu; 'cpu', 'cuda' or 'cuda:N' as asked.
+    An unknown name or a GPU this machine lacks is a one-line ConfigError with the fix."""
+    text = str(device).strip()
+    base, sep, index = text.lower().partition(":")
+    if base not in DEVICES or (sep and (base != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device {text!r}{suggest(base, DEVICES)}; valid: auto, cpu, cuda, cuda:N")
+    if base == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if base == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device {text!r} is not available: no CUDA GPU is visible to this torch build "
+                          f"({torch.__version__}); use --device cpu or auto")
+    if sep and int(index) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(f"device {text!r} does not exist: this machine has {n} CUDA GPU(s) (cuda:0 .. cuda:{n - 1}); "
+                          "use one of those or auto")
+    return torch.device("cuda", int(index)) if sep else torch.device("cuda")
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a timer reads finished work."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def free_memory(device: str | torch.device) -> None:
+    """Release what a failed step left: collect reference cycles (an exception's frames keep
+    its tensors alive) and return cached CUDA blocks to the driver."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for CUDA OOM, the CPU allocator failing ('DefaultCPUAllocator: can't allocate
+    memory'), Python's MemoryError, and a RuntimeError whose message says out of memory."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXT)
+
+
+# ------------------------------------------------------------------ precision
+@dataclass(frozen=True)
+class PrecisionDecision:
+    """What `auto` (or an explicit request) resolved to, and why; probe times in ms."""
+
+    precision: str  # "bf16" | "fp32"
+    reason: str
+    speedup: float | None = None  # fp32 time / bf16 time of the probe (> 1: bf16 faster)
+    fp32_ms: float | None = None
+    bf16_ms: float | None = None
+    threads: int | None = None
+
+
+# (device, torch threads) -> decision: the probe runs once per process for each.
+_DECISIONS: dict[tuple[str, int], PrecisionDecision] = {}
+
+
+def _check_precision(requested: str) -> str:
+    if requested not in PRECISIONS:
+        raise ConfigError(f"unknown precision {requested!r}{suggest(str(requested), PRECISIONS)}; "
+                          f"valid: {', '.join(PRECISIONS)}")
+    return requested
+
+
+def _time_probe(device: torch.device) -> tuple[float, float]:
+    """Best seconds of one [PROBE_TOKENS, PROBE_DIM] x [PROBE_DIM, PROBE_DIM] linear in fp32
+    and under bf16 autocast, interleaved so that noise hits both alike. Its tensors come
+    from a private generator: probing must not move the global RNG a run was seeded with."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(PROBE_TOKENS, PROBE_DIM, generator=gen, device=device)
+    w = torch.randn(PROBE_DIM, PROBE_DIM, generator=gen, device=device) / math.sqrt(PROBE_DIM)
+    b = torch.zeros(PROBE_DIM, device=device)
+
+    def timed(bf16: bool) -> float:
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        synchronize(device)
+        t0 = time.perf_counter()
+        with ctx:
+            F.linear(x, w, b)
+        synchronize(device)
+        return time.perf_counter() - t0
+
+    with torch.no_grad():
+        fp32 = timed(False)  # warm-up: first calls pay for kernel selection
+        bf16 = timed(True)
+        if bf16 > PROBE_GIVE_UP * fp32:
+            return fp32, bf16
+        fp32, bf16 = math.inf, math.inf
+        for _ in range(PROBE_REPEATS):
+            fp32 = min(fp32, timed(False))
+            bf16 = min(bf16, timed(True))
+    return fp32, bf16
+
+
+def _cpu_decision(device: torch.device) -> PrecisionDecision:
+    threads = torch.get_num_threads()
+    fp32, bf16 = _time_probe(device)
+    speedup = fp32 / bf16 if bf16 > 0 else math.inf
+    chosen = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
+    verdict = "bf16 autocast chosen" if chosen == "bf16" else "fp32 kept"
+    reason = (f"probe: bf16 autocast {speedup:.2f}x the speed of fp32 (linear {PROBE_DIM}x{PROBE_DIM} on "
+              f"{PROBE_TOKENS} tokens, {threads} threads; bf16 needs >= {BF16_MIN_SPEEDUP}x): {verdict}")
+    return PrecisionDecision(chosen, reason, round(speedup, 3), round(fp32 * 1e3, 4), round(bf16 * 1e3, 4), threads)
+
+
+def _cuda_decision(device: torch.device) -> PrecisionDecision:
+    name = torch.cuda.get_device_name(device)
+    try:  # native bf16 only: emulated bf16 (pre-Ampere) is slower than fp32
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no including_emulation and reports native support
+        native = torch.cuda.is_bf16_supported()
+    if native:
+        return PrecisionDecision("bf16", f"CUDA GPU {name} runs bf16 natively: bf16 autocast chosen")
+    return PrecisionDecision("fp32", f"CUDA GPU {name} has no native bf16: fp32 kept")
+
+
+def decide_precision(device: str | torch.device, requested: str = "auto") -> PrecisionDecision:
+    """The precision a job runs in and why. 'fp32' and 'bf16' are honoured as asked; 'auto'
+    is bf16 on a GPU with native bf16 and, on a CPU, bf16 only where a short probe measured
+    bf16 autocast at least BF16_MIN_SPEEDUP faster than fp32 (cached per device and thread
+    count for the process)."""
+    dev = resolve_device(device)
+    if _check_precision(requested) != "auto":
+        return PrecisionDecision(requested, f"{requested} requested")
+    key = (str(dev), torch.get_num_threads())
+    if key not in _DECISIONS:
+        _DECISIONS[key] = _cuda_decision(dev) if dev.type == "cuda" else _cpu_decision(dev)
+    return _DECISIONS[key]
+
+
+def resolve_precision(device: str | torch.device, requested: str = "auto") -> str:
+    """'auto' | 'fp32' | 'bf16' -> 'bf16' | 'fp32' on `device` (see `decide_precision`)."""
+    return decide_precision(device, requested).precision
+
+
+def autocast(device: str | torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """A context running its ops in `precision` on `device`: bf16 autocast for 'bf16' (and
+    for 'auto' where it resolves to bf16), nothing for 'fp32'. Outputs of autocast regions
+    may be bf16: cast them with .float() before a loss."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    chosen = precision if precision in ("fp32", "bf16") else resolve_precision(dev, precision)
+    if chosen == "bf16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> tuple[str, ...]:
+    """The matmul-relevant CPU flags /proc/cpuinfo lists (BF16_FLAGS found); () where there
+    is no /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found = set(value.split())
+            return tuple(f for f in BF16_FLAGS if f in found)
+    return ()
+
+
+def describe(device: str | torch.device, precision: str = "auto") -> dict[str, Any]:
+    """For logs and result files: the device, the precision chosen and why (the probe's
+    times and speedup on CPU), the CPU's bf16-relevant flags, its ATen kernel level, the GPU."""
+    dev = resolve_device(device)
+    decision = decide_precision(dev, precision)
+    info: dict[str, Any] = {"device": str(dev), "requested": precision, **asdict(decision),
+                            "cpu_flags": list(cpu_flags()), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "threads": torch.get_num_threads()}
+    info["gpu"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    return info
+
+
+# ------------------------------------------------------------------ RNG
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and every CUDA device) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """torch's CPU generator state as 'rng.torch' and each CUDA device's as 'rng.cuda.I'
+    (uint8 tensors, as checkpoints store them)."""
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def rng_meta() -> dict[str, Any]:
+    """Python's and NumPy's generator states as JSON lists: {'python_rng', 'numpy_rng'}."""
+    py = random.getstate()
+    npst = np.random.get_state()
+    return {"python_rng": [py[0], list(py[1]), py[2]],
+            "numpy_rng": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(rng_tensors(), rng_meta()): everything `restore_rng` needs to replay the draws."""
+    return rng_tensors(), rng_meta()
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Set every generator back to a captured state. CUDA states are restored when this
+    machine has a GPU (a checkpoint taken on a GPU resumes on CPU without them)."""
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors, key=_cuda_index) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate((meta["python_rng"][0], tuple(meta["python_rng"][1]), meta["python_rng"][2]))
+    np_state = meta["numpy_rng"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+
+
+def _cuda_index(key: str) -> tuple[int, str]:
+    # Device order, not string order: 'rng.cuda.10' sorts after 'rng.cuda.9'.
+    tail = key.rsplit(".", 1)[-1]
+    return (int(tail), key) if tail.isdigit() else (-1, key)
