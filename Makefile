@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/anyformer compare --task digits --budget-s 12 --set dim=64 --out runs/demo
 
+# lint-imports checks the layer contracts in pyproject.toml (DESIGN.md's dependency arrows).
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # Benchmarks get their own venv: the baselines they compare against (x-transformers) are never

@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from anyformer.errors import AnyformerError
+from anyformer import catalog, registry
+from anyformer.bench import plot_sweeps, profile, save_json, sweep
+from anyformer.bench.inputs import example_model, length_builder
+from anyformer.compare import compare
+from anyformer.config import model_config, parse_assignments
+from anyformer.errors import AnyformerError, ConfigError, TrainingError, unknown
+from anyformer.presets import list_presets, load_preset
+from anyformer.report.table import rich_table
+from anyformer.runtime import resolve_device
+from anyformer.train import train
+from anyformer.train.config import run_config
+from anyformer.train.evaluate import evaluate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build, train, measure and compare Transformer variants.")
@@ -32,13 +45,8 @@ def _yes_no(v: object) -> str:
 @app.command("list")
 def list_cmd(kind: Optional[str] = typer.Argument(None, help="mixer, ffn, norm, position, encoder, head, task or preset")) -> None:
     """The catalogue: every registered component (and preset) with its cost and paper."""
-    from anyformer import registry
-    from anyformer.presets import list_presets, load_preset
-
     kinds = list(registry.KINDS) + ["preset"]
     if kind is not None and kind not in kinds:
-        from anyformer.errors import unknown
-
         raise unknown("kind", kind, kinds)
     table = Table(title="anyformer components", show_lines=False)
     for col in ("name", "kind", "complexity", "causal", "mask", "paper"):
@@ -61,12 +69,9 @@ def show_cmd(
     set_: list[str] = typer.Option([], "--set", help="override, key=value (e.g. mixer=linear, mixer.window=8)"),
 ) -> None:
     """Print the resolved config and the parameter count of each part."""
-    import anyformer as af
-    from anyformer.config import model_config, parse_assignments
-
     cfg = model_config(source, **parse_assignments(set_))
     console.print(yaml.safe_dump({"model": cfg.to_dict()}, sort_keys=False).rstrip())
-    model = af.create(cfg)
+    model = catalog.create(cfg)
     table = Table(title=f"parameters: {source}")
     table.add_column("part")
     table.add_column("parameters", justify="right")
@@ -76,8 +81,6 @@ def show_cmd(
 
 
 def _run_config(config: Optional[str], set_: list[str], **flags):
-    from anyformer.config import parse_assignments
-    from anyformer.train.config import run_config
 
     overrides = parse_assignments(set_)
     for key, value in flags.items():
@@ -100,8 +103,6 @@ def train_cmd(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
 ) -> None:
     """Train a model on a task; writes a run directory (config, metrics, weights, state)."""
-    from anyformer.train import train
-
     run = _run_config(config, set_, steps=steps, max_time=max_time, device=device, seed=seed,
                       skip_nonfinite=skip_nonfinite, compile=compile_)
     out = out or f"runs/{run.model.get('preset', 'model')}-{run.task.name}"
@@ -128,28 +129,23 @@ def eval_cmd(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Evaluate a trained run on its task's splits."""
-    from anyformer.train.config import run_config
-    from anyformer.train.evaluate import evaluate
-    from anyformer.train.loop import build_task, load_run, pick_device
-
-    model, config = load_run(run_dir)
+    model, config = catalog.load_run(run_dir)
     run = run_config({"task": config["task"]})
-    task = build_task(run)
-    dev = pick_device(device)
+    task = catalog.build_task(run.task)
+    dev = resolve_device(device)
     model.to(dev)
     valid = list(task.splits())
     results = {}
     for s in split:
         if s not in valid:
-            from anyformer.errors import unknown
-
             raise unknown("split", s, valid)
-        results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev)
+        results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev,
+                              config["train"].get("precision", "auto"))
     _print_summary({"task": task.name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+
+
 # ---------------------------------------------------------------- bench
 def _parse_lengths(text: Optional[str]) -> list[int] | None:
-    from anyformer.errors import ConfigError
-
     if not text:
         return None
     try:
@@ -172,7 +168,8 @@ def bench_cmd(
     source: str = typer.Argument(..., help="preset name or YAML path"),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="comma-separated sequence lengths to sweep, e.g. 256,1024,4096"),
     batch: int = typer.Option(1, "--batch", min=1, help="samples per step"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on cuda)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast where a probe finds it faster), fp32 or bf16"),
     compile_: bool = typer.Option(False, "--compile", help="time a torch.compile'd model (compile time reported apart)"),
     set_: list[str] = typer.Option([], "--set", help="override, key=value (e.g. mixer=linear, depth=2)"),
     out: Optional[str] = typer.Option(None, "--out", help="output directory (default runs/bench-<name>)"),
@@ -180,15 +177,6 @@ def bench_cmd(
     warmup: int = typer.Option(1, "--warmup", min=0, help="untimed steps before timing"),
 ) -> None:
     """Cost of a model: params, FLOPs, latency, throughput, peak memory and MFU, over lengths."""
-    from pathlib import Path
-
-    import torch
-
-    from anyformer.bench import plot_sweeps, profile, resolve_device, save_json, sweep
-    from anyformer.bench.inputs import example_model, length_builder
-    from anyformer.config import parse_assignments
-    from anyformer.errors import AnyformerError, TrainingError
-
     overrides = parse_assignments(set_)
     dev = resolve_device(device)
     name = Path(source).stem if source.endswith((".yaml", ".yml")) else source
@@ -196,13 +184,13 @@ def bench_cmd(
     length_list = _parse_lengths(lengths)
     if length_list is None:
         model, x = example_model(source, overrides, batch)
-        row = profile(model, x, device=dev, repeats=repeats, warmup=warmup, compile=compile_)
+        row = profile(model, x, device=dev, precision=precision, repeats=repeats, warmup=warmup, compile=compile_)
         row["length"] = row["tokens_per_sample"]
         result = {"rows": [row], "failure": None, "stopped": None, "largest_ok": row["length"]}
     else:
         build = length_builder(source, overrides, length_list, batch)
         with console.status(f"benchmarking {name} on {dev}") as status:
-            result = sweep(build, length_list, device=dev, repeats=repeats, warmup=warmup, compile=compile_,
+            result = sweep(build, length_list, device=dev, precision=precision, repeats=repeats, warmup=warmup, compile=compile_,
                            on_result=lambda r: status.update(f"benchmarking {name} on {dev}: length {r['length']} done"))
     table = Table(title=f"bench {name} on {dev} (batch {batch}, {torch.get_num_threads()} threads)")
     for col in ("length", "params", "non-emb", "GFLOP/sample fwd", "GFLOP/sample train", "fwd ms [min-max]",
@@ -252,23 +240,10 @@ def compare_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Train every model on the task under the same budget; print quality beside cost."""
-    from anyformer.compare import compare
-    from anyformer.config import ComponentSpec, parse_assignments
-    from anyformer.report.table import rich_table
-    from anyformer.tasks.naming import task_spec
-
-    overrides = parse_assignments(set_)
-    spec = task_spec(task)
-    train_over, model_over = {}, {}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if head == "task" and rest:
-            spec = ComponentSpec.model_validate({**spec.model_dump(), rest: value})
-        elif head == "train" and rest:
-            train_over[rest] = value
-        else:
-            model_over[rest if head == "model" else key] = value
-    spec.check("task", "task")
+    # The one resolution path: task options (task.path=...) are merged before the task is
+    # checked, and the model overrides come back merged into an empty model dict.
+    run = run_config({"task": task}, parse_assignments(set_))
+    spec, train_over, model_over = run.task, run.train.model_dump(exclude_unset=True), run.model
     names = [m for m in (models or "").split(",") if m.strip()] or None
     out = out or f"runs/compare-{spec.name}"
     rows = compare(spec, names, budget_s=budget_s, steps=steps, out=out, train_overrides=train_over,

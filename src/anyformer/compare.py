@@ -8,7 +8,6 @@ YAML file (its stem names the row).
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -16,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
-from anyformer import registry
-from anyformer.bench.scaling import jsonable
-from anyformer.config import ComponentSpec, looks_like_path, read_yaml
-from anyformer.train.config import RunConfig, TrainConfig
+from anyformer import catalog, registry, rundir
+from anyformer.bench import profile
+from anyformer.config import ComponentSpec, apply_overrides, looks_like_path, read_yaml
 from anyformer.errors import AnyformerError, ConfigError
+from anyformer.presets import load_preset
+from anyformer.report.html import write_report
 from anyformer.report.pareto import pareto_front
+from anyformer.report.table import write_csv
+from anyformer.runtime import resolve_device
 from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
-from anyformer.train import checkpoint as ckpt
-from anyformer.train.loop import Trainer, pick_device, with_task_defaults
+from anyformer.train.config import RunConfig, TrainConfig
+from anyformer.train.loop import Trainer, with_task_defaults
 
 
 @dataclass
@@ -45,33 +48,34 @@ def parse_model_spec(text: str) -> ModelSpec:
     if mixer:
         registry.get("mixer", mixer)  # fail early, with a did-you-mean
         model["mixer"] = mixer
-    from anyformer.presets import load_preset
-
-    load_preset(preset)
+    load_preset(preset)  # fail early, with a did-you-mean
     return ModelSpec(text, model)
 
 
-def default_models(task: Task, overrides: dict[str, Any] | None = None) -> list[ModelSpec]:
-    """The task's baseline preset, and the same model with every efficient mixer (any
-    complexity below L^2) that can be built for this task's data. For images, mixers that
-    need the whole patch grid (no [CLS] token) run on `vit-gap`, which joins the set as a
-    row of its own so the pooling change is measured too."""
-    from anyformer import create
+def model_dict(spec: ModelSpec, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec's model fields with the overrides every model shares (dim, depth, ...) merged
+    in, as a run config holds them."""
+    return apply_overrides(spec.model, overrides or {}, route=False)
 
+
+def default_models(task: Task, overrides: dict[str, Any] | None = None) -> list[ModelSpec]:
+    """The task's baseline preset, and the same model with every efficient mixer (one that
+    declares itself `subquadratic`) that can be built for this task's data. Mixers that the
+    baseline cannot carry (those that need every token pooled, no [CLS] token) run on the
+    task's `pooled_baseline_preset` (`vit-gap` for images), which joins the set as a row of
+    its own so the pooling change is measured too."""
     def builds(spec: ModelSpec) -> bool:
         try:
-            create(model_for_task(spec.model, task, **(overrides or {})))
+            catalog.create(model_for_task(model_dict(spec, overrides), task))
             return True
         except AnyformerError:
             return False
 
     base = task.baseline_preset()
-    alt = "vit-gap" if task.modality == "images" and base == "vit" else None
+    alt = task.pooled_baseline_preset
     specs = [ModelSpec(base, {"preset": base})]
     for name in registry.list_components("mixer"):
-        cls = registry.get("mixer", name)
-        # Efficient: below quadratic, or quadratic divided by a group count (sliced).
-        if name == "softmax" or not cls.complexity or ("L^2" in cls.complexity and "L^2/" not in cls.complexity):
+        if not registry.get("mixer", name).subquadratic:
             continue
         for preset in (base, alt):
             spec = ModelSpec(f"{preset}+{name}", {"preset": preset, "mixer": name}) if preset else None
@@ -83,21 +87,16 @@ def default_models(task: Task, overrides: dict[str, Any] | None = None) -> list[
     return specs
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
-
-
 def _profile_inputs(task: Task, batch: int):
     test = task.splits()["test"]
     b = test.batch(torch.arange(min(batch, len(test))))
     return b.inputs, b.mask
 
 
-def _cost(model, task: Task, batch: int, device: torch.device) -> dict[str, Any]:
-    from anyformer.bench import profile
-
+def _cost(model, task: Task, batch: int, device: torch.device, precision: str) -> dict[str, Any]:
+    """The model's cost on a batch of test data, in the precision it is trained in."""
     inputs, mask = _profile_inputs(task, batch)
-    return profile(model, inputs, mask=mask, device=device, repeats=5, warmup=2, budget_s=20.0)
+    return profile(model, inputs, mask=mask, device=device, precision=precision, repeats=5, warmup=2, budget_s=20.0)
 
 
 def _row(spec: ModelSpec, summary: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
@@ -129,8 +128,6 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
             console=None) -> list[dict[str, Any]]:
     """Train, evaluate and profile every model; returns the rows (also written to `out`).
     `model_overrides` (e.g. dim, depth) apply to every model, so they compare at one size."""
-    from rich.console import Console
-
     console = console or Console(stderr=True)
     task: Task = registry.build("task", task_spec.name, **task_spec.options)
     task.splits()
@@ -140,28 +137,27 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
         raise ConfigError(f"--models names a model twice: {', '.join(names)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     base_train = with_task_defaults(TrainConfig.model_validate({"seed": seed, "device": device, **(train_overrides or {})}), task)
     rows: list[dict[str, Any]] = []
     for i, spec in enumerate(specs, 1):
-        run_dir = out / _slug(spec.name)
+        run_dir = out / rundir.slug(spec.name)
         done = run_dir / "summary.json"
         if done.exists() and (run_dir / "cost.json").exists():
             console.print(f"[{i}/{len(specs)}] {spec.name}: finished earlier, read back")
-            rows.append(_row(spec, json.loads(done.read_text()), json.loads((run_dir / "cost.json").read_text())))
+            rows.append(_row(spec, rundir.read_json(done), rundir.read_json(run_dir / "cost.json")))
             continue
         train_cfg = base_train.model_copy()
-        model_cfg = model_for_task(spec.model, task, **(model_overrides or {}))
-        from anyformer import create
-
+        model = model_dict(spec, model_overrides)
+        model_cfg = model_for_task(model, task)
         cost_path = run_dir / "cost.json"
         run_dir.mkdir(parents=True, exist_ok=True)
         if cost_path.exists():
-            cost = json.loads(cost_path.read_text())
+            cost = rundir.read_json(cost_path)
         else:
             torch.manual_seed(seed)
-            cost = _cost(create(model_cfg), task, train_cfg.batch_size, dev)
-            ckpt.atomic_write_json(cost_path, jsonable(cost))
+            cost = _cost(catalog.create(model_cfg), task, train_cfg.batch_size, dev, train_cfg.precision)
+            rundir.atomic_write_json(cost_path, cost)
         if budget_s is not None:
             # Same wall-clock budget for every model: the step count comes from its measured
             # training-step time, so the schedule decays over the steps it can afford.
@@ -171,9 +167,8 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
                                                      "eval_every": max(10, fit // 5)})
         if steps is not None:
             train_cfg = train_cfg.model_copy(update={"steps": steps, "eval_every": max(1, min(train_cfg.eval_every, steps))})
-        run = RunConfig(model=spec.model, task=task_spec, train=train_cfg)
-        run._model_overrides = dict(model_overrides or {})
-        resume = (run_dir / "state.json").exists() or (run_dir / ckpt.MARKER).exists()
+        run = RunConfig(model=model, task=task_spec, train=train_cfg)
+        resume = rundir.has_checkpoint(run_dir)
         console.print(f"[{i}/{len(specs)}] {spec.name}: training {train_cfg.steps} steps" + (" (resuming)" if resume else ""))
         started = time.perf_counter()
         trainer = Trainer(run, run_dir, resume=resume, task=task)
@@ -211,12 +206,10 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_results(out: Path, rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
     """Rank, mark the fronts and write results.json / results.csv / report.html; returns
     the ranked rows."""
-    from anyformer.report.html import write_report
-    from anyformer.report.table import write_csv
-
     rows = sort_rows(rows)
     mark_pareto(rows)
-    ckpt.atomic_write_json(out / "results.json", jsonable({"task": task.name, "rows": rows}))
+    rundir.atomic_write_json(out / "results.json", {"task": task.name, "rows": rows})
     write_csv(out / "results.csv", rows)
-    write_report(out, rows, task.name)
+    curves = {r["model"]: rundir.read_metrics(out / rundir.slug(r["model"])) for r in rows}
+    write_report(out, rows, task.name, curves)
     return rows

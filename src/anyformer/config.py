@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anyformer import registry
 from anyformer.errors import ConfigError, suggest
-from anyformer.presets import load_preset
+from anyformer import presets
 
 
 class ComponentSpec(BaseModel):
@@ -145,9 +145,8 @@ class ModelConfig(BaseModel):
                 spec = getattr(ov, kind)
                 if spec is not None:
                     spec.check(kind, f"model.schedule.overrides[{i}].{kind}")
-        bad = [i for i in self.schedule.drop if not 0 <= i < self.depth]
-        if bad:
-            raise ConfigError(f"model.schedule.drop: layers {bad} outside 0..{self.depth - 1}")
+        # schedule.drop is checked by the layer stack, against its own depth (FIT's stack has
+        # depth x (local + global) layers).
         self.schedule.pruned(self.depth, self.layout)
         if self.schedule.repeat > 1 and self.schedule.share is not None:
             raise ConfigError("model.schedule: use either share (cyclic reuse) or repeat (in-place recursion), not both")
@@ -213,7 +212,7 @@ def merge_model(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def preset_model(name: str) -> dict[str, Any]:
     """A preset's model fields, its base presets (`preset: NAME` inside it) merged under it."""
-    model = load_preset(name)["model"]
+    model = presets.load_preset(name)["model"]
     base = model.pop("preset", None)
     return merge_model(preset_model(base), model) if base else model
 

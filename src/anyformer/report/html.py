@@ -10,7 +10,7 @@ from typing import Any
 
 from anyformer.report.figures import learning_curves, quality_vs_cost
 from anyformer.report.table import COLUMNS, _fmt
-from anyformer.train.checkpoint import atomic_write_text
+from anyformer.rundir import atomic_write_text
 
 
 def _img(png: bytes | None, alt: str) -> str:
@@ -19,10 +19,10 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], task: str) -> Path:
-    from anyformer.compare import _slug
-    from anyformer.train.loop import read_metrics
-
+def write_report(out: Path, rows: list[dict[str, Any]], task: str,
+                 curves: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+    """`out/report.html` from the ranked rows and each model's metrics records (by model
+    name: training loss and val metric per step, as in metrics.jsonl)."""
     metric = rows[0]["metric"] if rows else "quality"
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in COLUMNS) + "<th>Pareto</th>"
     body = []
@@ -31,11 +31,10 @@ def write_report(out: Path, rows: list[dict[str, Any]], task: str) -> Path:
         cells = "".join(f"<td>{html.escape(_fmt(k, f, r.get(k)))}</td>" for k, _, f in COLUMNS)
         cls = ' class="front"' if marks else ""
         body.append(f"<tr{cls}>{cells}<td>{marks.strip()}</td></tr>")
-    curves = {r["model"]: read_metrics(out / _slug(r["model"])) for r in rows}
     figures = [
         _img(quality_vs_cost(rows, "latency_ms", "pareto_latency", "inference latency per batch (ms, log)"), "quality vs latency, Pareto front in red"),
         _img(quality_vs_cost(rows, "params", "pareto_params", "parameters (log)"), "quality vs parameters, Pareto front in red"),
-        _img(learning_curves(curves, metric), "learning curves"),
+        _img(learning_curves(curves or {}, metric), "learning curves"),
     ]
     best = next((r for r in rows if not math.isnan(r["quality"])), None)
     verdict = f"Best test {metric}: <b>{html.escape(best['model'])}</b> ({best['quality']:.4f})." if best else ""

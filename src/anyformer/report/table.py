@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from anyformer.train.checkpoint import atomic_write_text
+from anyformer.rundir import atomic_write_text
 
 COLUMNS = [
     ("model", "model", "{}"),
