@@ -10,7 +10,6 @@ from torch import nn
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.block import Block, BlockContext, LayerSpec, make_block
-from anyformer.nn.mixers.base import AttentionMixer
 from anyformer.nn.model import AnyFormer
 from anyformer.registry import register
 
@@ -81,7 +80,7 @@ def modality_block(spec: LayerSpec, ctx: BlockContext, modalities: int, context:
     its modality's copy; the attention itself (the first copy's) runs over all tokens."""
     copies = [make_block(spec, ctx) for _ in range(modalities)]
     mixer = copies[0].mixer
-    if not isinstance(mixer, AttentionMixer):
+    if tuple(mixer.attention_projections) != PROJECTIONS:
         raise ConfigError(f"arch 'mot' needs an attention mixer with q/k/v/o projections, got {spec.mixer.name!r}")
     for proj in PROJECTIONS:
         setattr(mixer, proj, ModalityRouted([getattr(b.mixer, proj) for b in copies], context))

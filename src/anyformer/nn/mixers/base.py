@@ -42,6 +42,10 @@ class TokenMixer(nn.Module):
     # False for mixers that act on each token alone (Activator): a model made only of them
     # cannot read the input through a [CLS] token.
     mixes_tokens: ClassVar[bool] = True
+    # Names of the q/k/v/o projections (dim -> dim) an attention-family mixer reads its input
+    # and writes its output through: what per-modality routing (MoT), weight swapping and
+    # head pruning act on. Empty for mixers without them.
+    attention_projections: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None) -> None:
@@ -122,6 +126,7 @@ class AttentionMixer(TokenMixer):
     weights move between variants); queries/keys/values split into heads [B, H, L, Dh]."""
 
     supported_positions = frozenset({"rotary", "alibi"})
+    attention_projections = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True) -> None:
