@@ -37,6 +37,8 @@ class ForecastHead(nn.Module):
                 hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
         if self.per_token:
             return self.fc(self.drop(tokens)).transpose(1, 2)
+        if mask is not None:  # padded steps hold whatever the layers left there: they must not count
+            tokens = tokens * mask[..., None].to(tokens.dtype)
         flat = tokens.flatten(1)
         if flat.shape[1] != self.fc.in_features:
             raise ShapeError(
