@@ -185,3 +185,50 @@ def test_seed_everything_seeds_all_three():
 def test_is_out_of_memory(err, expected):
     assert runtime.is_out_of_memory(err) is expected
 
+
+
+# ---------------------------------------------------------------- the model-level probe
+
+@pytest.mark.parametrize("fp32_s,bf16_s,expected", [
+    (1.0, 0.5, "bf16"),   # 2x: a wide model on bf16 units
+    (1.0, 0.8, "bf16"),   # 1.25x: above the step threshold
+    (1.0, 0.9, "fp32"),   # 1.11x
+    (1.0, 2.0, "fp32"),   # a narrow model: casts cost more than the matmuls gain
+])
+def test_auto_with_a_step_probe_follows_the_models_own_step(monkeypatch, fresh_decisions, fp32_s, bf16_s, expected):
+    monkeypatch.setattr(runtime, "_time_probe", lambda dev: pytest.fail("a step probe replaces the linear probe"))
+    calls = []
+    monkeypatch.setattr(runtime, "_time_step", lambda step, dev: calls.append(step) or (fp32_s, bf16_s))
+    step = lambda precision: None  # noqa: E731
+    decision = runtime.decide_precision("cpu", "auto", step, key="model-a")
+    assert decision.precision == expected and "this model's training step" in decision.reason
+    assert runtime.decide_precision("cpu", "auto", step, key="model-a") is decision  # cached per key
+    runtime.decide_precision("cpu", "auto", step, key="model-b")
+    assert len(calls) == 2
+
+
+def test_step_timer_runs_both_precisions_interleaved():
+    order = []
+    fp32, bf16 = runtime._time_step(order.append, torch.device("cpu"))
+    assert order == ["fp32", "bf16"] + ["fp32", "bf16"] * runtime.STEP_REPEATS
+    assert fp32 >= 0 and bf16 >= 0
+
+
+def test_step_probe_changes_nothing_of_the_run():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5)).train()
+    x = torch.randn(16, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    step = runtime.step_probe(model, lambda: model(x).sum(), "cpu")
+    for precision in ("fp32", "bf16"):
+        step(precision)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_probe_key_tells_models_apart():
+    a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 5)
+    assert runtime.probe_key(a, 8) == runtime.probe_key(torch.nn.Linear(4, 4), 8)
+    assert len({runtime.probe_key(a, 8), runtime.probe_key(b, 8), runtime.probe_key(a, 16)}) == 3

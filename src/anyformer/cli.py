@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from anyformer import catalog, registry
+from anyformer import catalog, registry, rundir
 from anyformer.bench import plot_sweeps, profile, save_json, sweep
 from anyformer.bench.inputs import example_model, length_builder
 from anyformer.compare import compare
@@ -134,13 +134,16 @@ def eval_cmd(
     task = catalog.build_task(run.task)
     dev = resolve_device(device)
     model.to(dev)
+    # The precision the run was trained and evaluated in (what `auto` chose then).
+    summary = Path(run_dir) / "summary.json"
+    precision = rundir.read_json(summary).get("precision") if summary.exists() else None
+    precision = precision or config["train"].get("precision", "auto")
     valid = list(task.splits())
     results = {}
     for s in split:
         if s not in valid:
             raise unknown("split", s, valid)
-        results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev,
-                              config["train"].get("precision", "auto"))
+        results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev, precision)
     _print_summary({"task": task.name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
 
 

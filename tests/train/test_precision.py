@@ -18,6 +18,7 @@ def _cfg(precision="auto", steps=4):
 def _probe_says(monkeypatch, bf16_s):
     monkeypatch.setattr(runtime, "_DECISIONS", {})
     monkeypatch.setattr(runtime, "_time_probe", lambda dev: (1.0, bf16_s))
+    monkeypatch.setattr(runtime, "_time_step", lambda step, dev: (1.0, bf16_s))  # the model's own step
 
 
 @pytest.mark.parametrize("bf16_s,expected", [(0.4, "bf16"), (2.0, "fp32")])
@@ -37,6 +38,7 @@ def test_auto_precision_is_the_probes_and_is_recorded(tmp_path, monkeypatch, bf1
 def test_explicit_precision_skips_the_probe(tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "_DECISIONS", {})
     monkeypatch.setattr(runtime, "_time_probe", lambda dev: pytest.fail("fp32 was asked for: no probe"))
+    monkeypatch.setattr(runtime, "_time_step", lambda step, dev: pytest.fail("fp32 was asked for: no probe"))
     assert train(_cfg("fp32", steps=2), tmp_path / "r")["precision"] == "fp32"
 
 

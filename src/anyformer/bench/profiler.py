@@ -13,7 +13,8 @@ from torch import nn
 from anyformer.bench.flops import count_flops
 from anyformer.bench.memory import peak_bytes
 from anyformer.errors import AnyformerError, TrainingError
-from anyformer.runtime import autocast, decide_precision, free_memory, is_out_of_memory, resolve_device, synchronize
+from anyformer.runtime import (autocast, decide_precision, free_memory, is_out_of_memory, probe_key, resolve_device,
+                               step_probe, synchronize)
 
 _ROOFS: dict[tuple[str, str, int], float] = {}
 
@@ -147,9 +148,11 @@ def profile(model: nn.Module, example_input: Any, *, mask: torch.Tensor | None =
     x = to_device(example_input, dev)
     mask = mask.to(dev) if mask is not None else None
     was_training = model.training
-    decision = decide_precision(dev, precision)
-    prec = decision.precision
     batch, tokens = batch_and_tokens(model, x)
+    # The same decision the trainer takes for this model and batch (shared per process).
+    step = step_probe(model, lambda: scalar_loss(call(model, x, mask)), dev)
+    decision = decide_precision(dev, precision, step, probe_key(model, batch))
+    prec = decision.precision
     result: dict[str, Any] = {"device": str(dev), "batch": batch, "tokens_per_sample": tokens,
                               "params": count_params(model), "precision": prec, "precision_reason": decision.reason,
                               "threads": torch.get_num_threads(), "compiled": compile}

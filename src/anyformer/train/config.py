@@ -37,7 +37,7 @@ class TrainConfig(BaseModel):
     skip_nonfinite: int = Field(0, ge=0, description="batches with a non-finite loss that may be skipped before the run stops")
     seed: int = Field(0, description="seed for weights, data order and dropout")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where this machine runs it faster (a GPU with native bf16; a CPU where a short probe measures bf16 >= 1.3x fp32, e.g. AVX512-BF16 or AMX), else fp32; fp32 or bf16 force it (bf16 is very slow on CPUs without bf16 units)")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where this machine runs this model faster (a GPU with native bf16; a CPU where timing the model's own training step finds bf16 >= 1.2x fp32, e.g. a wide model on AVX512-BF16 or AMX units), else fp32; fp32 or bf16 force it (bf16 is very slow on CPUs without bf16 units)")
     compile: bool = Field(False, description="torch.compile the model")
     progress: bool = Field(True, description="show a progress bar on a terminal")
 

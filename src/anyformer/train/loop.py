@@ -13,8 +13,8 @@ from torch import nn
 
 from anyformer import catalog, rundir
 from anyformer.errors import ConfigError, TrainingError, suggest
-from anyformer.runtime import (autocast, describe, is_out_of_memory, resolve_device, restore_rng, rng_meta,
-                               rng_tensors, seed_everything)
+from anyformer.runtime import (autocast, describe, is_out_of_memory, probe_key, resolve_device, restore_rng,
+                               rng_meta, rng_tensors, seed_everything, step_probe)
 from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
@@ -94,13 +94,6 @@ class Trainer:
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
-        # Resolved once per run (`auto` probes the machine); every process must train in the
-        # same precision, so bf16 only where all of them chose it.
-        self.precision_info = describe(self.device, self.cfg.precision)
-        self.precision = self.precision_info["precision"]
-        if self.cfg.precision == "auto" and not D.all_true(self.precision == "bf16", self.dist):
-            self.precision = "fp32"
-            self.precision_info["reason"] = "fp32: not every process measured bf16 faster"
         self.task = task if task is not None else catalog.build_task(run.task)
         run.train = self.cfg = with_task_defaults(run.train, self.task)
         self.splits = self.task.splits()
@@ -114,6 +107,7 @@ class Trainer:
             )
         seed_everything(self.cfg.seed)
         self.model = catalog.create(self.model_cfg).to(self.device)
+        self._decide_precision()
         self.aux = AuxLosses(self.model)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
@@ -138,6 +132,20 @@ class Trainer:
         if self.dist.enabled:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _decide_precision(self) -> None:
+        """Resolved once per run: `auto` times this model's own step on a real micro-batch in
+        fp32 and bf16 (nothing of the run changes). Every process must train in the same
+        precision, so bf16 only where all of them chose it."""
+        size = max(1, min(len(self.splits["train"]), self.cfg.batch_size // (self.cfg.grad_accum * self.dist.world)))
+        batch = self.splits["train"].batch(torch.arange(size)).to(self.device)
+        step = step_probe(self.model, lambda: self.task.loss(self.model(batch.inputs, **model_kwargs(batch)).float(), batch.target),
+                          self.device)
+        self.precision_info = describe(self.device, self.cfg.precision, step, probe_key(self.model, size))
+        self.precision = self.precision_info["precision"]
+        if self.cfg.precision == "auto" and not D.all_true(self.precision == "bf16", self.dist):
+            self.precision = "fp32"
+            self.precision_info["reason"] = "fp32: not every process measured bf16 faster"
 
     # ------------------------------------------------------------ run directory
     def _check_run_dir(self, resume: bool) -> None:
