@@ -126,76 +126,69 @@ def _check_precision(requested: str) -> str:
     return requested
 
 
-def _time_probe(device: torch.device) -> tuple[float, float]:
-    """Best seconds of one [PROBE_TOKENS, PROBE_DIM] x [PROBE_DIM, PROBE_DIM] linear in fp32
-    and under bf16 autocast, interleaved so that noise hits both alike. Its tensors come
-    from a private generator: probing must not move the global RNG a run was seeded with."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(PROBE_TOKENS, PROBE_DIM, generator=gen, device=device)
-    w = torch.randn(PROBE_DIM, PROBE_DIM, generator=gen, device=device) / math.sqrt(PROBE_DIM)
-    b = torch.zeros(PROBE_DIM, device=device)
-
-    def timed(bf16: bool) -> float:
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        synchronize(device)
-        t0 = time.perf_counter()
-        with ctx:
-            F.linear(x, w, b)
-        synchronize(device)
-        return time.perf_counter() - t0
-
-    with torch.no_grad():
-        fp32 = timed(False)  # warm-up: first calls pay for kernel selection
-        bf16 = timed(True)
-        if bf16 > PROBE_GIVE_UP * fp32:
-            return fp32, bf16
-        fp32, bf16 = math.inf, math.inf
-        for _ in range(PROBE_REPEATS):
-            fp32 = min(fp32, timed(False))
-            bf16 = min(bf16, timed(True))
-    return fp32, bf16
-
-
-def _cpu_decision(device: torch.device) -> PrecisionDecision:
-    threads = torch.get_num_threads()
-    fp32, bf16 = _time_probe(device)
-    speedup = fp32 / bf16 if bf16 > 0 else math.inf
-    chosen = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
-    verdict = "bf16 autocast chosen" if chosen == "bf16" else "fp32 kept"
-    reason = (f"probe: bf16 autocast {speedup:.2f}x the speed of fp32 (linear {PROBE_DIM}x{PROBE_DIM} on "
-              f"{PROBE_TOKENS} tokens, {threads} threads; bf16 needs >= {BF16_MIN_SPEEDUP}x): {verdict}")
-    return PrecisionDecision(chosen, reason, round(speedup, 3), round(fp32 * 1e3, 4), round(bf16 * 1e3, 4), threads)
-
-
-def _time_step(step: StepProbe, device: torch.device) -> tuple[float, float]:
-    """Best seconds of the model's own step in fp32 and under bf16 autocast, interleaved;
-    one untimed call each first (kernel selection, oneDNN primitive creation)."""
-    def timed(precision: str) -> float:
-        synchronize(device)
-        t0 = time.perf_counter()
-        step(precision)
-        synchronize(device)
-        return time.perf_counter() - t0
-
+def _best_of(timed: Callable[[str], float], repeats: int) -> tuple[float, float]:
+    """(fp32, bf16) best seconds of `timed(precision)`, interleaved so that noise hits both
+    alike, after one untimed call each (kernel selection, oneDNN primitive creation)."""
     fp32, bf16 = timed("fp32"), timed("bf16")
     if bf16 > PROBE_GIVE_UP * fp32:
         return fp32, bf16
     fp32, bf16 = math.inf, math.inf
-    for _ in range(STEP_REPEATS):
+    for _ in range(repeats):
         fp32 = min(fp32, timed("fp32"))
         bf16 = min(bf16, timed("bf16"))
     return fp32, bf16
 
 
-def _step_decision(step: StepProbe, device: torch.device) -> PrecisionDecision:
+def _timer(run: Callable[[str], Any], device: torch.device) -> Callable[[str], float]:
+    def timed(precision: str) -> float:
+        synchronize(device)
+        t0 = time.perf_counter()
+        run(precision)
+        synchronize(device)
+        return time.perf_counter() - t0
+    return timed
+
+
+def _time_probe(device: torch.device) -> tuple[float, float]:
+    """Best seconds of one [PROBE_TOKENS, PROBE_DIM] x [PROBE_DIM, PROBE_DIM] linear in fp32
+    and under bf16 autocast. Its tensors come from a private generator: probing must not
+    move the global RNG a run was seeded with."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(PROBE_TOKENS, PROBE_DIM, generator=gen, device=device)
+    w = torch.randn(PROBE_DIM, PROBE_DIM, generator=gen, device=device) / math.sqrt(PROBE_DIM)
+    b = torch.zeros(PROBE_DIM, device=device)
+
+    def linear(precision: str) -> None:
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with ctx:
+            F.linear(x, w, b)
+
+    with torch.no_grad():
+        return _best_of(_timer(linear, device), PROBE_REPEATS)
+
+
+def _time_step(step: StepProbe, device: torch.device) -> tuple[float, float]:
+    """Best seconds of the model's own training step in fp32 and under bf16 autocast."""
+    return _best_of(_timer(step, device), STEP_REPEATS)
+
+
+def _measured(fp32: float, bf16: float, threshold: float, what: str) -> PrecisionDecision:
+    """bf16 when it ran at least `threshold` times as fast as fp32 on `what`."""
     threads = torch.get_num_threads()
-    fp32, bf16 = _time_step(step, device)
     speedup = fp32 / bf16 if bf16 > 0 else math.inf
-    chosen = "bf16" if speedup >= STEP_MIN_SPEEDUP else "fp32"
+    chosen = "bf16" if speedup >= threshold else "fp32"
     verdict = "bf16 autocast chosen" if chosen == "bf16" else "fp32 kept"
-    reason = (f"probe: this model's training step runs {speedup:.2f}x the speed of fp32 under bf16 autocast "
-              f"({fp32 * 1e3:.1f} vs {bf16 * 1e3:.1f} ms, {threads} threads; bf16 needs >= {STEP_MIN_SPEEDUP}x): {verdict}")
+    reason = (f"probe: bf16 autocast {speedup:.2f}x the speed of fp32 on {what} ({fp32 * 1e3:.1f} vs "
+              f"{bf16 * 1e3:.1f} ms, {threads} threads; bf16 needs >= {threshold}x): {verdict}")
     return PrecisionDecision(chosen, reason, round(speedup, 3), round(fp32 * 1e3, 4), round(bf16 * 1e3, 4), threads)
+
+
+def _cpu_decision(device: torch.device) -> PrecisionDecision:
+    return _measured(*_time_probe(device), BF16_MIN_SPEEDUP, f"a linear {PROBE_DIM}x{PROBE_DIM} on {PROBE_TOKENS} tokens")
+
+
+def _step_decision(step: StepProbe, device: torch.device) -> PrecisionDecision:
+    return _measured(*_time_step(step, device), STEP_MIN_SPEEDUP, "this model's training step")
 
 
 def step_probe(model: torch.nn.Module, loss: Callable[[], torch.Tensor], device: str | torch.device) -> StepProbe:

@@ -42,8 +42,8 @@ def test_explicit_precision_skips_the_probe(tmp_path, monkeypatch):
     assert train(_cfg("fp32", steps=2), tmp_path / "r")["precision"] == "fp32"
 
 
-def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
-    _probe_says(monkeypatch, 0.4)  # bf16 when the run starts
+def _killed_at_step_3(monkeypatch, out):
+    """A run interrupted at its third step, after its checkpoints of steps 1 and 2."""
     real_step, calls = loop.Trainer._train_step, {"n": 0}
 
     def dies_at_step_3(self):
@@ -54,8 +54,13 @@ def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop.Trainer, "_train_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(), tmp_path / "r")
+        train(_cfg(), out)
     monkeypatch.setattr(loop.Trainer, "_train_step", real_step)
+
+
+def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
+    _probe_says(monkeypatch, 0.4)  # bf16 when the run starts
+    _killed_at_step_3(monkeypatch, tmp_path / "r")
     _probe_says(monkeypatch, 2.0)  # the probe would now say fp32 (a loaded machine, say)
     assert train(_cfg(), tmp_path / "r", resume=True)["precision"] == "bf16"
 
@@ -63,18 +68,7 @@ def test_resume_keeps_the_precision_the_run_started_in(tmp_path, monkeypatch):
 def test_checkpoint_without_precision_resumes_as_auto_used_to(tmp_path, monkeypatch):
     """Checkpoints written before the probe existed ran `auto` as fp32 on CPU."""
     _probe_says(monkeypatch, 0.4)
-    real_step, calls = loop.Trainer._train_step, {"n": 0}
-
-    def dies_at_step_3(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(loop.Trainer, "_train_step", dies_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(), tmp_path / "r")
-    monkeypatch.setattr(loop.Trainer, "_train_step", real_step)
+    _killed_at_step_3(monkeypatch, tmp_path / "r")
     state = tmp_path / "r" / "state.json"
     meta = json.loads(state.read_text())
     del meta["precision"]
