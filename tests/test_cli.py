@@ -136,3 +136,12 @@ def test_compare_task_argument_after_a_colon_names_the_users_file(tmp_path):
                "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
     assert _read_yaml(tmp_path / "c" / "bert" / "config.yaml")["task"]["path"] == str(path)
+
+
+def test_compare_takes_an_option_of_a_component_the_preset_brings(tmp_path):
+    out = tmp_path / "cmp"
+    proc = run("compare", "--task", "digits", "--models", "vit", "--steps", "1", "--set", "ffn.ratio=2",
+               "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    ffn = _read_yaml(out / "vit" / "config.yaml")["model"]["ffn"]
+    assert ffn == {**ffn, "name": "mlp", "ratio": 2.0, "activation": "gelu"}  # the preset's other options kept
