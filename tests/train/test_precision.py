@@ -74,3 +74,12 @@ def test_checkpoint_without_precision_resumes_as_auto_used_to(tmp_path, monkeypa
     del meta["precision"]
     state.write_text(json.dumps(meta))
     assert train(_cfg(), tmp_path / "r", resume=True)["precision"] == "fp32"
+
+
+def test_resume_in_auto_does_not_probe_again(tmp_path, monkeypatch):
+    _probe_says(monkeypatch, 0.4)
+    _killed_at_step_3(monkeypatch, tmp_path / "r")
+    monkeypatch.setattr(runtime, "_DECISIONS", {})
+    monkeypatch.setattr(runtime, "_time_step", lambda step, dev: pytest.fail("a resumed auto run keeps its precision: no probe"))
+    monkeypatch.setattr(runtime, "_time_probe", lambda dev: pytest.fail("a resumed auto run keeps its precision: no probe"))
+    assert train(_cfg(), tmp_path / "r", resume=True)["precision"] == "bf16"

@@ -107,7 +107,7 @@ class Trainer:
             )
         seed_everything(self.cfg.seed)
         self.model = catalog.create(self.model_cfg).to(self.device)
-        self._decide_precision()
+        self.precision: str | None = None  # a resumed `auto` run takes its checkpoint's
         self.aux = AuxLosses(self.model)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
@@ -126,6 +126,8 @@ class Trainer:
             # checkpoint: its metrics lines and best weights belong to no checkpoint.
             self.logger.truncate(0)
             (self.out / "best.safetensors").unlink(missing_ok=True)
+        if self.precision is None:  # not resumed in the precision it started in: decide now
+            self._decide_precision()
         self.train_model = self.model
         if self.cfg.compile:
             self.train_model = torch.compile(self.model)
@@ -184,7 +186,8 @@ class Trainer:
             # resumed run ends as an uninterrupted one (checkpoints from before the probe
             # ran `auto` as bf16 on CUDA and fp32 on CPU).
             self.precision = meta.get("precision", "bf16" if self.device.type == "cuda" else "fp32")
-            self.precision_info["reason"] = f"resumed in the precision the run started in ({self.precision})"
+            self.precision_info = {"precision": self.precision,
+                                   "reason": f"resumed in the precision the run started in ({self.precision})"}
         return True
 
     def _checkpoint(self, elapsed: float) -> None:
