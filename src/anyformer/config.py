@@ -15,9 +15,8 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from anyformer import registry
+from anyformer import presets, registry
 from anyformer.errors import ConfigError, suggest
-from anyformer import presets
 
 
 class ComponentSpec(BaseModel):

@@ -109,15 +109,21 @@ class Task:
     @property
     def strategy(self) -> Problem:
         """The registered problem strategy named by `problem` (its multi-label form when
-        `multi_label`). Looked up on each use: some tasks set `problem` / `multi_label` per
-        instance, and `multi_label` only once their data is read."""
+        `multi_label`). Some tasks set `problem` / `multi_label` per instance, and
+        `multi_label` only once their data is read, so the strategy is kept for the pair it
+        was made for (loss and metrics ask for it on every batch)."""
+        key = (self.problem, self.multi_label)
+        kept = self.__dict__.get("_strategy")
+        if kept is not None and kept[0] == key:
+            return kept[1]
         cls = registry.get("problem", self.problem)
         if self.multi_label:
             if cls.multi_label_variant is None:
                 raise ConfigError(f"task {self.name!r}: problem {self.problem!r} has no multi-label form; "
                                   "give one target per example")
             cls = registry.get("problem", cls.multi_label_variant)
-        return cls()
+        self._strategy = (key, cls())
+        return self._strategy[1]
 
     @property
     def primary_metric(self) -> str:
