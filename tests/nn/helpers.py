@@ -55,3 +55,15 @@ def adam_losses(model, x, y, steps: int = 20, lr: float = 1e-3) -> list[float]:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def at_end_of_schedule(model, images):
+    """`model` as training leaves it, in eval mode: every scheduled module at the end of its
+    schedule (prepbn: lam = 0) and running statistics moved away from their init."""
+    model.train()
+    for m in model.modules():
+        if hasattr(m, "set_progress"):
+            m.set_progress(1.0)
+    for _ in range(3):
+        model(images)
+    return model.eval()

@@ -9,7 +9,7 @@ from anyformer import registry
 from anyformer.nn.mixers.base import TokenMixer, mixers_supporting
 from anyformer.nn.norms import fold_batchnorm, fold_into
 
-from .helpers import DIM, LEN, make, make_mixer
+from .helpers import DIM, LEN, at_end_of_schedule, make, make_mixer
 
 MIXERS = registry.list_components("mixer")
 
@@ -98,16 +98,6 @@ def test_batchnorm_declares_its_eval_map():
     assert not hasattr(make("norm", "layernorm"), "folded_affine")  # not an affine map of x
 
 
-def _trained(model, images):
-    model.train()
-    for m in model.modules():
-        if hasattr(m, "set_progress"):
-            m.set_progress(1.0)
-    for _ in range(3):  # running statistics away from their init
-        model(images)
-    return model.eval()
-
-
 @pytest.mark.parametrize("preset, norm, mixer, ffn, placement, folds", [
     ("vit", "batchnorm", "softmax", "mlp", "pre", 4),
     ("vit-gap", "prepbn", "sla", "glu", "peri", 4),  # sla on the patch grid: no [CLS] token
@@ -121,7 +111,7 @@ def test_fold_batchnorm_keeps_outputs(preset, norm, mixer, ffn, placement, folds
     model = af.create(preset, image_size=8, patch_size=2, channels=1, dim=32, depth=2,
                       norm={"name": norm, "placement": placement}, mixer=mixer, ffn=ffn_spec)
     images = torch.randn(4, 1, 8, 8)
-    model = _trained(model, images)
+    model = at_end_of_schedule(model, images)
     with torch.no_grad():
         before = model(images)
         assert fold_batchnorm(model) == folds

@@ -7,6 +7,8 @@ from anyformer import registry
 from anyformer.errors import ConfigError
 from anyformer.nn.norms import fold_batchnorm
 
+from ..helpers import at_end_of_schedule
+
 D = 16
 
 
@@ -42,13 +44,7 @@ def test_folding_leaves_eval_outputs_unchanged(ffn):
     model = af.create("vit", image_size=8, patch_size=2, channels=1, dim=32, depth=2,
                       norm={"name": "prepbn", "placement": "pre"}, ffn=ffn)
     images = torch.randn(4, 1, 8, 8)
-    model.train()
-    for m in model.modules():
-        if hasattr(m, "set_progress"):
-            m.set_progress(1.0)
-    for _ in range(3):  # running statistics away from their init
-        model(images)
-    model.eval()
+    model = at_end_of_schedule(model, images)
     before = model(images)
     assert fold_batchnorm(model) == 4  # two sublayers per block, two blocks
     after = model(images)
