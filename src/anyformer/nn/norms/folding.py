@@ -29,9 +29,10 @@ def fold_into(linear: nn.Linear, scale: torch.Tensor, shift: torch.Tensor) -> No
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold every foldable input norm (pre/peri placement: a branch's `norm_in`) into the
     `input_linears()` of that branch's `fn` and replace it with norm 'none'; returns how many
-    were folded. Call it on a model in eval mode: the folded map uses running statistics
-    (for 'prepbn', also at lam = 0: set_progress(1.0)). Norms on the residual stream (post
-    placement, outputs, the final norm) feed no single linear and stay as they are."""
+    were folded. Call it on a model in eval mode: the folded map is each norm's eval map,
+    from running statistics ('prepbn': RepBN alone, at any point of its schedule). Norms on
+    the residual stream (post placement, outputs, the final norm) feed no single linear and
+    stay as they are."""
     folded = 0
     for branch in list(model.modules()):  # a list: the loop replaces submodules
         norm, fn = getattr(branch, "norm_in", None), getattr(branch, "fn", None)
