@@ -16,6 +16,7 @@ from anyformer import registry
 from anyformer.config import ComponentSpec, ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.block import BlockContext, NormFn, make_block
+from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.stack import BlockFn, LayerStack, parameter_counter
 
 HeadFn = Callable[[ModelConfig, nn.Module, int], nn.Module]
@@ -122,7 +123,10 @@ class AnyFormer(nn.Module):
     """Encoder -> layer stack (with optional transitions between layers) -> final norm ->
     head. forward(x, mask=None, return_hidden=False) -> output (and every layer's hidden
     state [B, L, D] when `return_hidden`). Variants pass `block_fn(spec, ctx)` (how one
-    layer is built, default `make_block`) and `head_fn(config, encoder, num_tokens)`."""
+    layer is built, default `make_block`) and `head_fn(config, encoder, num_tokens)`.
+    In eval mode, when a layer declares a self-ensemble (SSA's `eval_samples`), the output
+    is the mean over that many whole sub-models (nn/ensemble.py); hidden states are the
+    first sub-model's."""
 
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
 
@@ -149,6 +153,7 @@ class AnyFormer(nn.Module):
     def num_tokens(self) -> int:
         return self.encoder.num_tokens
 
+    @self_ensembled
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
         tokens, mask, hidden = self.encode(tokens, mask)

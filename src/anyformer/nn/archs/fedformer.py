@@ -13,6 +13,7 @@ from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.archs.informer import forecast_projection, forecast_shape
 from anyformer.nn.block import BlockContext, LayerSpec, drop_branch, make_block
+from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.mixers.fedformer import CROSS_ACTIVATIONS, FrequencyEnhancedCrossAttention
 from anyformer.nn.model import AnyFormer
 from anyformer.nn.stack import parameter_counter
@@ -192,6 +193,7 @@ class FEDformer(AnyFormer):
         seasonal_init = F.pad(seasonal[:, start:], (0, 0, 0, self.horizon))
         return seasonal_init, trend_init
 
+    @self_ensembled
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
         memory, mask, hidden = self.encode(tokens, mask)

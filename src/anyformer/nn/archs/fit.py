@@ -7,6 +7,7 @@ from torch import nn
 
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
+from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import (accept_old_keys, block_context, build_encoder, build_head, build_position, norm_fn,
                                 parameter_report, read_out, require_parts)
 from anyformer.nn.stack import LayerStack
@@ -91,6 +92,7 @@ class FarReachingInterleavedTransformer(nn.Module):
     def num_tokens(self) -> int:
         return self.encoder.num_tokens
 
+    @self_ensembled
     def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
         if self.position.applies_to == "input":

@@ -12,6 +12,7 @@ from anyformer import registry
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.block import NormFn, Sublayer
+from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.mixers.base import AttentionMixer
 from anyformer.nn.model import AnyFormer, norm_fn
 
@@ -131,6 +132,7 @@ class Informer(AnyFormer):
         zeros = x.new_zeros(x.shape[0], self.horizon, x.shape[2])
         return torch.cat([x[:, x.shape[1] - label:], zeros], dim=1)
 
+    @self_ensembled
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
         memory, memory_mask, hidden = self.encode(tokens, mask)

@@ -11,6 +11,7 @@ from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.archs._staged import blockify, from_image, image_encoder, split_depth, to_image, unblockify
 from anyformer.nn.block import BlockContext, LayerSpec, make_block
+from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
 from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
@@ -83,6 +84,7 @@ class NestedTransformer(nn.Module):
     def num_tokens(self) -> int:
         return self.encoder.num_tokens
 
+    @self_ensembled
     def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
         if mask is not None and not bool(mask.all()):

@@ -1,4 +1,5 @@
-"""Stochastically subsampled self-attention: random key subsets in training only."""
+"""Stochastically subsampled self-attention: random key subsets in training, and in each
+sub-model of a model's eval-time self-ensemble."""
 from __future__ import annotations
 
 import torch
@@ -9,6 +10,13 @@ from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
 from anyformer.registry import register
 
 
+def ensemble_seed(eval_seed: int, index: int, layer: int) -> int:
+    """The seed of sub-model `index`'s draws in member `layer`. Folded to 32 bits, since
+    torch's CPU generator ignores a seed's higher bits; distinct for every (index, layer)
+    with both below 2^16."""
+    return ((eval_seed * 65537 + index) * 65537 + layer) % 2**32
+
+
 @register("mixer", "ssa")
 class SubsampledSelfAttention(AttentionMixer):
     """Stochastically subsampled self-attention, SSA (Hossain et al. 2023). x: [B, L, D] -> [B, L, D].
@@ -16,8 +24,11 @@ class SubsampledSelfAttention(AttentionMixer):
     In training each sequence keeps a random subset of round(keep * L) keys (drawn anew per
     sequence and call; each query also keeps itself) and all queries attend only to it:
     a random sub-network of the attention's information pathways. In evaluation it is full
-    softmax attention; `eval_samples: n > 0` instead averages n subsampled outputs (the
-    paper's ensemble inference), drawn from a fixed seed so evaluation stays deterministic."""
+    softmax attention, except inside a model's self-ensemble (nn/ensemble.py): with
+    `eval_samples: n > 0` the model runs n whole sub-models, in each of which every SSA
+    layer draws its own subset, and averages the model's outputs (the paper's ensemble is
+    over whole sub-models, not per layer). Draws come from a generator seeded from
+    (eval_seed, pass, layer), so evaluation stays deterministic."""
 
     complexity = "L^2"
     paper = "The Information Pathways Hypothesis: Transformers are Dynamic Self-Ensembles (Hossain et al. 2023)"
@@ -32,6 +43,18 @@ class SubsampledSelfAttention(AttentionMixer):
         if eval_samples < 0:
             raise ConfigError(f"mixer 'ssa': eval_samples must be >= 0, got {eval_samples}")
         self.keep, self.eval_samples, self.eval_seed = keep, eval_samples, eval_seed
+        self.member_seed: int | None = None  # set by the model for one ensemble pass
+        self._generator: torch.Generator | None = None
+
+    def ensemble_samples(self) -> int:
+        """Sub-models the model should average in eval; with keep = 1 every sub-model is the
+        full model, so there is nothing to average."""
+        return self.eval_samples if self.keep < 1.0 else 0
+
+    def set_ensemble_member(self, index: int | None, layer: int) -> None:
+        """Act as sub-model `index` of the model's ensemble (None: full attention again)."""
+        self.member_seed = None if index is None else ensemble_seed(self.eval_seed, index, layer)
+        self._generator = None
 
     def sample_keys(self, batch: int, length: int, device: torch.device,
                     generator: torch.Generator | None = None) -> torch.Tensor:
@@ -62,10 +85,11 @@ class SubsampledSelfAttention(AttentionMixer):
         q, k, v = self.qkv(x)
         if self.training and self.keep < 1.0:
             out = self.attend(q, k, v, mask, self.sample_keys(B, L, x.device))
-        elif not self.training and self.eval_samples > 0:
-            gen = torch.Generator(device=x.device).manual_seed(self.eval_seed)
-            out = sum(self.attend(q, k, v, mask, self.sample_keys(B, L, x.device, gen))
-                      for _ in range(self.eval_samples)) / self.eval_samples
+        elif not self.training and self.member_seed is not None:
+            if self._generator is None:  # made at first use, on the input's device; a layer
+                # run several times in one pass (shared across depth) draws anew each time
+                self._generator = torch.Generator(device=x.device).manual_seed(self.member_seed)
+            out = self.attend(q, k, v, mask, self.sample_keys(B, L, x.device, self._generator))
         else:
             out = self.attend(q, k, v, mask, None)
         return self.o_proj(self.merge(out))
