@@ -13,6 +13,11 @@ from anyformer.nn.mixers.gau import SCORE_FNS, GatedAttentionUnit
 from anyformer.registry import register
 
 
+def truncated_normal(*shape: int, std: float) -> torch.Tensor:
+    """N(0, std) cut at +-2 std: the reference's `Normal` (seqboat_utils.py) for every init."""
+    return nn.init.trunc_normal_(torch.empty(*shape), 0.0, std, -2 * std, 2 * std)
+
+
 class DampedEMA(nn.Module):
     """Mega's multi-dimensional damped EMA per channel. x: [B, L, D] -> [B, L, D].
 
@@ -20,19 +25,21 @@ class DampedEMA(nn.Module):
     y_t = sum_n gamma_n h_t[n] / sqrt(N) + omega * x_t, with p, alpha = sigmoid of
     parameters. Computed as a convolution with the kernel K[l] = sum_n gamma_n p beta
     q^l / sqrt(N) by FFT. `bidirectional` adds a second, anti-causal kernel (both see
-    x_t itself). Padded tokens are zeroed first, so they never reach real ones."""
+    x_t itself). Padded tokens are zeroed first, so they never reach real ones.
+    Initialised as renll/SeqBoat fairseq/modules/exponential_moving_average.py
+    (`reset_parameters_trunc`, the one SeqBoat uses): normals truncated at 2 std."""
 
     def __init__(self, dim: int, ndim: int = 16, bidirectional: bool = False) -> None:
         super().__init__()
         self.ndim, self.bidirectional = ndim, bidirectional
         kernels = 2 * dim if bidirectional else dim
-        # Initialisation of the reference (Mega / SeqBoat): beta alternates +1, -1.
-        self.delta = nn.Parameter(torch.randn(kernels, ndim) * 0.2)
-        self.alpha = nn.Parameter(torch.randn(kernels, ndim) * 0.2)
+        self.delta = nn.Parameter(truncated_normal(kernels, ndim, std=0.2))
+        self.alpha = nn.Parameter(truncated_normal(kernels, ndim, std=0.2))
+        # beta alternates +1, -1 (the reference finds it more stable), plus small noise.
         sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(ndim)])
-        self.beta = nn.Parameter(torch.randn(kernels, ndim) * 0.02 + sign)
-        self.gamma = nn.Parameter(torch.randn(kernels, ndim))
-        self.omega = nn.Parameter(torch.randn(dim))
+        self.beta = nn.Parameter(truncated_normal(kernels, ndim, std=0.02) + sign)
+        self.gamma = nn.Parameter(truncated_normal(kernels, ndim, std=1.0))
+        self.omega = nn.Parameter(truncated_normal(dim, std=1.0))
 
     def kernel(self, length: int) -> torch.Tensor:
         """[kernels, length]: the impulse response K[l]."""
@@ -61,22 +68,33 @@ class DampedEMA(nn.Module):
 
 @register("mixer", "seqboat")
 class SeqBoat(TokenMixer):
-    """SeqBoat layer (Ren et al. 2023). x: [B, L, D] -> [B, L, D].
+    """SeqBoat layer (Ren et al. 2023, "Sparse Modular Activation for Efficient Sequence Modeling").
 
-    m = silu(EMA(x)) (Mega's damped EMA, causal or bidirectional). A latent configurator
-    reads m: pi = softmax(m W_g / tau) over two options (tau learned, starting at sqrt(D));
+    x: [B, L, D] -> [B, L, D]. m = silu(EMA(x)) (Mega's damped EMA, causal or
+    bidirectional). A latent configurator reads m: pi = softmax(m W_g / tau) over two
+    options (tau learned, starting at sqrt(D));
     token t activates the attention module when option 1 wins (argmax), with weight
     pi_max. The activated tokens are compressed, in order, into a shorter sequence; a
     gated attention unit (the `gau` mixer, reused) runs on it with local attention:
     compressed positions i, j interact only when |i - j| <= window (j <= i when causal),
-    relu2 scores divided by the fixed window (2 * window when not causal), as in the
-    reference code. Its outputs are scattered back and scaled by pi_max; non-activated
-    tokens get 0. y = m W_h + that. Gradients reach the configurator through pi_max only
-    (argmax blocks them), as in the paper. Differences from the reference layer: the
-    final silu after the residual is left out (the Block's residual is linear), and the
-    GAU's relative position bias is left to the model's position component. The window
-    is applied as a mask on the compressed score matrix (same values as the reference's
-    blocked look-around, quadratic memory in the number of activated tokens)."""
+    relu2 scores divided by the fixed window (2 * window when not causal). Its outputs are
+    scattered back and scaled by pi_max; non-activated tokens get 0. y = m W_h + that.
+    Gradients reach the configurator through pi_max only (argmax blocks them), as in the
+    paper.
+
+    Follows renll/SeqBoat fairseq/modules/seqboat_unit.py (`SeqBoatUnit`: forward,
+    `element_attention`, `local_attention`, `reset_parameters`) and
+    fairseq/modules/seqboat_utils.py (`LatentConfigurator`, `Normal`). Init as there: every
+    projection weight (W_g and W_h: the reference's `hx_proj`; the GAU's U/V/Z: `mx_proj`;
+    its W_o: `h_proj`) and the GAU's gamma from N(0, 0.02) truncated at 2 std, biases and
+    beta 0; the EMA as in `DampedEMA`. Remaining differences: the final silu after the
+    residual, the pre-norm and dropout are left out (the Block's residual is linear); the
+    GAU's relative position bias is left to the model's position component; W_g is its own
+    Linear rather than the first two outputs of `hx_proj` (the same function); tau starts at
+    sqrt(D), the reference's `init_temp_scale` 1.0 (its scripts use 0.3 to 1.0, the
+    constructor's default is 0.3); no incremental decoding or EMA kernel truncation. The
+    window is applied as a mask on the compressed score matrix (same values as the
+    reference's blocked look-around, quadratic memory in the number of activated tokens)."""
 
     complexity = "L^2"
     paper = "Sparse Modular Activation for Efficient Sequence Modeling (Ren et al. 2023)"
@@ -98,6 +116,18 @@ class SeqBoat(TokenMixer):
         self.ema_out = nn.Linear(dim, dim, bias=bias)
         self.gau = GatedAttentionUnit(dim, 1, max_len, causal, grid, expansion=expansion,
                                       qk_dim=qk_dim, scores=scores, bias=bias)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """SeqBoatUnit.reset_parameters: small truncated normals for the projections and the
+        GAU's gamma, so the EMA path and the GAU both start near 0 (not PyTorch's defaults)."""
+        with torch.no_grad():
+            for linear in (self.router, self.ema_out, self.gau.uv_proj, self.gau.z_proj, self.gau.o_proj):
+                linear.weight.copy_(truncated_normal(*linear.weight.shape, std=0.02))
+                if linear.bias is not None:
+                    linear.bias.zero_()
+            self.gau.gamma.copy_(truncated_normal(*self.gau.gamma.shape, std=0.02))
+            self.gau.beta.zero_()
 
     def gates(self, m: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(active [B, L] bool, weight [B, L]): which tokens activate the GAU and pi_max."""
