@@ -58,9 +58,15 @@ def test_list_components():
     assert {"vit", "bert", "gpt", "macaron", "peri-ln", "single-layer", "wide"} <= set(af.list_presets())
 
 
+def smallest_depth(preset: str) -> int:
+    """1, or the depth a preset pins by listing its stages' depths (SReT's [2, 4, 2])."""
+    arch = af.model_config(preset).arch
+    return sum(arch.options.get("depths") or [1])
+
+
 @pytest.mark.parametrize("preset", af.list_presets())
 def test_every_preset_builds_and_runs(preset):
-    model = af.create(preset, depth=1, dim=32, heads=4, max_len=16)
+    model = af.create(preset, depth=smallest_depth(preset), dim=32, heads=4, max_len=16)
     inp = model.encoder.example_input(batch=2)
     out = model(inp)
     assert out.shape[0] == 2 and torch.isfinite(out).all()

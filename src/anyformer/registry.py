@@ -25,7 +25,7 @@ KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "transition", "a
 
 # Arguments the model supplies to a component from its own config; a user never sets them
 # as component options (they are model fields: dim, heads, max_len, causal, grid, ...).
-CONTEXT_KEYS = frozenset({"dim", "heads", "max_len", "causal", "grid", "num_tokens", "config"})
+CONTEXT_KEYS = frozenset({"dim", "heads", "max_len", "causal", "grid", "num_tokens", "layer", "config"})
 
 _REGISTRY: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 

@@ -4,10 +4,15 @@ import torch
 
 import anyformer as af
 
+from ..test_api import smallest_depth
+
 EXPECT = {
     "dhvt": ("ffn", "conv"), "kat": ("ffn", "kan"), "switch": ("ffn", "moe"), "slab": ("norm", "prepbn"),
     "nest": ("arch", "nest"), "mot": ("arch", "mot"), "sret": ("mixer", "sliced"), "fit": ("arch", "fit"),
+    "multistage": ("arch", "multistage"),
 }
+# SReT's stages fix its depth (arch.depths [2, 4, 2], each block run twice).
+DEPTH = {"sret": smallest_depth("sret")}
 
 
 @pytest.mark.parametrize("preset", sorted(EXPECT))
@@ -15,7 +20,7 @@ def test_variant_preset_components(preset):
     cfg = af.model_config(preset)
     field, name = EXPECT[preset]
     assert getattr(cfg, field).name == name
-    model = af.create(preset, dim=32, heads=4, depth=2, max_len=16)
+    model = af.create(preset, dim=32, heads=4, depth=DEPTH.get(preset, 2), max_len=16)
     out = model(model.encoder.example_input(batch=2))
     assert out.shape[0] == 2 and torch.isfinite(out).all()
 

@@ -55,6 +55,7 @@ class Sublayer(nn.Module):
                  takes_mask: bool = False) -> None:
         super().__init__()
         self.name, self.fn, self.placement, self.scale, self.takes_mask = name, fn, placement, scale, takes_mask
+        self.depth_aware = bool(getattr(fn, "depth_aware", False))
         # An absent branch (ffn 'none') is skipped outright: no norms, the input passes through.
         present = not self.absent
         self.path_scale = nn.Parameter(torch.ones(())) if path_scale and present else None
@@ -70,12 +71,15 @@ class Sublayer(nn.Module):
         """{role: norm} of this branch ('NAME.norm_in', 'NAME.norm_out')."""
         return {f"{self.name}.{key}": m for key, m in (("norm_in", self.norm_in), ("norm_out", self.norm_out)) if m is not None}
 
-    def branch(self, x: torch.Tensor, mask: torch.Tensor | None, drop_path: float = 0.0) -> torch.Tensor:
-        """The residual increment f(...) before a post-norm (pre and peri are complete)."""
+    def branch(self, x: torch.Tensor, mask: torch.Tensor | None, drop_path: float = 0.0,
+               layer: int | None = None) -> torch.Tensor:
+        """The residual increment f(...) before a post-norm (pre and peri are complete);
+        `layer` reaches f only when it is depth-aware."""
         if self.absent:
             return torch.zeros_like(x)
         h = self.norm_in(x, mask) if self.norm_in is not None else x
-        h = self.fn(h, mask) if self.takes_mask else self.fn(h)
+        call = {"layer": layer} if self.depth_aware and layer is not None else {}
+        h = self.fn(h, mask, **call) if self.takes_mask else self.fn(h, **call)
         if self.placement == "peri":
             h = self.norm_out(h, mask)
         h = self.drop(h)
@@ -86,10 +90,10 @@ class Sublayer(nn.Module):
         return drop_branch(h, drop_path, self.training)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, drop_path: float = 0.0,
-                skip: bool = False) -> torch.Tensor:
+                skip: bool = False, layer: int | None = None) -> torch.Tensor:
         if self.absent:
             return x
-        out = x if skip else x + self.branch(x, mask, drop_path)
+        out = x if skip else x + self.branch(x, mask, drop_path, layer)
         if self.placement == "post":
             out = self.norm_out(out, mask)
         return out
@@ -151,6 +155,11 @@ class Block(nn.Module):
             raise ConfigError(f"block path {name!r} was built absent (ffn 'none') and has no norms; build the model with a real {name} instead")
         sub.fn = module
 
+    @property
+    def depth_aware(self) -> bool:
+        """True when a branch acts differently by layer: the stack then passes `layer=`."""
+        return any(sub.depth_aware for sub in self.sublayers)
+
     def norms(self) -> dict[str, nn.Module]:
         """{role: norm} of every norm of the block, e.g. 'mixer.norm_in', 'ffn.norm_out', 'parallel'."""
         found = {role: m for sub in self.sublayers for role, m in sub.norms().items()}
@@ -159,14 +168,15 @@ class Block(nn.Module):
         return found
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, drop_path: float = 0.0,
-                skip: frozenset[str] = frozenset()) -> torch.Tensor:
+                skip: frozenset[str] = frozenset(), layer: int | None = None) -> torch.Tensor:
         """`drop_path`: stochastic-depth rate of every branch (training only); `skip`: names
-        of branches pruned (see `path_names`)."""
+        of branches pruned (see `path_names`); `layer`: the index of the layer this call
+        runs, for depth-aware branches (None: the one each was built for)."""
         if self.layout != "parallel":
             for sub in self.sublayers:
-                x = sub(x, mask, drop_path, sub.name in skip)
+                x = sub(x, mask, drop_path, sub.name in skip, layer)
             return x
-        out = x + sum(sub.branch(x, mask, drop_path) for sub in self.sublayers if sub.name not in skip)
+        out = x + sum(sub.branch(x, mask, drop_path, layer) for sub in self.sublayers if sub.name not in skip)
         return self.parallel_norm(out, mask) if self.parallel_norm is not None else out
 
 
@@ -203,8 +213,9 @@ class BlockContext:
 
 
 def _context(spec: LayerSpec, ctx: BlockContext) -> dict:
+    # `layer` reaches only components that take it (depth-aware mixers).
     return dict(dim=ctx.dim, heads=ctx.heads, max_len=spec.length, num_tokens=spec.length,
-                grid=spec.grid, causal=ctx.causal)
+                grid=spec.grid, causal=ctx.causal, layer=spec.layer)
 
 
 def make_mixer(spec: LayerSpec, ctx: BlockContext) -> nn.Module:

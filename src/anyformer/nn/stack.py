@@ -157,7 +157,9 @@ class LayerStack(nn.Module):
         for layer in range(start, stop):
             if layer not in self.dropped:
                 block = self.blocks[self.layer_blocks[layer]]
-                tokens = block(tokens, mask, self.drop_path_rates[layer], self.skip.get(layer, NO_SKIP))
+                # A shared block runs at several layers; depth-aware ones are told which.
+                where = {"layer": layer} if getattr(block, "depth_aware", False) else {}
+                tokens = block(tokens, mask, self.drop_path_rates[layer], self.skip.get(layer, NO_SKIP), **where)
             if hidden is not None:
                 hidden.append(tokens)
             if layer < len(self.transitions):

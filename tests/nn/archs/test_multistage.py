@@ -41,3 +41,15 @@ def test_stages_that_do_not_divide_the_grid_are_a_config_error():
         af.create("vit", **IMG, depth=5, arch={"name": "multistage", "stages": 5})
     with pytest.raises(ConfigError, match=r"depths \[1, 2\] must list 2 layer counts"):
         af.create("vit", **IMG, depth=4, arch={"name": "multistage", "stages": 2, "depths": [1, 2]})
+
+
+def test_recursion_runs_inside_stages():
+    """schedule.repeat (SReT) reuses each block in place, never across a reduction."""
+    model = af.create("vit", **IMG, depth=4, arch={"name": "multistage", "stages": 2}, schedule={"repeat": 2})
+    assert model.stack.layer_blocks == [0, 0, 1, 1] and len(model.stack.blocks) == 2
+    _, hidden = model(torch.randn(2, 1, 16, 16), return_hidden=True)
+    assert [h.shape[1] for h in hidden] == [65, 65, 17, 17]
+    with pytest.raises(ConfigError, match=r"repeat 2 needs every stage's depth divisible by 2, got \[2, 1\]"):
+        af.create("vit", **IMG, depth=3, arch={"name": "multistage", "stages": 2}, schedule={"repeat": 2})
+    with pytest.raises(ConfigError, match="does not take model.schedule.share or transition"):
+        af.create("vit", **IMG, depth=4, arch={"name": "multistage", "stages": 2}, schedule={"share": 2})

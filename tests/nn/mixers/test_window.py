@@ -38,10 +38,14 @@ def test_windows_equal_masked_softmax():
 
 
 def test_shifted_windows_never_attend_across_the_wrap_around():
-    m = _build(window=2, shift=True, relative_bias=False)
+    # Swin alternates: a layer of odd index shifts, one of even index does not.
+    m = _build(window=2, shift=True, relative_bias=False, layer=1)
     x = torch.randn(2, L, D, dtype=torch.float64)
     bias, same = _window_bias(2, 1)
     assert torch.allclose(m(x), reference_softmax(m, x, bias=bias), atol=1e-10)
+    plain, _ = _window_bias(2, 0)
+    assert torch.allclose(m(x, layer=0), reference_softmax(m, x, bias=plain), atol=1e-10)
+    assert torch.allclose(m(x, layer=3), m(x), atol=0)
     # Token (0, 0) shares a shifted window with (3, 3), (0, 3), (3, 0) after the roll,
     # but the mask keeps it alone with itself: they came from opposite edges.
     assert same[0].nonzero().flatten().tolist() == [0]

@@ -20,13 +20,15 @@ def split_depth(depth: int, stages: int, depths: list[int] | None, arch: str) ->
     return [depth // stages + (1 if i < depth % stages else 0) for i in range(stages)]
 
 
-def image_encoder(config: ModelConfig, arch: str) -> nn.Module:
+def image_encoder(config: ModelConfig, arch: str, recursion: bool = False) -> nn.Module:
     """The encoder of a hierarchical image arch, after the checks they share: encoder and
-    head named, no sharing, recursion or transitions (the arch reduces between stages itself), not
-    causal, and a 2-D token grid."""
+    head named, no sharing or transitions (the arch reduces between stages itself), no
+    recursion unless the arch takes it (`recursion`), not causal, and a 2-D token grid."""
     require_parts(config)
-    if config.schedule.share or config.schedule.repeat > 1 or config.schedule.transition is not None:
-        raise ConfigError(f"arch {arch!r} does not take model.schedule.share, repeat or transition; use arch 'stack' for them")
+    s = config.schedule
+    if s.share or (s.repeat > 1 and not recursion) or s.transition is not None:
+        taken = "share or transition" if recursion else "share, repeat or transition"
+        raise ConfigError(f"arch {arch!r} does not take model.schedule.{taken}; use arch 'stack' for them")
     if config.causal:
         raise ConfigError(f"arch {arch!r} is an image encoder and cannot be causal; set model.causal: false")
     encoder = build_encoder(config)

@@ -8,6 +8,7 @@ from torch import nn
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.archs._staged import from_image, image_encoder, split_depth, to_image
+from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
 from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
@@ -41,7 +42,8 @@ class ResidualSpatialReduction(nn.Module):
 class MultiStageTransformer(nn.Module):
     """Multi-stage ViT of ViT-ResNAS (Liao et al. 2021): layers split into `stages`; between
     stages a residual spatial reduction halves the token grid (4x fewer tokens), so later,
-    deeper layers work on coarser tokens. images -> tokens [B, P + H*W, D] -> ... -> head.
+    deeper layers work on coarser tokens. `schedule.repeat` recursion (SReT) runs inside
+    stages. images -> tokens [B, P + H*W, D] -> ... -> head.
     `stack` holds every stage's layers, `transitions` the reductions.
     Width stays model.dim across stages (ViT-ResNAS also widens; not modelled here)."""
 
@@ -50,7 +52,7 @@ class MultiStageTransformer(nn.Module):
     def __init__(self, config: ModelConfig, stages: int = 3, depths: list[int] | None = None) -> None:
         super().__init__()
         self.config = c = config
-        self.encoder = image_encoder(c, "multistage")
+        self.encoder = image_encoder(c, "multistage", recursion=True)
         H, W = self.encoder.grid
         if stages < 1:
             raise ConfigError(f"arch 'multistage': stages must be >= 1, got {stages}")
@@ -60,6 +62,10 @@ class MultiStageTransformer(nn.Module):
             raise ConfigError(f"arch 'multistage': stages {stages} halve the grid {stages - 1} times, which needs the token grid {H}x{W} divisible by {span}; valid stages: 1..{max(valid)}")
         self.stages = stages
         self.stage_depths = split_depth(c.depth, stages, depths, "multistage")
+        r = c.schedule.repeat
+        if any(d % r for d in self.stage_depths):
+            # A recursive block runs r layers in a row; one stage must hold all of them.
+            raise ConfigError(f"arch 'multistage': schedule.repeat {r} needs every stage's depth divisible by {r}, got {self.stage_depths}; set arch.depths")
         P = self.encoder.num_prefix_tokens
         self.grids = [(H >> i, W >> i) for i in range(stages)]
         self.input_drop = nn.Dropout(c.dropout)
@@ -77,6 +83,7 @@ class MultiStageTransformer(nn.Module):
     def num_tokens(self) -> int:
         return self.encoder.num_tokens
 
+    @self_ensembled
     def forward(self, x, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, mask = self.encoder(x, mask)
         if mask is not None and not bool(mask.all()):

@@ -42,10 +42,19 @@ class TokenMixer(nn.Module):
     # False for mixers that act on each token alone (Activator): a model made only of them
     # cannot read the input through a [CLS] token.
     mixes_tokens: ClassVar[bool] = True
+    # Layers of this mixer after which every output reads every input it may (all of them,
+    # or the past when causal): 1 for global attention, 2 for sliced groups (contiguous,
+    # then permuted), None when the receptive field grows with depth (local windows).
+    reach_layers: ClassVar[int | None] = 1
     # Names of the q/k/v/o projections (dim -> dim) an attention-family mixer reads its input
     # and writes its output through: what per-modality routing (MoT), weight swapping and
     # head pruning act on. Empty for mixers without them.
     attention_projections: ClassVar[tuple[str, ...]] = ()
+    # True when the mixer acts differently by layer (SReT's sliced attention alternates
+    # contiguous and permuted groups): it is built with `layer` (its first layer) and its
+    # forward takes `layer=`, the index of the layer running it, since a shared block runs
+    # at several.
+    depth_aware: ClassVar[bool] = False
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None) -> None:

@@ -21,6 +21,7 @@ class LocalAttention(AttentionMixer):
 
     complexity = "L*w"
     subquadratic = True
+    reach_layers = None  # a window of tokens per layer: reach grows with depth
     paper = "Longformer (Beltagy et al. 2020) local window; Distance-based Self-Attention Network (Im & Cho 2017)"
     example_options = {"window": 3}
 

@@ -70,6 +70,7 @@ class MultiAxisGatedMLP(TokenMixer):
 
     complexity = "L*(b^2+g^2)"
     subquadratic = True
+    reach_layers = None  # a window of tokens per layer: reach grows with depth
     paper = "MAXIM: Multi-Axis MLP for Image Processing (Tu et al. 2022)"
     needs_grid = True
     supports_causal = False
