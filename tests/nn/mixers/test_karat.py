@@ -64,3 +64,21 @@ def test_padded_keys_get_zero_weight():
     attn = torch.cos(q @ k.transpose(-1, -2) / math.sqrt(Dh)) * mask[:, None, None, :]
     want = m.o_proj((attn @ v).transpose(1, 2).reshape(2, L, D))
     assert torch.allclose(m(x, mask)[mask], want[mask], atol=1e-10)
+
+
+def test_init_follows_the_papers_basis_table():
+    """Fourier coefficients a, b ~ N(0, 1) (the paper's basis table); W, not in the table,
+    keeps U(-1/sqrt(r), 1/sqrt(r)). The old init scaled a, b by 1/sqrt(N G)."""
+    torch.manual_seed(0)
+    r, N, G = 12, 64, 3
+    m = af.build("mixer", "karat", dim=D, heads=H, max_len=N, rank=r, grid_size=G)
+    for coef in (m.cos_coef, m.sin_coef):
+        c = coef.detach().flatten()  # H * r * N * G = 9216 draws
+        assert coef.shape == (H, r, N, G)
+        assert abs(c.mean()) < 0.05 and abs(c.std() - 1) < 0.05
+        # Gaussian, not merely unit variance: ~68.3% within one sigma (uniform: 57.7%).
+        assert abs((c.abs() < 1).float().mean() - 0.6827) < 0.02
+    assert not torch.equal(m.cos_coef, m.sin_coef)
+    w = m.lift.detach()
+    assert w.abs().max() <= 1 / math.sqrt(r)
+    assert abs(w.std() - 1 / math.sqrt(3 * r)) < 0.01

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import anyformer as af
+import anyformer.nn.mixers.performer as performer
 from anyformer.nn.mixers.performer import orthogonal_gaussian_projection
 
 from ..helpers import padding_mask
@@ -110,8 +111,6 @@ def test_redraw_every_n_training_passes_and_never_in_eval():
 @pytest.mark.parametrize("causal", [False, True])
 def test_head_groups_give_the_same_output(causal, monkeypatch):
     """Long inputs run heads in groups (to keep allocations small); the result is identical."""
-    import anyformer.nn.mixers.performer as performer
-
     torch.manual_seed(0)
     m = af.build("mixer", "performer", dim=32, heads=4, max_len=16, causal=causal, features=16).eval()
     x = torch.randn(2, 16, 32)
@@ -121,3 +120,81 @@ def test_head_groups_give_the_same_output(causal, monkeypatch):
     monkeypatch.setattr(performer, "MAX_FEATURE_BYTES", 1)  # one head per group
     grouped = m(x, mask)
     assert torch.allclose(whole[mask], grouped[mask], atol=1e-6)
+
+
+def _float64_reference(perf, x, causal, mask=None):
+    """The unshifted FAVOR+ formula (features exp(w^T k' - |k'|^2/2) + floor, no key
+    stabiliser at all) as an explicit quadratic form in float64, with perf's weights."""
+    B, n, _ = x.shape
+    x = x.double()
+    split = lambda t: t.view(B, n, perf.heads, -1).transpose(1, 2)  # noqa: E731
+    lin = lambda mod, t: torch.nn.functional.linear(t, mod.weight.double(), mod.bias.double())  # noqa: E731
+    q, k, v = split(lin(perf.q_proj, x)), split(lin(perf.k_proj, x)), split(lin(perf.v_proj, x))
+    w = perf.projection.double()
+    m = w.shape[0]
+
+    def logits(t):
+        t = t * perf.head_dim ** -0.25
+        return t @ w.T - t.square().sum(-1, keepdim=True) / 2
+
+    lq, lk = logits(q), logits(k)
+    pq = (torch.exp(lq - lq.amax(-1, keepdim=True)) + 1e-6) / math.sqrt(m)
+    pk = (torch.exp(lk) + 1e-6) / math.sqrt(m)
+    att = pq @ pk.transpose(-1, -2)
+    if causal:
+        att = att.tril()
+    if mask is not None:
+        att = att * mask[:, None, None, :]
+    out = (att @ v) / (att.sum(-1, keepdim=True) + perf.eps)
+    return lin(perf.o_proj, out.transpose(1, 2).reshape(B, n, -1))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_float32_matches_float64_at_large_head_dims(head_dim, causal):
+    """The old causal key shift, a fixed bound max_r |w_r|^2 / 2 (about 90 at head_dim 128,
+    170 at 256), left every key feature subnormal or zero in float32: relative error 1.7e-2
+    at 128 and nan at 256. The running-maximum shift keeps float32 at ~1e-6."""
+    torch.manual_seed(0)
+    n = 80  # several chunks of 32 and a partial one
+    perf = af.build("mixer", "performer", dim=head_dim, heads=1, max_len=n, causal=causal, chunk=32).eval()
+    x = torch.randn(2, n, head_dim)
+    with torch.no_grad():
+        got, want = perf(x).double(), _float64_reference(perf, x, causal)
+    err = ((got - want).norm() / want.norm()).item()
+    assert err < 1e-4, err
+
+
+@pytest.mark.parametrize("t", [0, 20, 31, 32, 50])
+def test_causal_prefix_exactly_independent_of_later_tokens(t):
+    """Output at i reads no token > i at all, not even through the stabiliser: huge later
+    tokens (whose logits would dominate any shift taken over the sequence or the chunk)
+    leave every earlier output bit for bit the same."""
+    torch.manual_seed(0)
+    n = 70
+    perf = af.build("mixer", "performer", dim=128, heads=2, max_len=n, causal=True, chunk=16).eval()
+    x = torch.randn(2, n, 128)
+    later = x.clone()
+    later[:, t + 1:] = torch.randn_like(later[:, t + 1:]) * 30
+    with torch.no_grad():
+        assert torch.equal(perf(x)[:, :t + 1], perf(later)[:, :t + 1])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_large_inputs_and_masks_stay_finite_and_exact(causal):
+    """Large |k| makes every logit very negative; the shift never goes below log(floor), so
+    the scaled floor cannot overflow (the old non-causal path gave nan here). Left and right
+    padding check that masked keys stay out of the shift and of the sums."""
+    torch.manual_seed(0)
+    n = 40
+    perf = af.build("mixer", "performer", dim=64, heads=2, max_len=n, causal=causal, chunk=16).eval()
+    x = torch.randn(2, n, 64) * 20
+    mask = torch.ones(2, n, dtype=torch.bool)
+    mask[0, :7] = False
+    mask[1, 29:] = False
+    with torch.no_grad():
+        for m in (None, mask):
+            got, want = perf(x, m).double(), _float64_reference(perf, x, causal, m)
+            keep = slice(None) if m is None else m
+            assert torch.isfinite(got).all()
+            assert ((got - want)[keep].norm() / want[keep].norm()) < 1e-4

@@ -1,4 +1,5 @@
-"""Group-rational Kolmogorov-Arnold feed-forward layers (GR-KAN, as in KAT / FlashKAT)."""
+"""Group-rational Kolmogorov-Arnold feed-forward layers (GR-KAN of KAT, Yang & Wang 2024;
+not the B-spline KAN of Liu et al. 2024 / KindXiaoming/pykan)."""
 from __future__ import annotations
 
 import torch
@@ -9,14 +10,16 @@ from anyformer.nn.ffn.mlp import hidden_size
 from anyformer.registry import register
 
 # Safe Pade coefficients (numerator degree 5, denominator degree 4) least-squares fitted to
-# each activation on 1000 points of [-3, 3], as KAT initialises its rationals. Max abs error
-# on [-3, 3]: gelu 9.2e-4, silu 2.2e-3, relu 3.3e-2, identity 0 (exact).
+# each activation on 1000 points of [-3, 3], in the form evaluated here, P / (1 + |Q|), as
+# KAT fits its rationals (rational_kat_cu kat_rational/fit.py). Max abs error on [-3, 3]:
+# gelu 9.2e-4, silu 1.2e-6, relu 3.3e-2, identity 0 (exact). silu was refitted from the KAT
+# swish coefficients as start: the earlier fit sat in a poorer basin (2.2e-3, MSE 300x larger).
 RATIONAL_INIT: dict[str, tuple[list[float], list[float]]] = {
     "identity": ([0.0, 1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]),
     "gelu": ([-0.0004239838143, 0.5000000194, 0.4026936869, 0.07376092031, -0.01288368992, -0.003727960246],
              [-3.874616431e-07, -0.147521577, -4.225432592e-08, 0.007455918564]),
-    "silu": ([-0.000763297542, 0.4997684313, 0.2259324152, 0.2415849847, 0.09886254916, 0.01309589137],
-             [-0.05998969351, 0.5124188611, -0.004791014342, 0.02638733411]),
+    "silu": ([3.267884764e-07, 0.500000007, 0.2499972573, 0.05326479799, 0.005802392771, 0.0002751125915],
+             [-1.949026596e-07, 0.1065297114, -4.19424532e-08, 0.0005502318051]),
     "relu": ([0.03393653986, 0.4999998883, 1.668375294, 1.985963647, 0.9384013323, 0.150296219],
              [-1.097462739e-06, 3.971929228, -1.261389702e-06, 0.3005926893]),
 }
@@ -80,12 +83,30 @@ class GroupRational(nn.Module):
 
 @register("ffn", "kan")
 class GroupRationalKAN(nn.Module):
-    """GR-KAN channel mixer of the Kolmogorov-Arnold Transformer (Yang & Wang 2024):
-    x -> W2 F2(W1 F1(x)), F a group-wise rational P(x)/(1 + |Q(x)|). x: [..., D] -> [..., D].
+    """GR-KAN channel mixer (Yang & Wang 2024, Kolmogorov-Arnold Transformer). x: [..., D] -> [..., D].
 
-    As in KAT, F1 starts as the identity and F2 as the fitted `activation` (GELU by default),
-    and the linear weights get the variance-preserving init std = 1 / sqrt(fan_in E[F(z)^2])
-    so the layer starts as the MLP it replaces, with matched signal variance."""
+    x -> W2 F2(W1 F1(x)), F a group-wise rational P(x) / (1 + |b1 x + ... + b4 x^4|) of
+    degree (5, 4), channels split into `groups` contiguous groups; W1 [h, D], W2 [D, h].
+    Not pykan's KAN (Liu et al. 2024): no B-spline grid, no silu base branch; the rational
+    replaces both, as in KAT.
+
+    Follows the KAT paper and Adamdad/kat katransformer.py (class KAN): F1 starts as the
+    identity, F2 as the fitted `activation` (GELU by default), coefficients fitted in the
+    form evaluated here by least squares on [-3, 3] (as rational_kat_cu kat_rational/fit.py),
+    and the paper's variance-preserving init std = 1 / sqrt(fan_in E[F(z)^2]), so the layer
+    starts as the MLP it replaces with matched signal variance.
+
+    Differs from the official code (Adamdad/rational_kat_cu): (1) its CUDA and Triton
+    kernels (src/rational_kernel_group.cu, kat_rational/rational_triton.py) evaluate
+    Q = 1 + sum_k |b_k| |x|^k, not the paper's 1 + |sum_k b_k x^k| used here, and its
+    init.json mixes fits for both forms (its gelu, fitted in the paper's form, is off by up
+    to 1.46 on [-3, 3] under its own kernel); (2) KAT_Group (kat_rational/kat_1dgroup.py)
+    shares one numerator across all groups, only denominators per group, while here each
+    group has its own of both; (3) KAT's init_weights_vit_kan_* call kaiming_normal_ on the
+    FFN weights and then overwrite them with trunc_normal_(std=0.02) (the if/else after it
+    runs for every Linear), so the official effective init is not variance preserving;
+    (4) KAT applies dropout after F1 and after F2, here only after F2; (5) the kernels run
+    in float32 under autocast, here in the input dtype."""
 
     paper = "Kolmogorov-Arnold Transformer (Yang & Wang 2024)"
 

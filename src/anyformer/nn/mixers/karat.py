@@ -14,17 +14,28 @@ from anyformer.registry import register
 
 @register("mixer", "karat")
 class FourierKArAt(AttentionMixer):
-    """Modular Fourier-KArAt (Maity et al. 2025). x: [B, L, D] -> [B, L, D].
+    """Modular Fourier-KArAt (Maity et al. 2025, Kolmogorov-Arnold Attention). x: [B, L, D] -> [B, L, D].
 
     Each score row s_i = q_i K^T / sqrt(Dh) in R^N (N = max_len keys) goes through a
     learnable KAN layer Phi: R^N -> R^r of univariate Fourier functions,
     Phi_p(s_i) = sum_j sum_{g=1..G} a[p,j,g] cos(g s_ij) + b[p,j,g] sin(g s_ij),
     and a learnable W in R^{N x r} maps it back: A_i = W Phi(s_i), the low-rank stand-in
-    for the full N x N operator; y_i = A_i V. One operator per head and per layer (the
-    paper's blockwise variant). Masked keys (padding, or the future when causal) are left
-    out of the sum over j and get zero weight in A, so they never reach a query; inputs
-    shorter than max_len use the first L rows/columns. No row normalisation is applied:
-    the operator replaces softmax outright."""
+    for the full N x N operator; y_i = A_i V. Parameters per head: cos_coef, sin_coef
+    [H, r, N, G], lift (W) [H, N, r]; scores and A are [B, H, L, L]. One operator per head
+    and per layer (the paper's blockwise variant). Masked keys (padding, or the future when
+    causal) are left out of the sum over j and get zero weight in A, so they never reach a
+    query; inputs shorter than max_len use the first L rows/columns. No row normalisation:
+    the operator replaces softmax outright, with zero base activation b(x) = 0 (the paper's
+    best Fourier setting).
+
+    Init follows the paper's basis table with its "Initialized Specifications" column
+    (cited as Table 6; read here from its copy on the project page, MaitySubhajit/KArAt
+    docs/index.html, as the table number itself could not be checked): Fourier
+    a_k, b_k ~ N(0, 1). The official code is not public (that
+    repository's README says "Coming Soon"), so the rest is not checked against it: the
+    table gives no init for W, which keeps U(-1/sqrt(r), 1/sqrt(r)) (nn.Linear's rule for
+    fan-in r); the universal (shared across layers) mode and the other bases are not
+    implemented. With N(0, 1) coefficients each Phi_p starts with std about sqrt(N G)."""
 
     complexity = "L^2*G*r"
     paper = "Kolmogorov-Arnold Attention: Is Learnable Attention Better For Vision Transformers? (Maity et al. 2025)"
@@ -39,10 +50,10 @@ class FourierKArAt(AttentionMixer):
             raise ConfigError(f"mixer 'karat': grid_size and rank must be >= 1, got {grid_size} and {rank}")
         self.grid_size, self.rank = grid_size, rank
         N = max_len
-        # Fourier-KAN init: the sum over N inputs and G frequencies stays O(1).
-        std = 1.0 / math.sqrt(N * grid_size)
-        self.cos_coef = nn.Parameter(torch.randn(heads, rank, N, grid_size) * std)
-        self.sin_coef = nn.Parameter(torch.randn(heads, rank, N, grid_size) * std)
+        # The paper's basis table: a, b ~ N(0, 1), deliberately not scaled by 1 / sqrt(N G).
+        self.cos_coef = nn.Parameter(torch.randn(heads, rank, N, grid_size))
+        self.sin_coef = nn.Parameter(torch.randn(heads, rank, N, grid_size))
+        # Not in the table: W gets nn.Linear's uniform rule for fan-in r.
         self.lift = nn.Parameter(torch.empty(heads, N, rank).uniform_(-1 / math.sqrt(rank), 1 / math.sqrt(rank)))
 
     def operator(self, scores: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:

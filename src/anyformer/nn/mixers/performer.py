@@ -4,16 +4,20 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer
-from anyformer.nn.mixers.linear import causal_linear_attention_chunked, linear_attention
+from anyformer.nn.mixers.linear import linear_attention
 from anyformer.registry import register
 
 MAX_FEATURE_BYTES = 16 * 2**20
 
 # Added to every feature so that none is exactly zero (the reference's numerical stabiliser).
 FEATURE_FLOOR = 1e-6
+# Key shifts never go below log(floor): the shifted floor floor * exp(-s) then stays <= 1, so
+# it cannot overflow when every logit is very negative (large |k|) or every key is masked.
+LOG_FEATURE_FLOOR = math.log(FEATURE_FLOOR)
 
 
 def orthogonal_gaussian_projection(features: int, head_dim: int,
@@ -50,6 +54,75 @@ def positive_random_features(logits: torch.Tensor, shift: torch.Tensor,
     return (torch.exp(logits - shift) + floor) / math.sqrt(logits.shape[-1])
 
 
+def causal_key_shift(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """t_j = max(log floor, max over real keys j' <= j and features r of logits[j', r]).
+    logits [B, h, L, m], mask [B, L] -> [B, h, L], non-decreasing along L. It reads no key
+    after j, so a shift built from it keeps causality exactly, not only up to rounding."""
+    per_key = logits.detach().amax(-1)
+    if mask is not None:
+        per_key = per_key.masked_fill(~mask[:, None, :], float("-inf"))
+    return per_key.cummax(dim=-1).values.clamp_min(LOG_FEATURE_FLOOR)
+
+
+def causal_favor_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
+                         shift: torch.Tensor, eps: float, chunk: int) -> torch.Tensor:
+    """y_i = sum_{j<=i} (phi_q_i . k_j) v_j / (sum_{j<=i} phi_q_i . k_j + eps), k_j the unshifted
+    key features, given phi_k[j] = exp(-t_j) k_j with t = `shift` [B, h, L] non-decreasing.
+    Query i works in units of exp(-t_i): key j is rescaled by exp(t_j - t_i) <= 1 and eps by
+    exp(-t_i), so that factor cancels exactly and nothing is ever scaled up (no overflow),
+    while each stored feature is relative to a shift at most its own logit max (no
+    underflow of the largest terms). Chunked: a masked L_c x L_c product inside a chunk; across
+    chunks a running state (S, z) kept relative to the shift at the end of the last chunk
+    and rescaled by exp(T_prev - T_new) <= 1 as it is carried.
+    phi_q, phi_k [B, h, L, m], v [B, h, L, Dv] -> [B, h, L, Dv]."""
+    B, H, L, m = phi_q.shape
+    Dv = v.shape[-1]
+    n = -(-L // chunk)
+    pad = n * chunk - L
+    if pad:
+        # Zero keys add nothing; the shift is padded with its last value so it stays
+        # non-decreasing (every factor below stays <= 1).
+        phi_q, phi_k, v = (F.pad(t, (0, 0, 0, pad)) for t in (phi_q, phi_k, v))
+        shift = torch.cat([shift, shift[..., -1:].expand(B, H, pad)], dim=-1)
+    qc = phi_q.view(B, H, n, chunk, m)
+    kc = phi_k.view(B, H, n, chunk, m)
+    vc = v.view(B, H, n, chunk, Dv)
+    tc = shift.view(B, H, n, chunk)
+    # Inside a chunk: decay[i, j] = exp(t_j - t_i) for j <= i. The upper triangle is set to
+    # -inf before exp, since t_j - t_i > 0 there could overflow and inf * 0 would be nan.
+    tri = torch.ones(chunk, chunk, dtype=torch.bool, device=phi_q.device).tril()
+    diff = (tc[..., None, :] - tc[..., :, None]).masked_fill(~tri, float("-inf"))
+    scores = torch.einsum("bhncd,bhnkd->bhnck", qc, kc) * torch.exp(diff)
+    # Each chunk's own sums, relative to the shift at its last position.
+    end = tc[..., -1]
+    kc_end = kc * torch.exp(tc - end[..., None])[..., None]
+    S_own = torch.einsum("bhncd,bhnce->bhnde", kc_end, vc)
+    z_own = kc_end.sum(dim=3)
+    # State entering chunk c, relative to end[c - 1]. A loop over chunks (not a cumsum): the
+    # carry factor changes from chunk to chunk, and a cumsum of exp(end) would overflow.
+    # unbind, not S_own[:, :, c]: each indexing op's backward writes a full-size zero tensor,
+    # which made the backward pass quadratic in the number of chunks.
+    S_parts, z_parts = S_own.unbind(2), z_own.unbind(2)
+    carry = torch.exp(end[..., :-1] - end[..., 1:]).unbind(2)  # end[c-1] -> end[c], <= 1
+    S_in, z_in = [S_own.new_zeros(B, H, m, Dv)], [z_own.new_zeros(B, H, m)]
+    for c in range(1, n):
+        S, z = S_in[-1], z_in[-1]
+        if c > 1:  # move the carried state from end[c - 2] to end[c - 1]
+            S, z = S * carry[c - 2][..., None, None], z * carry[c - 2][..., None]
+        S_in.append(S + S_parts[c - 1])
+        z_in.append(z + z_parts[c - 1])
+    S_prev, z_prev = torch.stack(S_in, dim=2), torch.stack(z_in, dim=2)
+    # Query i of chunk c reads that state scaled from end[c - 1] to t_i (<= 1). Chunk 0 has
+    # no state; its reference is its own first shift, which keeps the factor finite.
+    ref = torch.cat([tc[:, :, :1, 0], end[:, :, :-1]], dim=2)
+    to_query = torch.exp(ref[..., None] - tc)
+    num = torch.einsum("bhnck,bhnke->bhnce", scores, vc)
+    num = num + torch.einsum("bhncd,bhnde->bhnce", qc, S_prev) * to_query[..., None]
+    den = scores.sum(-1) + torch.einsum("bhncd,bhnd->bhnc", qc, z_prev) * to_query
+    out = num / (den + eps * torch.exp(-tc))[..., None]
+    return out.reshape(B, H, n * chunk, Dv)[:, :, :L]
+
+
 @register("mixer", "performer")
 class PerformerAttention(AttentionMixer):
     """Performer FAVOR+ (Choromanski et al. 2021, Rethinking Attention with Performers). x: [B, L, D] -> [B, L, D].
@@ -57,16 +130,29 @@ class PerformerAttention(AttentionMixer):
     softmax(q k^T / sqrt(d)) v is estimated by linear attention on positive orthogonal
     random features of q' = q d^(-1/4), k' = k d^(-1/4):
     phi(x) = exp(w^T x - |x|^2/2) / sqrt(m), E[phi(q')^T phi(k')] = exp(q^T k / sqrt(d)).
-    `features` = m random features per head; `redraw` draws a new projection every N
-    training forward passes (0: never). Causal: prefix sums, chunked as in `linear`.
-    Masked keys are removed from the sums.
+    `features` = m random features per head (projection [m, Dh]); `redraw` draws a new
+    projection every N training forward passes (0: never). Per head, q, k, v [B, h, L, Dh]
+    give features [B, h, L, m]. Causal: prefix sums in chunks of `chunk` positions. Masked
+    keys are removed from the sums.
 
-    Stabiliser (keeps exp in range): each query's features are divided by their own largest
-    value (as the reference; a per-query factor cancels). Keys share one factor exp(-s),
-    with the floor and eps scaled by it too, so the output does not depend on s at all:
-    non-causal, s = the largest logit over the real keys (as the reference); causal, the
-    data-independent bound s = max_r |w_r|^2 / 2 >= w_r^T k - |k|^2 / 2, because a maximum
-    over the sequence would let future keys change earlier outputs."""
+    Follows google-research/google-research performer/fast_attention/{jax,tensorflow}/
+    fast_attention.py (and lucidrains/performer-pytorch performer_pytorch/performer_pytorch.py)
+    in the features, the projection (orthogonal blocks, chi-distributed row norms), the
+    feature floor 1e-6 and the stabiliser for queries: each query's features are divided by
+    their own largest value (a per-query factor cancels in the ratio).
+
+    Differs, on purpose, in the key stabiliser. The references subtract one maximum of
+    w^T k over all keys and features, future keys included even when unidirectional, and add
+    the floor after the shift. Here keys share a factor exp(-s) that the floor and eps are
+    scaled by too, so the output equals the unshifted formula num / (den + eps) exactly and
+    does not depend on s: non-causal, s = the largest logit over the real keys; causal,
+    query i uses s_i = the running maximum of the logits of real keys j <= i (never below
+    log floor), so the output at i reads no later token at all. Keys are stored relative to
+    their own running maximum and rescaled per query by exp(s_j - s_i) <= 1, and the state
+    carried between chunks by exp(s_end_prev - s_end) <= 1, so nothing overflows and the
+    largest terms never underflow (a fixed bound s = max_r |w_r|^2 / 2 made every key
+    feature subnormal or zero at head_dim >= 128 in float32). Other difference: eps in the
+    denominator (the references divide by the bare sum)."""
 
     complexity = "L"
     subquadratic = True
@@ -105,21 +191,22 @@ class PerformerAttention(AttentionMixer):
 
     def feature_maps(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """phi(q'), phi(k') [B, H, L, m] with the stabilisers described in the class doc, and
-        the key factor exp(-s) (broadcastable to [B, H, 1, 1]) that eps must be scaled by."""
+        """phi(q'), phi(k') [B, h, L, m] with the stabilisers described in the class doc, and
+        the key shift s (log of the factor exp(-s) that eps must be scaled by): [B, h, 1, 1]
+        non-causal, [B, h, L] (one per query position) causal."""
         scale = self.head_dim ** -0.25
         q, k = q * scale, k * scale
         w = self.projection.to(q.dtype)
         wq, wk = feature_logits(q, w), feature_logits(k, w)
         q_shift = wq.amax(-1, keepdim=True).detach()
         if self.causal:
-            k_shift = (w.square().sum(-1).amax() / 2).reshape(1, 1, 1, 1)
+            k_shift = causal_key_shift(wk, mask)
+            phi_k = positive_random_features(wk, k_shift[..., None], floor_shifted=True)
         else:
             real = wk if mask is None else wk.masked_fill(~mask[:, None, :, None], float("-inf"))
-            k_shift = real.amax(dim=(-1, -2), keepdim=True).detach()
-        phi_q = positive_random_features(wq, q_shift)
-        phi_k = positive_random_features(wk, k_shift, floor_shifted=True)
-        return phi_q, phi_k, torch.exp(-k_shift)
+            k_shift = real.amax(dim=(-1, -2), keepdim=True).detach().clamp_min(LOG_FEATURE_FLOOR)
+            phi_k = positive_random_features(wk, k_shift, floor_shifted=True)
+        return positive_random_features(wq, q_shift), phi_k, k_shift
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
@@ -144,10 +231,9 @@ class PerformerAttention(AttentionMixer):
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:
         """FAVOR+ on head-split q, k, v [B, h, L, Dh] (any number of heads h)."""
-        phi_q, phi_k, key_factor = self.feature_maps(q, k, mask)
-        eps = self.eps * key_factor
+        phi_q, phi_k, k_shift = self.feature_maps(q, k, mask)
         if mask is not None:
             phi_k = phi_k * mask[:, None, :, None].to(phi_k.dtype)
         if self.causal:
-            return causal_linear_attention_chunked(phi_q, phi_k, v, eps.reshape(()), self.chunk)
-        return linear_attention(phi_q, phi_k, v, eps)
+            return causal_favor_chunked(phi_q, phi_k, v, k_shift, self.eps, self.chunk)
+        return linear_attention(phi_q, phi_k, v, self.eps * torch.exp(-k_shift))
