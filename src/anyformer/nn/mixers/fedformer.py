@@ -9,7 +9,9 @@ from anyformer.nn.mixers.base import TokenMixer
 from anyformer.registry import register
 
 MODE_SELECTS = ("random", "low")
-CROSS_ACTIVATIONS = ("tanh", "softmax")
+# 'tanh': complex tanh (the reference); 'softmax': softmax of |.| (the reference's other
+# branch); 'split_tanh': tanh of real and imaginary parts apart (bounded, see the class).
+CROSS_ACTIVATIONS = ("tanh", "softmax", "split_tanh")
 
 
 def frequency_modes(length: int, modes: int, mode_select: str) -> torch.Tensor:
@@ -52,13 +54,16 @@ def _valid(index: torch.Tensor, length: int) -> torch.Tensor:
 class FrequencyEnhancedBlock(TokenMixer):
     """FEDformer's frequency-enhanced block FEB-f (Zhou et al. 2022). x: [B, L, D] -> [B, L, D].
 
-    q = x W_q split into heads; Q = rfft(q) along time; M modes are kept (`modes`, capped
-    at max_len // 2; `mode_select` 'random' subset fixed at build, or the 'low'est); each
-    kept mode m is multiplied by a learned complex matrix R_{h,m} [Dh, Dh] per head; the
-    others are zero; y = irfft(...) W_o. The reference code writes the m-th kept mode to
-    frequency m; here it returns to its own frequency, as the paper's Padding(.) states
-    (the two agree for mode_select 'low'). Mixes the whole sequence at once: not causal,
-    and no padding mask (a zero-padded step still shifts every frequency)."""
+    Follows MAZiqing/FEDformer layers/FourierCorrelation.py (FourierBlock, inside its
+    AutoCorrelationLayer's q and output projections). q = x W_q split into heads; Q =
+    rfft(q) along time; M modes are kept (`modes`, capped at max_len // 2; `mode_select`
+    'random' subset fixed at build, or the 'low'est); each kept mode m is multiplied by a
+    learned complex matrix R_{h,m} [Dh, Dh] per head; the others are zero; y = irfft(...)
+    W_o. The reference code writes the m-th kept mode to frequency m; here it returns to
+    its own frequency, as the paper's Padding(.) states (the two agree for mode_select
+    'low'); R has `heads` groups where the reference hard-codes 8. Mixes the whole
+    sequence at once: not causal, and no padding mask (a zero-padded step still shifts
+    every frequency)."""
 
     complexity = "L log L"
     subquadratic = True
@@ -102,10 +107,25 @@ class FrequencyEnhancedCrossAttention(nn.Module):
     """FEDformer's frequency-enhanced attention FEA-f (Zhou et al. 2022): queries x [B, Lq, D]
     attend memory [B, Lk, D] in the frequency domain -> [B, Lq, D].
 
-    Q, K, V = kept modes of rfft(x W_q), rfft(m W_k), rfft(m W_v) per head; A = sigma(Q K^T)
-    over modes (sigma: tanh on real and imaginary parts, or softmax of |.|); Y = (A V) R
-    with learned complex R per head and query mode; irfft back, scaled by 1 / D^2 as the
-    reference, then W_o. The paper's formula uses V; the reference code reuses K there."""
+    Follows MAZiqing/FEDformer layers/FourierCorrelation.py (FourierCrossAttention): Q, K,
+    V = kept modes of rfft(x W_q), rfft(m W_k), rfft(m W_v) per head; A = sigma(Q K^T) over
+    modes; Y = (A V) R with learned complex R per head and query mode, written back to its
+    query mode's own frequency; irfft, scaled by 1 / D^2 as the reference, then W_o.
+    sigma (`activation`): 'tanh', complex tanh as the reference's xqk_ft.tanh(); 'softmax',
+    softmax of |Q K^T| over the key modes, as a real-valued complex tensor, as the
+    reference. Differences: the reference reuses K's modes where the paper's formula (and
+    this class) uses V; R has `heads` groups where the reference hard-codes 8.
+
+    'split_tanh' (not in the reference) is tanh of the real and imaginary parts apart:
+    bounded, |A| <= sqrt(2), where complex tanh has poles at i (pi / 2 + k pi). Measured:
+    at init no inf or NaN (float32 never lands on a pole; the nearest score was 0.003 to
+    0.015 from one in the FEDformer preset, |tanh| up to 309, 0.94% of entries above 2),
+    none in the training runs below either, but the poles make gradient spikes there.
+    300 Adam steps (lr 1e-3, batch 16) of a dim-32, 4-head FEDformer on noisy sinusoids
+    (48 -> 24 steps, 3 channels, 16 modes), 3 seeds, complex vs split tanh: largest gradient norm 43 to 434
+    vs 2.0 to 3.3 (cross-attention parameters alone: 40 to 400 vs 0.16 to 0.26), last-20
+    train MSE 0.176 / 0.219 / 0.182 vs 0.174 / 0.203 / 0.179, test MSE 0.201 / 0.232 /
+    0.198 vs 0.197 / 0.218 / 0.197. Either trains; the split form is the steadier one."""
 
     paper = "FEDformer: Frequency Enhanced Decomposed Transformer for Long-term Series Forecasting (Zhou et al. 2022)"
 
@@ -132,6 +152,8 @@ class FrequencyEnhancedCrossAttention(nn.Module):
         v = _spectrum(self.v_proj(memory), self.heads)[..., ikv]
         scores = torch.einsum("bhex,bhey->bhxy", q[..., iq], k)
         if self.activation == "tanh":
+            scores = scores.tanh()
+        elif self.activation == "split_tanh":
             scores = torch.complex(scores.real.tanh(), scores.imag.tanh())
         else:
             scores = torch.complex(scores.abs().softmax(-1), torch.zeros_like(scores.real))
