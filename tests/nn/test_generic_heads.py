@@ -25,6 +25,7 @@ PROBLEMS = ("classification", "lm", "forecast")
 VARIANTS: dict[str, list[dict]] = {
     "forecast": [{"per_token": True}, {"horizon": 3, "channels": 2}],
     "multilayer": [{"token": "first"}, {"token": "mean"}],
+    "random-feature": [{"normalization": "softmax"}, {"qk_mean": 1.0, "scale": "sum"}],
 }
 CASES = [(n, {}) for n in HEAD_NAMES] + [(n, opts) for n, variants in VARIANTS.items() if n in HEAD_NAMES for opts in variants]
 IDS = [n + "".join(f"-{k}={v}" for k, v in opts.items()) for n, opts in CASES]
