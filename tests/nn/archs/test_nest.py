@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import anyformer as af
 from anyformer.errors import ConfigError
-from anyformer.nn.archs._staged import blockify, unblockify
+from anyformer.nn.archs.hierarchy import blockify, unblockify
 
 ENC = {"name": "patches", "image_size": 16, "patch_size": 2, "channels": 1, "cls_token": False}
 BASE = dict(dim=32, heads=4, encoder=ENC, head={"name": "mean", "num_classes": 10})

@@ -7,7 +7,7 @@ from torch import nn
 
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
-from anyformer.nn.archs._staged import from_image, image_encoder, split_depth, to_image
+from anyformer.nn.archs.hierarchy import from_image, image_encoder, split_depth, to_image
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
 from anyformer.nn.stack import LayerStack

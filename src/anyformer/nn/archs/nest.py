@@ -9,7 +9,7 @@ from torch import nn
 
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, ShapeError
-from anyformer.nn.archs._staged import blockify, from_image, image_encoder, split_depth, to_image, unblockify
+from anyformer.nn.archs.hierarchy import blockify, from_image, image_encoder, split_depth, to_image, unblockify
 from anyformer.nn.block import BlockContext, LayerSpec, make_block
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
