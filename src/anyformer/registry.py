@@ -86,9 +86,15 @@ def _signature_params(cls: type) -> dict[str, inspect.Parameter]:
     }
 
 
+def _context_keys(cls: type) -> frozenset[str]:
+    # A task is built from its own options alone (the model never hands it dim / max_len),
+    # so a task parameter named like a context key (text-csv's `max_len`) is a user option.
+    return frozenset() if getattr(cls, "registry_kind", None) == "task" else CONTEXT_KEYS
+
+
 def context_params(cls: type) -> set[str]:
     """Which of the model-supplied arguments this component takes."""
-    return set(_signature_params(cls)) & CONTEXT_KEYS
+    return set(_signature_params(cls)) & _context_keys(cls)
 
 
 _SCHEMAS: dict[type, type[pydantic.BaseModel]] = {}
@@ -99,12 +105,14 @@ def options_schema(cls: type) -> type[pydantic.BaseModel]:
     if cls in _SCHEMAS:
         return _SCHEMAS[cls]
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        # include_extras keeps `Annotated[T, Field(description=...)]`: an option's help text.
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
     except Exception:  # unresolvable annotation: fall back to no type checking
         hints = {}
     fields: dict[str, Any] = {}
+    context = _context_keys(cls)
     for n, p in _signature_params(cls).items():
-        if n in CONTEXT_KEYS:
+        if n in context:
             continue
         ann = hints.get(n, Any)
         default = ... if p.default is inspect.Parameter.empty else p.default
@@ -149,7 +157,7 @@ def build(kind: str, name: str, **options: Any) -> Any:
     """Build a registered component. Context arguments (dim, heads, ...) pass straight
     through; every other keyword is validated against the component's options."""
     cls = get(kind, name)
-    context = {k: options.pop(k) for k in list(options) if k in CONTEXT_KEYS}
+    context = {k: options.pop(k) for k in list(options) if k in _context_keys(cls)}
     takes = context_params(cls)
     extra = set(context) - takes
     if extra:
@@ -180,3 +188,21 @@ def describe(kind: str, name: str) -> dict[str, Any]:
         "paper": getattr(cls, "paper", "") or (doc[0] if doc else ""),
         "options": option_names(cls),
     }
+
+
+def _type_name(annotation: Any) -> str:
+    """`int`, `str | None`, `list[str] | None`: the annotation as a user reads it."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def describe_options(kind: str, name: str) -> list[dict[str, Any]]:
+    """Each option of a component, read from its options schema (so from its `__init__`):
+    name, type, default (None when required), required, description ('' when undeclared)."""
+    rows = []
+    for option, info in options_schema(get(kind, name)).model_fields.items():
+        required = info.is_required()
+        rows.append({"name": option, "type": _type_name(info.annotation), "required": required,
+                     "default": None if required else info.default, "description": info.description or ""})
+    return rows

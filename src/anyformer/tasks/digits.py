@@ -1,9 +1,10 @@
 """scikit-learn's 8x8 handwritten digits (embedded: no download)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task
@@ -19,7 +20,12 @@ class DigitsTask(Task):
     modality = "images"
     paper = "Optical Recognition of Handwritten Digits (Alpaydin & Kaynak 1998), via scikit-learn"
 
-    def __init__(self, val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        val_fraction: Annotated[float, Field(description="share of the images held out for val (stratified)")] = 0.1,
+        test_fraction: Annotated[float, Field(description="share of the images held out for test (stratified)")] = 0.2,
+        split_seed: Annotated[int, Field(description="seed of the stratified split")] = 0,
+    ) -> None:
         super().__init__()
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
@@ -78,8 +79,13 @@ class FashionMNISTTask(Task):
     modality = "images"
     paper = "Fashion-MNIST (Xiao et al. 2017); LRA pixel-sequence protocol (Tay et al. 2021)"
 
-    def __init__(self, data_dir: str = DEFAULT_DIR, as_sequence: bool = False, val_size: int = 5000,
-                 split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Annotated[str, Field(description="folder of the MNIST-format IDX files (train-/t10k-images/labels, gzipped or not)")] = DEFAULT_DIR,
+        as_sequence: Annotated[bool, Field(description="pixels as H*W byte tokens (LRA 'Image') instead of [1, H, W] images")] = False,
+        val_size: Annotated[int, Field(description="training images held out for val (stratified)")] = 5000,
+        split_seed: Annotated[int, Field(description="seed of the val split")] = 0,
+    ) -> None:
         super().__init__()
         if val_size < 1:
             raise ConfigError(f"task 'fashion-mnist': val_size must be >= 1, got {val_size}")

@@ -3,10 +3,11 @@ Time-Series-Library protocol."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
@@ -79,9 +80,17 @@ class ForecastTask(Task):
     paper = "Informer (Zhou et al. 2021) data protocol, as in Time-Series-Library"
     example_options = {"source": "synthetic", "input_len": 16, "horizon": 8}
 
-    def __init__(self, path: str | None = None, source: str | None = None, input_len: int = 96,
-                 horizon: int = 96, mode: str = "multivariate", target: str | None = None,
-                 stride: int = 1, protocol: str = "auto") -> None:
+    def __init__(
+        self,
+        path: Annotated[str | None, Field(description="CSV with a date column ('date', else the first) and numeric columns; give this or source")] = None,
+        source: Annotated[str | None, Field(description="a built-in series instead of a file: 'statsmodels:co2', 'statsmodels:sunspots', 'statsmodels:elnino', 'statsmodels:macrodata' or 'synthetic'")] = None,
+        input_len: Annotated[int, Field(description="steps the model reads")] = 96,
+        horizon: Annotated[int, Field(description="steps it forecasts")] = 96,
+        mode: Annotated[str, Field(description="'multivariate' (every column -> every column) or 'univariate' (target -> itself)")] = "multivariate",
+        target: Annotated[str | None, Field(description="the target column (default 'OT', or the statsmodels series' own); multivariate mode puts it last")] = None,
+        stride: Annotated[int, Field(description="step between training windows (val / test windows always slide by 1)")] = 1,
+        protocol: Annotated[str, Field(description="split borders: 'auto' (ETT hourly / 15-minute borders by file name, else 'ratio'), 'ett_hour', 'ett_minute' or 'ratio' (70/10/20)")] = "auto",
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise unknown("forecast mode", mode, MODES)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import zipfile
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
@@ -44,8 +45,14 @@ class ImagesNPZTask(Task):
     modality = "images"
     paper = "An Image is Worth 16x16 Words (Dosovitskiy et al. 2021) inputs"
 
-    def __init__(self, path: str, layout: str = "auto", val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: Annotated[str, Field(description="the .npz file with arrays x (images) and y (labels), optionally x_test / y_test")],
+        layout: Annotated[str, Field(description="axis order of 4-d images: 'auto' (channels are the axis of size 1, 3 or 4), 'nhwc' or 'nchw'")] = "auto",
+        val_fraction: Annotated[float, Field(description="share of the training images held out for val (stratified)")] = 0.1,
+        test_fraction: Annotated[float, Field(description="share held out for test when the file has no x_test / y_test (stratified)")] = 0.2,
+        split_seed: Annotated[int, Field(description="seed of the stratified splits")] = 0,
+    ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise unknown("layout", layout, LAYOUTS)

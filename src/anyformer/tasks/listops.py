@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
@@ -73,9 +74,18 @@ class ListOpsTask(Task):
     example_options = {"max_depth": 4, "max_args": 4, "min_length": 4, "max_length": 32,
                        "num_train": 48, "num_val": 8, "num_test": 8}
 
-    def __init__(self, max_depth: int = 10, max_args: int = 10, min_length: int = 500, max_length: int = 2000,
-                 num_train: int = 96000, num_val: int = 2000, num_test: int = 2000, parentheses: bool = False,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        max_depth: Annotated[int, Field(description="deepest nesting of operators")] = 10,
+        max_args: Annotated[int, Field(description="most arguments of one operator")] = 10,
+        min_length: Annotated[int, Field(description="expressions are longer than this many tokens")] = 500,
+        max_length: Annotated[int, Field(description="and shorter than this many")] = 2000,
+        num_train: Annotated[int, Field(description="training expressions")] = 96000,
+        num_val: Annotated[int, Field(description="val expressions")] = 2000,
+        num_test: Annotated[int, Field(description="test expressions")] = 2000,
+        parentheses: Annotated[bool, Field(description="add '(' ')' tokens around each operator's arguments")] = False,
+        seed: Annotated[int, Field(description="seed of the expression generator")] = 0,
+    ) -> None:
         super().__init__()
         if max_depth < 1 or max_args < 2:
             raise ConfigError(f"task 'listops': max_depth must be >= 1 and max_args >= 2 (got {max_depth}, {max_args})")

@@ -1,9 +1,10 @@
 """Modular arithmetic a op b mod p: the grokking task, with optional training-label noise."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.registry import register
@@ -55,8 +56,15 @@ class ModularArithmeticTask(Task):
     paper = "Grokking: Generalization Beyond Overfitting on Small Algorithmic Datasets (Power et al. 2022)"
     example_options = {"p": 11}
 
-    def __init__(self, p: int = 97, op: str = "+", train_fraction: float = 0.5, val_fraction: float = 0.5,
-                 label_noise: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        p: Annotated[int, Field(description="the modulus (prime for '/')")] = 97,
+        op: Annotated[str, Field(description="the operation: '+', '-', '*' or '/'")] = "+",
+        train_fraction: Annotated[float, Field(description="share of all equations that trains")] = 0.5,
+        val_fraction: Annotated[float, Field(description="share of the held-out equations that is val (the rest is test)")] = 0.5,
+        label_noise: Annotated[float, Field(description="share of training labels replaced by random wrong ones")] = 0.0,
+        seed: Annotated[int, Field(description="seed of the split and of the label noise")] = 0,
+    ) -> None:
         super().__init__()
         if op not in OPS:
             raise unknown("modular op", op, OPS)

@@ -1,9 +1,10 @@
 """Synthetic sequence tasks that probe memory and retrieval: copying and associative recall."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError
 from anyformer.registry import register
@@ -38,8 +39,15 @@ class CopyTask(Task):
     paper = "Neural Turing Machines (Graves et al. 2014): copy task"
     example_options = {"length": 6, "symbols": 4, "num_train": 16, "num_val": 4, "num_test": 4}
 
-    def __init__(self, length: int = 64, symbols: int = 8, num_train: int = 10000, num_val: int = 500,
-                 num_test: int = 1000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        length: Annotated[int, Field(description="symbols to copy (the sequence is twice as long plus a delimiter)")] = 64,
+        symbols: Annotated[int, Field(description="alphabet size")] = 8,
+        num_train: Annotated[int, Field(description="training sequences")] = 10000,
+        num_val: Annotated[int, Field(description="val sequences")] = 500,
+        num_test: Annotated[int, Field(description="test sequences")] = 1000,
+        seed: Annotated[int, Field(description="seed of the sequences")] = 0,
+    ) -> None:
         super().__init__()
         _check_counts("copy", length=length, symbols=symbols, num_train=num_train, num_val=num_val, num_test=num_test)
         self.length, self.symbols, self.seed = length, symbols, seed
@@ -79,8 +87,17 @@ class AssociativeRecallTask(Task):
     paper = "Hungry Hungry Hippos (Fu et al. 2023): associative recall"
     example_options = {"num_pairs": 4, "keys": 8, "values": 6, "num_train": 16, "num_val": 4, "num_test": 4}
 
-    def __init__(self, num_pairs: int = 16, keys: int = 32, values: int = 32, as_lm: bool = False,
-                 num_train: int = 10000, num_val: int = 500, num_test: int = 1000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_pairs: Annotated[int, Field(description="key-value pairs before the query")] = 16,
+        keys: Annotated[int, Field(description="distinct keys to draw from (>= num_pairs)")] = 32,
+        values: Annotated[int, Field(description="distinct values to draw from (the classes)")] = 32,
+        as_lm: Annotated[bool, Field(description="a language model scored at the query, instead of classifying the value")] = False,
+        num_train: Annotated[int, Field(description="training sequences")] = 10000,
+        num_val: Annotated[int, Field(description="val sequences")] = 500,
+        num_test: Annotated[int, Field(description="test sequences")] = 1000,
+        seed: Annotated[int, Field(description="seed of the sequences")] = 0,
+    ) -> None:
         super().__init__()
         _check_counts("associative-recall", num_pairs=num_pairs, values=values, num_train=num_train, num_val=num_val, num_test=num_test)
         if keys < num_pairs:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import csv
 import math
 from array import array
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, suggest
 from anyformer.registry import register
@@ -87,9 +88,17 @@ class TabularCSVTask(Task):
     modality = "tabular"
     paper = "Revisiting Deep Learning Models for Tabular Data (Gorishniy et al. 2021)"
 
-    def __init__(self, path: str, target: str = "label", categorical: list[str] | None = None,
-                 numeric: list[str] | None = None, drop: list[str] | None = None,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: Annotated[str, Field(description="the CSV file (a header row, then one row per example)")],
+        target: Annotated[str, Field(description="column holding the class to predict")] = "label",
+        categorical: Annotated[list[str] | None, Field(description="columns to read as categories even if they hold numbers")] = None,
+        numeric: Annotated[list[str] | None, Field(description="columns that must be numbers (a text value is an error)")] = None,
+        drop: Annotated[list[str] | None, Field(description="columns to ignore (ids, timestamps, leaked labels)")] = None,
+        val_fraction: Annotated[float, Field(description="share of rows held out for val (stratified)")] = 0.1,
+        test_fraction: Annotated[float, Field(description="share of rows held out for test (stratified)")] = 0.2,
+        split_seed: Annotated[int, Field(description="seed of the stratified split")] = 0,
+    ) -> None:
         super().__init__()
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ConfigError("task 'tabular-csv': val_fraction and test_fraction must be in (0, 1) with a sum below 1")

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, suggest, unknown
 from anyformer.registry import register
@@ -37,10 +38,20 @@ class TextFileTask(Task):
     modality = "tokens"
     paper = "Byte-level text classification as in the LRA Text task (Tay et al. 2021)"
 
-    def __init__(self, path: str, text_column: str = "text", label_column: str = "label",
-                 tokenizer: str = "bytes", max_len: int = 512, max_vocab: int = 30000,
-                 label_delimiter: str | None = None, split_column: str = "split",
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: Annotated[str, Field(description="the data file (CSV with a header row, or JSON lines)")],
+        text_column: Annotated[str, Field(description="column (JSONL: key) holding the text")] = "text",
+        label_column: Annotated[str, Field(description="column (JSONL: key) holding the label; a JSON list makes the task multi-label")] = "label",
+        tokenizer: Annotated[str, Field(description="'bytes' (UTF-8 bytes, vocabulary 256) or 'words' (vocabulary from the train split)")] = "bytes",
+        max_len: Annotated[int, Field(description="texts are cut to this many tokens")] = 512,
+        max_vocab: Annotated[int, Field(description="'words' tokenizer: keep this many most frequent words (pad and unknown included)")] = 30000,
+        label_delimiter: Annotated[str | None, Field(description="split a label on this string into several labels (multi-label), e.g. '|'")] = None,
+        split_column: Annotated[str, Field(description="column naming each row's split (train / val / test); used when the file has it")] = "split",
+        val_fraction: Annotated[float, Field(description="share of rows held out for val when the file names no splits")] = 0.1,
+        test_fraction: Annotated[float, Field(description="share of rows held out for test when the file names no splits")] = 0.1,
+        split_seed: Annotated[int, Field(description="seed of the random val / test split")] = 0,
+    ) -> None:
         super().__init__()
         if tokenizer not in TOKENIZERS:
             raise unknown("tokenizer", tokenizer, TOKENIZERS)

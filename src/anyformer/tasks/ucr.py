@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
@@ -104,8 +105,13 @@ class UCRTask(Task):
     modality = "series"
     paper = "The UCR Time Series Archive (Dau et al. 2019); UEA multivariate archive (Bagnall et al. 2018)"
 
-    def __init__(self, dataset: str = "GunPoint", data_dir: str | None = None, val_fraction: float = 0.1,
-                 split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Annotated[str, Field(description="archive set name, e.g. GunPoint, ItalyPowerDemand, BasicMotions (files NAME_TRAIN / NAME_TEST)")] = "GunPoint",
+        data_dir: Annotated[str | None, Field(description="folder with NAME_TRAIN.ts / NAME_TEST.ts (or .tsv, or under NAME/); default: the copies aeon or sktime ship")] = None,
+        val_fraction: Annotated[float, Field(description="share of TRAIN held out for val (stratified)")] = 0.1,
+        split_seed: Annotated[int, Field(description="seed of the val split")] = 0,
+    ) -> None:
         super().__init__()
         if not 0 < val_fraction < 1:
             raise ConfigError(f"task 'ucr': val_fraction must be in (0, 1), got {val_fraction}")
