@@ -123,9 +123,10 @@ def test_compare_reads_the_users_text_file_given_by_task_path(tmp_path):
     import json
 
     result = json.loads((out / "results.json").read_text())
-    assert result["task"] == "text-csv" and [r["model"] for r in result["rows"]] == ["bert"]
-    assert result["rows"][0]["steps"] == 2
-    config = _read_yaml(out / "bert" / "config.yaml")
+    models = [r for r in result["rows"] if not r["baseline"]]
+    assert result["task"] == "text-csv" and [r["model"] for r in models] == ["bert"]
+    assert models[0]["steps"] == 2
+    config = _read_yaml(out / "bert" / "seed-0" / "config.yaml")
     assert config["task"]["path"] == str(path) and config["model"]["dim"] == 16
 
 
@@ -135,7 +136,7 @@ def test_compare_task_argument_after_a_colon_names_the_users_file(tmp_path):
     proc = run("compare", "--task", f"text-csv:{path}", "--models", "bert", "--steps", "1",
                "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
-    assert _read_yaml(tmp_path / "c" / "bert" / "config.yaml")["task"]["path"] == str(path)
+    assert _read_yaml(tmp_path / "c" / "bert" / "seed-0" / "config.yaml")["task"]["path"] == str(path)
 
 
 def test_compare_takes_an_option_of_a_component_the_preset_brings(tmp_path):
@@ -143,5 +144,5 @@ def test_compare_takes_an_option_of_a_component_the_preset_brings(tmp_path):
     proc = run("compare", "--task", "digits", "--models", "vit", "--steps", "1", "--set", "ffn.ratio=2",
                "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    ffn = _read_yaml(out / "vit" / "config.yaml")["model"]["ffn"]
+    ffn = _read_yaml(out / "vit" / "seed-0" / "config.yaml")["model"]["ffn"]
     assert ffn == {**ffn, "name": "mlp", "ratio": 2.0, "activation": "gelu"}  # the preset's other options kept

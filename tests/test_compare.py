@@ -49,20 +49,24 @@ def test_compare_end_to_end_and_resume(tmp_path, capsys):
     assert "vit+linear" in printed and "test accuracy" in printed and "*" in printed
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
-    # The printed table is ranked like results.json: best quality first.
+    models = [r for r in rows if not r["baseline"]]
+    assert [r["model"] for r in models] == ["vit", "vit+linear"] or [r["model"] for r in models] == ["vit+linear", "vit"]
+    # The printed table is ranked like results.json: best mean quality first, then the baseline.
     assert printed.index(rows[0]["model"] + " ") < printed.index(rows[1]["model"] + " ")
-    assert [r["model"] for r in rows] == sorted([r["model"] for r in rows], key=lambda m: -next(x["quality"] for x in rows if x["model"] == m))
-    assert all(r["steps"] == 30 and r["params"] > 0 and r["latency_ms"] > 0 and r["flops_per_sample"] > 0 for r in rows)
-    assert rows[0]["pareto_latency"] or rows[0]["pareto_params"]  # the best model is always on a front
+    assert [r["quality"] for r in models] == sorted((r["quality"] for r in models), reverse=True)
+    assert [r["model"] for r in rows[2:]] == ["majority class"] and rows[2]["baseline"]
+    assert all(r["steps"] == 30 and r["params"] > 0 and r["latency_ms"] > 0 and r["flops_per_sample"] > 0 for r in models)
+    best = models[0]
+    assert best["tied_with_best"] and (best["pareto_latency"] or best["pareto_params"])  # the best model is always on a front
     with open(out / "results.csv") as fh:
-        assert {r["model"] for r in csv.DictReader(fh)} == {"vit", "vit+linear"}
+        assert {r["model"] for r in csv.DictReader(fh)} == {"vit", "vit+linear", "majority class"}
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64") == 3 and "vit+linear" in html
+    assert "vit+linear" in html
 
     # Resume: a finished model is read back, not retrained; a missing one is trained.
-    stamp = (out / "vit" / "summary.json").stat().st_mtime_ns
-    (out / "vit+linear" / "summary.json").unlink()
+    stamp = (out / "vit" / "seed-0" / "summary.json").stat().st_mtime_ns
+    (out / "vit+linear" / "seed-0" / "summary.json").unlink()
     main(args)
     err = capsys.readouterr().err
-    assert "vit: finished earlier" in err and "vit+linear: training" in err
-    assert (out / "vit" / "summary.json").stat().st_mtime_ns == stamp
+    assert "vit seed 0: finished earlier" in err and "vit+linear seed 0: training" in err
+    assert (out / "vit" / "seed-0" / "summary.json").stat().st_mtime_ns == stamp

@@ -19,11 +19,14 @@ from anyformer.compare import compare
 from anyformer.config import model_config, parse_assignments
 from anyformer.errors import AnyformerError, ConfigError, TrainingError, unknown
 from anyformer.presets import list_presets, load_preset
-from anyformer.report.table import rich_table
+from anyformer.report.html import FIGURE_FILES, write_report
+from anyformer.report.sources import read_compare_dirs
 from anyformer.runtime import resolve_device
+from anyformer.tasks import describe as task_describe
 from anyformer.train import train
 from anyformer.train.config import run_config
 from anyformer.train.evaluate import evaluate
+from anyformer.verdict import OPTIMIZE, Constraints, results_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build, train, measure and compare Transformer variants.")
@@ -44,10 +47,14 @@ def _yes_no(v: object) -> str:
 
 @app.command("list")
 def list_cmd(kind: Optional[str] = typer.Argument(None, help="mixer, ffn, norm, position, encoder, head, task or preset")) -> None:
-    """The catalogue: every registered component (and preset) with its cost and paper."""
+    """The catalogue: every registered component (and preset) with its cost and paper;
+    `list task` shows each task's NAME:ARG form and required options."""
     kinds = list(registry.KINDS) + ["preset"]
     if kind is not None and kind not in kinds:
         raise unknown("kind", kind, kinds)
+    if kind == "task":
+        _list_tasks()
+        return
     table = Table(title="anyformer components", show_lines=False)
     for col in ("name", "kind", "complexity", "causal", "mask", "paper"):
         table.add_column(col, overflow="fold")
@@ -63,12 +70,58 @@ def list_cmd(kind: Optional[str] = typer.Argument(None, help="mixer, ffn, norm, 
     console.print(table)
 
 
+def _list_tasks() -> None:
+    # A task's required options are what a user must supply, so they get their own column.
+    table = Table(title="anyformer tasks (options: `anyformer show task NAME`)")
+    for col in ("name", "on the command line", "required options", "problem", "inputs", "paper"):
+        table.add_column(col, overflow="fold")
+    for name in registry.list_components("task"):
+        t = task_describe.task_summary(name)
+        table.add_row(name, t["form"], ", ".join(t["required"]) or "-", t["problem"], t["modality"], t["paper"])
+    console.print(table)
+
+
+def _show_component(kind: str, name: Optional[str]) -> None:
+    """`show KIND NAME`: each option of a registered component, from its option model."""
+    if name is None:
+        raise ConfigError(f"show {kind} needs a name: `anyformer show {kind} NAME`; {kind}s: {', '.join(registry.list_components(kind))}")
+    options = registry.describe_options(kind, name)
+    if kind == "task":
+        t = task_describe.task_details(name)
+        console.print(f"[bold]task {escape(name)}[/]: {escape(t['doc'])}", highlight=False)
+        console.print(f"problem: {t['problem']}; inputs: {t['modality']}")
+        arg = f"; {t['argument']}" if t["argument"] else ""
+        console.print(escape(f"command line: compare --task {t['form']}, train --set task={t['form']}{arg}"), highlight=False)
+        example = next((f" (e.g. --set task.{o['name']}={task_describe.format_default(o)})" for o in options if not o["required"] and o["default"] is not None), "")
+        console.print(escape(f"other options: --set task.OPTION=VALUE, one --set per option{example}"), highlight=False)
+    table = Table(title=f"{kind} {name}: options")
+    for col in ("option", "type", "default", "required", "description"):
+        table.add_column(col, overflow="fold")
+    for o in options:
+        table.add_row(o["name"], escape(o["type"]), escape(task_describe.format_default(o)), _yes_no(o["required"]), escape(o["description"]))
+    console.print(table)
+    required = [o["name"] for o in options if o["required"]]
+    console.print(f"required: {', '.join(required) if required else 'none'}")
+
+
 @app.command("show")
 def show_cmd(
-    source: str = typer.Argument(..., help="preset name or YAML path"),
-    set_: list[str] = typer.Option([], "--set", help="override, key=value (e.g. mixer=linear, mixer.window=8)"),
+    source: str = typer.Argument(..., help="preset name or YAML path; or a kind (task, mixer, ...) and then NAME"),
+    name: Optional[str] = typer.Argument(None, help="with a kind: the component, e.g. `show task text-csv`"),
+    set_: list[str] = typer.Option([], "--set", help="override, key=value, one --set per assignment (--set mixer=linear --set mixer.window=8)"),
 ) -> None:
-    """Print the resolved config and the parameter count of each part."""
+    """Print the resolved config and the parameter count of each part; `show task NAME` (any
+    kind) prints the component's options: type, default, required, description."""
+    if source in registry.KINDS:
+        if set_:
+            raise ConfigError(f"--set applies to a preset or YAML, not to `show {source}`")
+        _show_component(source, name)
+        return
+    if name is not None and "=" in name:
+        # `--set a=1 b=2` leaves b=2 as a stray argument: say the form that works.
+        raise ConfigError(f"stray argument {name!r}: --set takes one key=value, so repeat it (--set {(set_ or ['k=v'])[-1]} --set {name})")
+    if name is not None:
+        raise ConfigError(f"show {source!r} takes no second argument {name!r}; `show KIND NAME` needs a kind: {', '.join(registry.KINDS)}")
     cfg = model_config(source, **parse_assignments(set_))
     console.print(yaml.safe_dump({"model": cfg.to_dict()}, sort_keys=False).rstrip())
     model = catalog.create(cfg)
@@ -92,7 +145,7 @@ def _run_config(config: Optional[str], set_: list[str], **flags):
 @app.command("train")
 def train_cmd(
     config: Optional[str] = typer.Argument(None, help="run YAML (model, task, train); omitted: vit on digits"),
-    set_: list[str] = typer.Option([], "--set", help="override, e.g. train.lr=3e-4, task.p=113, mixer=linear"),
+    set_: list[str] = typer.Option([], "--set", help="override, key=value, one --set per assignment: --set task=text-csv:data.csv --set train.lr=3e-4 --set mixer=linear"),
     out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<preset>-<task>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out exactly"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps"),
@@ -174,7 +227,7 @@ def bench_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast where a probe finds it faster), fp32 or bf16"),
     compile_: bool = typer.Option(False, "--compile", help="time a torch.compile'd model (compile time reported apart)"),
-    set_: list[str] = typer.Option([], "--set", help="override, key=value (e.g. mixer=linear, depth=2)"),
+    set_: list[str] = typer.Option([], "--set", help="override, key=value, one --set per assignment (--set mixer=linear --set depth=2)"),
     out: Optional[str] = typer.Option(None, "--out", help="output directory (default runs/bench-<name>)"),
     repeats: int = typer.Option(3, "--repeats", min=1, help="timed steps per measurement (median reported)"),
     warmup: int = typer.Option(1, "--warmup", min=0, help="untimed steps before timing"),
@@ -235,24 +288,50 @@ def bench_cmd(
 def compare_cmd(
     task: str = typer.Option(..., "--task", help="task name, e.g. digits, forecast, modular (see `anyformer list task`)"),
     models: Optional[str] = typer.Option(None, "--models", help="comma-separated: preset, preset+mixer or YAML; default: baseline + every efficient mixer"),
-    budget_s: Optional[float] = typer.Option(None, "--budget-s", help="wall-clock seconds of training per model"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per model (instead of a time budget)"),
+    budget_s: Optional[float] = typer.Option(None, "--budget-s", help="wall-clock seconds of training per model and seed (steps fixed once per model from its measured step time)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per model and seed (instead of a time budget)"),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="independent trainings per model (seed, seed+1, ...); quality is their mean with a 95% interval"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default runs/compare-<task>)"),
     set_: list[str] = typer.Option([], "--set", help="task.*, train.* or model override for every model, e.g. task.horizon=192, train.lr=1e-3, dim=64"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="the first seed"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="recommend only models at most this slow (ms per test batch)"),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="recommend only models with at most this many parameters"),
+    max_memory_mb: Optional[float] = typer.Option(None, "--max-memory-mb", help="recommend only models whose inference peak memory is at most this many MiB"),
+    optimize: str = typer.Option("quality", "--optimize", help="quality, latency or params: among models tied with the best that meet the limits, the fastest (quality, latency) or smallest (params)"),
 ) -> None:
     """Train every model on the task under the same budget; print quality beside cost."""
+    if optimize not in OPTIMIZE:
+        raise unknown("--optimize value", optimize, OPTIMIZE)
     # The one resolution path: task options (task.path=...) are merged before the task is
     # checked, and the model overrides come back merged into an empty model dict.
     run = run_config({"task": task}, parse_assignments(set_))
     spec, train_over, model_over = run.task, run.train.model_dump(exclude_unset=True), run.model
     names = [m for m in (models or "").split(",") if m.strip()] or None
     out = out or f"runs/compare-{spec.name}"
-    rows = compare(spec, names, budget_s=budget_s, steps=steps, out=out, train_overrides=train_over,
-                   model_overrides=model_over, device=device, seed=seed, console=err_console)
-    console.print(rich_table(rows, f"{spec.name}: {len(rows)} models"))
+    limits = Constraints(max_latency_ms=max_latency_ms, max_params=max_params, max_memory_mb=max_memory_mb)
+    results = compare(spec, names, seeds=seeds, budget_s=budget_s, steps=steps, out=out, train_overrides=train_over,
+                      model_overrides=model_over, device=device, seed=seed, constraints=limits, optimize=optimize,
+                      console=err_console)
+    console.print(results_table(results))
+    none = "" if results["recommendation"] else "none: "
+    console.print(f"recommendation: {none}{results['recommendation_reason']}", highlight=False, soft_wrap=True)
     console.print(f"results: {out}/results.json, {out}/results.csv, {out}/report.html")
+
+
+@app.command("report")
+def report_cmd(
+    dirs: list[str] = typer.Argument(..., help="finished compare directories (several are merged: same task)"),
+    out: Optional[str] = typer.Option(None, "--out", help="output folder (default: the directory itself when one is given, runs/report-<task> when several)"),
+) -> None:
+    """Rebuild the HTML report (and its figure files) from finished compare directories."""
+    results, curves = read_compare_dirs(dirs)
+    target = Path(out) if out else (Path(dirs[0]) if len(dirs) == 1 else Path("runs") / f"report-{rundir.slug(str(results['task']))}")
+    path = write_report(target, results, curves)
+    models = sum(not r.get("baseline") for r in results["rows"])
+    written = ", ".join(name for name in FIGURE_FILES.values() if (target / name).exists())
+    console.print(f"report: {path} ({models} models from {len(dirs)} comparison{'s' if len(dirs) > 1 else ''}); "
+                  f"figures beside it: {written or 'none'}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

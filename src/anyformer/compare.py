@@ -1,6 +1,13 @@
-"""The main job: train several variants on one task under the same budget, profile each,
-and lay quality beside cost. A killed compare resumes: finished models are read back,
-a half-trained one continues from its checkpoint.
+"""The main job: train several variants on one task under the same budget, K seeds each,
+profile each, and lay quality (the mean over seeds, with a 95% interval) beside cost and
+beside the task's trivial baselines. What the numbers mean (intervals, ties, fronts,
+flags, the recommendation) is anyformer.verdict's; this module runs the work.
+
+`out` holds, per model, <model-slug>/cost.json (measured once), <model-slug>/plan.json
+(the step count every seed trains, computed once) and <model-slug>/seed-<k>/ (one run
+directory per seed, with the per-example test outcomes beside its summary); then
+results.json, results.csv and report.html. A killed compare resumes: finished seeds are
+read back, a half-trained one continues from its checkpoint.
 
 Model specs: a preset (`vit`), a preset with another token mixer (`vit+linear`), or a
 YAML file (its stem names the row).
@@ -9,27 +16,34 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
 from anyformer import catalog, registry, rundir
 from anyformer.bench import profile
 from anyformer.config import ComponentSpec, apply_overrides, looks_like_path, read_yaml
-from anyformer.errors import AnyformerError, ConfigError
+from anyformer.errors import AnyformerError, ConfigError, unknown
 from anyformer.presets import load_preset
 from anyformer.report.html import write_report
-from anyformer.report.pareto import pareto_front
-from anyformer.report.table import write_csv
-from anyformer.runtime import resolve_device
+from anyformer.runtime import autocast, resolve_device
 from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train.config import RunConfig, TrainConfig
-from anyformer.train.loop import Trainer, with_task_defaults
+from anyformer.train.evaluate import model_kwargs
+from anyformer.train.loop import Trainer, resolved_config, with_task_defaults
+from anyformer.verdict import (LATENCY_SPREAD, OPTIMIZE, Constraints, Evidence, baseline_row, judge, mark_pareto, model_row,
+                               seed_record, write_csv)
+
+__all__ = ["ModelSpec", "compare", "default_models", "mark_pareto", "parse_model_spec"]
+
+OUTCOMES = "test_outcomes.safetensors"
+# Measured step time x this = the planned time per step (evaluation, logging, data).
+STEP_OVERHEAD = 1.25
 
 
 @dataclass
@@ -87,47 +101,227 @@ def default_models(task: Task, overrides: dict[str, Any] | None = None) -> list[
     return specs
 
 
-def _profile_inputs(task: Task, batch: int):
-    test = task.splits()["test"]
-    b = test.batch(torch.arange(min(batch, len(test))))
-    return b.inputs, b.mask
-
+# ---------------------------------------------------------------- cost and plan (once per model)
 
 def _cost(model, task: Task, batch: int, device: torch.device, precision: str) -> dict[str, Any]:
     """The model's cost on a batch of test data, in the precision it is trained in."""
-    inputs, mask = _profile_inputs(task, batch)
-    return profile(model, inputs, mask=mask, device=device, precision=precision, repeats=5, warmup=2, budget_s=20.0)
+    test = task.splits()["test"]
+    b = test.batch(torch.arange(min(batch, len(test))))
+    return profile(model, b.inputs, mask=b.mask, device=device, precision=precision, repeats=5, warmup=2, budget_s=20.0)
 
 
-def _row(spec: ModelSpec, summary: dict[str, Any], cost: dict[str, Any]) -> dict[str, Any]:
-    metric = summary["metric"]
-    final = summary["final"]
+def _spread(cost: dict[str, Any]) -> float:
     fwd = cost.get("forward", {})
-    return {
-        "model": spec.name,
-        "quality": final.get("test", {}).get(metric, float("nan")),
-        "val": final.get("val", {}).get(metric, float("nan")),
-        "metric": metric,
-        "higher_is_better": summary["higher_is_better"],
-        "params": cost["params"]["total"],
-        "params_non_embedding": cost["params"].get("non_embedding"),
-        "flops_per_sample": cost.get("flops", {}).get("forward_per_sample"),
-        "latency_ms": fwd.get("median_ms"),
-        "latency_batch": cost.get("batch"),
-        "train_step_ms": cost.get("forward_backward", {}).get("median_ms"),
-        "peak_memory_bytes": cost.get("memory", {}).get("forward_peak_bytes"),
-        "steps": summary["steps"],
-        "train_seconds": summary["train_seconds"],
-        "all_metrics": final,
-    }
+    return fwd["max_ms"] / fwd["min_ms"] if fwd.get("min_ms") else 1.0
 
 
-def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget_s: float | None = None,
+def measured_cost(model_dir: Path, model_cfg, task: Task, train_cfg: TrainConfig, device: torch.device,
+                  seed: int) -> dict[str, Any]:
+    """cost.json of the model folder, measured once. Latency repeats that disagree beyond
+    LATENCY_SPREAD (max / min: a noisy moment of the machine) are measured once more and
+    the steadier measurement kept; the verdict flags it if its repeats still disagree."""
+    path = model_dir / "cost.json"
+    if path.exists():
+        return rundir.read_json(path)
+    torch.manual_seed(seed)
+    model = catalog.create(model_cfg)
+    cost = _cost(model, task, train_cfg.batch_size, device, train_cfg.precision)
+    if _spread(cost) > LATENCY_SPREAD:
+        again = _cost(model, task, train_cfg.batch_size, device, train_cfg.precision)
+        cost = {**min(cost, again, key=_spread), "remeasured": True}  # the steadier of the two
+    rundir.atomic_write_json(path, cost)
+    return cost
+
+
+def step_seconds(cost: dict[str, Any]) -> float:
+    return cost["forward_backward"]["median_ms"] / 1e3 * STEP_OVERHEAD
+
+
+def planned(model_dir: Path, cost: dict[str, Any], train_cfg: TrainConfig, budget_s: float | None,
+            steps: int | None) -> dict[str, Any]:
+    """plan.json: the steps every seed of the model trains, computed once from its measured
+    step time (the same wall-clock budget for every model, so the schedule decays over the
+    steps it can afford) and reused on resume; a different request for the same folder is
+    an error, since finished seeds would be read back under another plan."""
+    request = {"budget_s": budget_s, "steps": steps}
+    path = model_dir / "plan.json"
+    if path.exists():
+        plan = rundir.read_json(path)
+        if {k: plan.get(k) for k in request} != request:
+            raise ConfigError(f"{model_dir} was planned for {plan.get('budget_s')} s / {plan.get('steps')} steps, not "
+                              f"{budget_s} s / {steps} steps; use the same --budget-s/--steps or another --out")
+        return plan
+    n = train_cfg.steps
+    if budget_s is not None:
+        n = max(10, int(budget_s / step_seconds(cost)))
+    n = steps if steps is not None else n
+    plan = {**request, "planned_steps": n, "step_ms": step_seconds(cost) * 1e3}
+    rundir.atomic_write_json(path, plan)
+    return plan
+
+
+def seed_config(base: TrainConfig, plan: dict[str, Any], seed: int, user_warmup: bool) -> TrainConfig:
+    """The seed's settings: exactly the planned steps, warmup at most a tenth of them unless
+    the user set it (a task's warmup suits its own, longer, default run). A budget also
+    caps the time at 1.5x the planned time, so a slow moment cuts a run short (and the
+    verdict flags it) rather than stalls the comparison."""
+    n = plan["planned_steps"]
+    update: dict[str, Any] = {"seed": seed, "steps": n, "eval_every": max(1, min(base.eval_every, n))}
+    if not user_warmup:
+        update["warmup_steps"] = min(base.warmup_steps, n // 10)
+    if plan["budget_s"] is not None:
+        update["max_time"] = 1.5 * max(plan["budget_s"], n * plan["step_ms"] / 1e3)
+        if plan["steps"] is None:
+            update["eval_every"] = max(10, n // 5)
+    return base.model_copy(update=update)
+
+
+# ---------------------------------------------------------------- scoring per example
+
+@torch.no_grad()
+def score(model: torch.nn.Module, task: Task, split: str, metric: str, batch_size: int, device: torch.device,
+          precision: str) -> tuple[dict[str, float], np.ndarray | None]:
+    """(the task's metrics with 'loss', per-unit outcomes of `metric` or None): the same
+    pass over the split as training's evaluation, keeping what the strategy scores per
+    unit. Outcomes whose mean is not the metric (a task scoring its own way) are dropped."""
+    data = task.splits()[split]
+    model = model.to(device).eval()
+    outputs, targets, loss = [], [], 0.0
+    for start in range(0, len(data), batch_size):
+        batch = data.batch(torch.arange(start, min(start + batch_size, len(data)))).to(device)
+        with autocast(device, precision):
+            out = model(batch.inputs, **model_kwargs(batch)).float()
+        loss += float(task.loss(out, batch.target)) * len(batch)
+        o, t = task.compact(out, batch.target)
+        outputs.append(o.cpu())
+        targets.append(t.cpu())
+    output, target = torch.cat(outputs), torch.cat(targets)
+    metrics = task.metrics(output, target)
+    metrics.setdefault("loss", loss / max(len(data), 1))
+    units = task.strategy.per_example(output, target, metric)
+    if units is None or metric not in metrics or not math.isclose(float(units.mean()), metrics[metric], rel_tol=1e-5, abs_tol=1e-9):
+        return metrics, None
+    return metrics, units.double().numpy()
+
+
+def seed_outcomes(run_dir: Path, task: Task, metric: str, batch_size: int, device: torch.device,
+                  precision: str) -> np.ndarray | None:
+    """A finished seed's per-unit test outcomes: read back, or scored once from its saved
+    weights (the final, or best, model the summary reports) and saved beside them."""
+    path = run_dir / OUTCOMES
+    if path.exists():
+        found = rundir.read_tensors(path)
+        return found[metric].numpy() if metric in found else None
+    model, _ = catalog.load_run(run_dir)
+    _, units = score(model, task, "test", metric, batch_size, device, precision)
+    if units is not None:
+        holder = torch.nn.Module()  # rundir writes safetensors from a module's state
+        holder.register_buffer(metric, torch.from_numpy(units))
+        rundir.save_weights(holder, path)
+    return units
+
+
+# ---------------------------------------------------------------- training the seeds
+
+def seed_dir(out: Path, spec: ModelSpec, k: int) -> Path:
+    return out / rundir.slug(spec.name) / f"seed-{k}"
+
+
+def _check_same_run(run: RunConfig, run_dir: Path, task: Task) -> None:
+    """A finished seed is read back only for the same config (model, task, training, seed):
+    another --seed or --set in the same --out would otherwise be answered by old runs."""
+    keep = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k not in ("progress", "device")}}  # noqa: E731
+    now = resolved_config(run.model_copy(update={"train": with_task_defaults(run.train, task)}), model_for_task(run.model, task))
+    if keep(rundir.read_config(run_dir)) != keep(rundir.jsonable(now)):
+        raise ConfigError(f"{run_dir} holds a finished run of another config; compare with the same settings or choose another --out")
+
+
+def run_seed(run: RunConfig, run_dir: Path, task: Task, label: str, console) -> dict[str, Any]:
+    """A seed's summary: read back when it finished earlier, else trained (resumed from
+    its checkpoint when a killed compare left one)."""
+    done = run_dir / "summary.json"
+    if done.exists():
+        _check_same_run(run, run_dir, task)
+        console.print(f"{label}: finished earlier, read back")
+        return rundir.read_json(done)
+    resume = rundir.has_checkpoint(run_dir)
+    console.print(f"{label}: training {run.train.steps} steps" + (" (resuming)" if resume else ""))
+    summary = Trainer(run, run_dir, resume=resume, task=task).fit()
+    test = summary["final"].get("test", {}).get(summary["metric"], math.nan)
+    console.print(f"    {summary['metric']} {test:.4f} in {summary['train_seconds']:.0f} s")
+    return summary
+
+
+def baseline_rows(task: Task, metric: str, higher: bool, batch_size: int, device: torch.device
+                  ) -> list[tuple[dict[str, Any], np.ndarray | None]]:
+    """The problem's trivial baselines, fitted on the train split and scored on val and
+    test as a model is: (row, per-unit test outcomes) each; rows carry no cost."""
+    splits = task.splits()
+    found = []
+    for name, model in task.strategy.trivial_baselines(splits["train"], splits["test"]).items():
+        test, units = score(model, task, "test", metric, batch_size, device, "fp32")
+        val, _ = score(model, task, "val", metric, batch_size, device, "fp32")
+        found.append((baseline_row(name, metric, higher, val, test, len(splits["test"])), units))
+    return found
+
+
+def _plan_line(specs: list[ModelSpec], plans: list[dict[str, Any]], seeds: int, remaining: list[int],
+               budget_s: float | None) -> str:
+    steps = sorted({p["planned_steps"] for p in plans})
+    per = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+    how = f"budget {budget_s:g} s ({per} steps)" if budget_s is not None else f"{per} steps"
+    left = sum(n * p["planned_steps"] * p["step_ms"] / 1e3 for n, p in zip(remaining, plans))
+    done = len(specs) * seeds - sum(remaining)
+    return (f"plan: {len(specs)} models x {seeds} seeds x {how}; about {left:.1f} s of training left "
+            f"(from measured step times)" + (f", {done} runs finished earlier" if done else ""))
+
+
+@dataclass
+class Job:
+    """One comparison's settings, shared by its steps."""
+
+    task: Task
+    task_spec: ComponentSpec
+    out: Path
+    seeds: int
+    train: TrainConfig  # before the per-model plan and per-seed seed
+    user_warmup: bool  # the user set train.warmup_steps: keep it whatever the plan
+    device: torch.device
+    reference: str  # the first model: every row's delta is against it
+    constraints: Constraints | None
+    optimize: str
+    baselines: list[tuple[dict[str, Any], np.ndarray | None]] = field(default_factory=list)
+
+
+def train_seeds(job: Job, label: str, spec: ModelSpec, model: dict[str, Any], plan: dict[str, Any], console
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Evidence]:
+    """Every seed of one model: (summaries, seed records, evidence for the verdict)."""
+    summaries, records, outcomes = [], [], []
+    for k in range(job.seeds):
+        seed = job.train.seed + k
+        run_dir = seed_dir(job.out, spec, k)
+        run = RunConfig(model=model, task=job.task_spec, train=seed_config(job.train, plan, seed, job.user_warmup))
+        summary = run_seed(run, run_dir, job.task, f"{label} seed {seed}", console)
+        summaries.append(summary)
+        records.append(seed_record(seed, summary, plan))
+        outcomes.append(seed_outcomes(run_dir, job.task, summary["metric"], job.train.eval_batch_size, job.device,
+                                      summary.get("precision") or "fp32"))
+    stacked = np.stack(outcomes) if all(o is not None for o in outcomes) else None
+    return summaries, records, Evidence([r["quality"] for r in records], stacked)
+
+
+def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, seeds: int = 1, budget_s: float | None = None,
             steps: int | None = None, out: str | Path = "runs/compare", train_overrides: dict[str, Any] | None = None,
             model_overrides: dict[str, Any] | None = None, device: str = "auto", seed: int = 0,
-            console=None) -> list[dict[str, Any]]:
-    """Train, evaluate and profile every model; returns the rows (also written to `out`).
-    `model_overrides` (e.g. dim, depth) apply to every model, so they compare at one size."""
+            constraints: Constraints | None = None, optimize: str = "quality", console=None) -> dict[str, Any]:
+    """Train every model `seeds` times (seed, seed + 1, ...: weights, data order, dropout),
+    evaluate and profile it, add the trivial baselines and judge; returns results.json's
+    content (also written to `out` with results.csv and report.html). `model_overrides`
+    (e.g. dim, depth) apply to every model, so they compare at one size."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if optimize not in OPTIMIZE:  # before any training, not after it
+        raise unknown("--optimize value", optimize, OPTIMIZE)
     console = console or Console(stderr=True)
     task: Task = registry.build("task", task_spec.name, **task_spec.options)
     task.splits()
@@ -135,81 +329,45 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, budget
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--models names a model twice: {', '.join(names)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
-    base_train = with_task_defaults(TrainConfig.model_validate({"seed": seed, "device": device, **(train_overrides or {})}), task)
-    rows: list[dict[str, Any]] = []
-    for i, spec in enumerate(specs, 1):
-        run_dir = out / rundir.slug(spec.name)
-        done = run_dir / "summary.json"
-        if done.exists() and (run_dir / "cost.json").exists():
-            console.print(f"[{i}/{len(specs)}] {spec.name}: finished earlier, read back")
-            rows.append(_row(spec, rundir.read_json(done), rundir.read_json(run_dir / "cost.json")))
-            continue
-        train_cfg = base_train.model_copy()
-        model = model_dict(spec, model_overrides)
-        model_cfg = model_for_task(model, task)
-        cost_path = run_dir / "cost.json"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if cost_path.exists():
-            cost = rundir.read_json(cost_path)
-        else:
-            torch.manual_seed(seed)
-            cost = _cost(catalog.create(model_cfg), task, train_cfg.batch_size, dev, train_cfg.precision)
-            rundir.atomic_write_json(cost_path, cost)
-        if budget_s is not None:
-            # Same wall-clock budget for every model: the step count comes from its measured
-            # training-step time, so the schedule decays over the steps it can afford.
-            step_s = cost["forward_backward"]["median_ms"] / 1e3 * 1.25
-            fit = max(10, int(budget_s / step_s))
-            train_cfg = train_cfg.model_copy(update={"steps": fit, "max_time": budget_s * 1.5,
-                                                     "eval_every": max(10, fit // 5)})
-        if steps is not None:
-            train_cfg = train_cfg.model_copy(update={"steps": steps, "eval_every": max(1, min(train_cfg.eval_every, steps))})
-        run = RunConfig(model=model, task=task_spec, train=train_cfg)
-        resume = rundir.has_checkpoint(run_dir)
-        console.print(f"[{i}/{len(specs)}] {spec.name}: training {train_cfg.steps} steps" + (" (resuming)" if resume else ""))
-        started = time.perf_counter()
-        trainer = Trainer(run, run_dir, resume=resume, task=task)
-        summary = trainer.fit()
-        console.print(f"    {summary['metric']} {summary['final'].get('test', {}).get(summary['metric'], float('nan')):.4f}"
-                      f" in {time.perf_counter() - started:.0f} s")
-        rows.append(_row(spec, summary, cost))
-        write_results(out, rows, task)
-    return write_results(out, rows, task)
+    base = with_task_defaults(TrainConfig.model_validate({"seed": seed, "device": device, **(train_overrides or {})}), task)
+    job = Job(task, task_spec, Path(out), seeds, base, "warmup_steps" in (train_overrides or {}), resolve_device(device),
+              specs[0].name, constraints, optimize)
+    model_dicts = [model_dict(s, model_overrides) for s in specs]
+    costs, plans = [], []
+    for spec, model in zip(specs, model_dicts):  # every cost first: the plan line estimates the whole job
+        model_dir = job.out / rundir.slug(spec.name)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        costs.append(measured_cost(model_dir, model_for_task(model, task), task, base, job.device, base.seed))
+        plans.append(planned(model_dir, costs[-1], base, budget_s, steps))
+    remaining = [sum(not (seed_dir(job.out, s, k) / "summary.json").exists() for k in range(seeds)) for s in specs]
+    console.print(_plan_line(specs, plans, seeds, remaining, budget_s))
+    metric = base.metric or task.primary_metric
+    job.baselines = baseline_rows(task, metric, task.strategy.higher_is_better(metric), base.eval_batch_size, job.device)
+    rows, evidence = [], {}
+    for i, (spec, model, cost, plan) in enumerate(zip(specs, model_dicts, costs, plans), 1):
+        summaries, records, evidence[spec.name] = train_seeds(job, f"[{i}/{len(specs)}] {spec.name}", spec, model, plan, console)
+        rows.append(model_row(spec.name, summaries, records, cost, len(task.splits()["test"])))
+        results = write_results(rows, evidence, job)
+    return results
 
 
-def mark_pareto(rows: list[dict[str, Any]]) -> None:
-    """Flag rows on the quality-vs-latency and quality-vs-params fronts."""
-    if not rows:
-        return
-    higher = rows[0]["higher_is_better"]
-    sign = 1.0 if higher else -1.0
-    for cost_key, flag in (("latency_ms", "pareto_latency"), ("params", "pareto_params")):
-        points = [(sign * r["quality"] if not math.isnan(r["quality"]) else -math.inf, r[cost_key] or math.inf) for r in rows]
-        front = pareto_front(points)
-        for r, on in zip(rows, front):
-            # A NaN score is no quality at all: the cheapest such model would otherwise be
-            # undominated (nothing is cheaper) and marked on the front.
-            r[flag] = on and not math.isnan(r["quality"])
-
-
-def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not rows:
-        return rows
-    higher = rows[0]["higher_is_better"]
-    key = lambda r: (math.isnan(r["quality"]), -r["quality"] if higher else r["quality"])  # noqa: E731
-    return sorted(rows, key=key)
-
-
-def write_results(out: Path, rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
-    """Rank, mark the fronts and write results.json / results.csv / report.html; returns
-    the ranked rows."""
-    rows = sort_rows(rows)
-    mark_pareto(rows)
-    rundir.atomic_write_json(out / "results.json", {"task": task.name, "rows": rows})
-    write_csv(out / "results.csv", rows)
-    curves = {r["model"]: rundir.read_metrics(out / rundir.slug(r["model"])) for r in rows}
-    write_report(out, rows, task.name, curves)
-    return rows
+def write_results(rows: list[dict[str, Any]], evidence: dict[str, Evidence], job: Job) -> dict[str, Any]:
+    """The models so far beside the baselines, judged, as results.json / results.csv /
+    report.html; returns the results. Written after every model, so a long compare shows
+    its progress and a killed one leaves the models finished so far."""
+    first = rows[0]
+    rows = [dict(r, flags=[]) for r in rows]  # fresh verdict fields on every write
+    evidence = dict(evidence)
+    for row, units in job.baselines:
+        rows.append(dict(row, flags=[]))
+        evidence[row["model"]] = Evidence([row["quality"]], None if units is None else units[None])
+    ranked, verdict = judge(rows, evidence, reference=job.reference, constraints=job.constraints, optimize=job.optimize)
+    results = {"task": job.task.name, "metric": first["metric"], "higher_is_better": first["higher_is_better"],
+               "n_test": len(job.task.splits()["test"]), "seeds": job.seeds, "reference": job.reference,
+               **verdict, "rows": ranked}
+    rundir.atomic_write_json(job.out / "results.json", results)
+    write_csv(job.out / "results.csv", ranked)
+    curves = {r["model"]: [rundir.read_metrics(job.out / rundir.slug(r["model"]) / f"seed-{k}") for k in range(len(r["seeds"]))]
+              for r in ranked if not r["baseline"]}
+    write_report(job.out, results, curves)
+    return results

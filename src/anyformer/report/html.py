@@ -1,61 +1,106 @@
-"""A single self-contained HTML report (figures embedded as base64 PNG)."""
+"""The report of a comparison: one self-contained `report.html` (plotly.js and every figure
+inlined, so it opens offline, mailed or archived on its own) and the figures again as PNG
+files beside it. Rows in, files out: run directories are read by the caller
+(compare.py, or report/sources.py for `anyformer report`)."""
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
-import math
+from html import escape
 from pathlib import Path
 from typing import Any
 
+from anyformer.report import interactive, page
+from anyformer.report import results as R
+from anyformer.report.curves import curve_bands
 from anyformer.report.figures import learning_curves, quality_vs_cost
-from anyformer.report.table import COLUMNS, _fmt
-from anyformer.rundir import atomic_write_text
+from anyformer.report.htmltable import html_table
+from anyformer.rundir import atomic_write_bytes, atomic_write_text
+
+FIGURE_FILES = {"latency": "quality_vs_latency.png", "params": "quality_vs_params.png", "curves": "learning_curves.png"}
 
 
-def _img(png: bytes | None, alt: str) -> str:
-    if png is None:
+def write_report(out: Path, results: dict[str, Any] | list[dict[str, Any]], curves: Any = None, *legacy: Any) -> Path:
+    """Write `out/report.html` and the figures as PNG files beside it; returns the page's path.
+
+    `results` is results.json's content; `curves` maps each model to one list of metrics
+    records per seed (as rundir.read_metrics returns them), a single list standing for one
+    seed. The older call `write_report(out, rows, task_name, curves)` (a list of rows, then
+    the task's name) still works while callers move over."""
+    if isinstance(results, list):
+        results, curves = {"task": curves, "rows": results}, (legacy[0] if legacy else None)
+    out = Path(out)
+    res = R.normalize(results)
+    runs = R.per_seed(curves)
+    names = [r["model"] for r in R.models(res)]
+    colours = R.colours(names + [n for n in runs if n not in names])
+    bands = curve_bands({n: runs[n] for n in names + [n for n in runs if n not in names] if n in runs}, res["metric"])
+    pngs = {
+        "latency": quality_vs_cost(res, "latency_ms", colours),
+        "params": quality_vs_cost(res, "params", colours),
+        "curves": learning_curves(bands, res["metric"], colours),
+    }
+    for key, png in pngs.items():
+        path = out / FIGURE_FILES[key]
+        if png is None:
+            path.unlink(missing_ok=True)  # a figure from an earlier build would describe other rows
+        else:
+            atomic_write_bytes(path, png)
+    divs = {
+        "latency": interactive.scatter(res, "latency_ms", colours, "fig-latency"),
+        "params": interactive.scatter(res, "params", colours, "fig-params"),
+        "curves": interactive.curves(bands, res["metric"], colours, "fig-curves"),
+    }
+    path = out / "report.html"
+    atomic_write_text(path, _page(res, divs, pngs))
+    return path
+
+
+def _static(pngs: dict[str, bytes | None]) -> str:
+    figures = [f'<figure><img alt="{escape(FIGURE_FILES[k])}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+               f"<figcaption>{escape(FIGURE_FILES[k])}</figcaption></figure>" for k, png in pngs.items() if png]
+    if not figures:
         return ""
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+    return ('<details id="static"><summary>Static copies of the figures (also saved as PNG files beside this page)'
+            f"</summary>{''.join(figures)}</details>")
 
 
-def write_report(out: Path, rows: list[dict[str, Any]], task: str,
-                 curves: dict[str, list[dict[str, Any]]] | None = None) -> Path:
-    """`out/report.html` from the ranked rows and each model's metrics records (by model
-    name: training loss and val metric per step, as in metrics.jsonl)."""
-    metric = rows[0]["metric"] if rows else "quality"
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in COLUMNS) + "<th>Pareto</th>"
-    body = []
-    for r in rows:
-        marks = ("latency " if r.get("pareto_latency") else "") + ("params" if r.get("pareto_params") else "")
-        cells = "".join(f"<td>{html.escape(_fmt(k, f, r.get(k)))}</td>" for k, _, f in COLUMNS)
-        cls = ' class="front"' if marks else ""
-        body.append(f"<tr{cls}>{cells}<td>{marks.strip()}</td></tr>")
-    figures = [
-        _img(quality_vs_cost(rows, "latency_ms", "pareto_latency", "inference latency per batch (ms, log)"), "quality vs latency, Pareto front in red"),
-        _img(quality_vs_cost(rows, "params", "pareto_params", "parameters (log)"), "quality vs parameters, Pareto front in red"),
-        _img(learning_curves(curves or {}, metric), "learning curves"),
-    ]
-    best = next((r for r in rows if not math.isnan(r["quality"])), None)
-    verdict = f"Best test {metric}: <b>{html.escape(best['model'])}</b> ({best['quality']:.4f})." if best else ""
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>anyformer compare: {html.escape(task)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; font-size: 14px; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-tr.front td {{ background: #fff3f0; }}
-figure {{ display: inline-block; margin: 1em 1em 0 0; }} img {{ max-width: 100%; }}
-</style></head><body>
-<h1>anyformer compare: {html.escape(task)}</h1>
-<p>{len(rows)} models, trained under the same budget, ranked by test {html.escape(metric)}. {verdict}
-Latency is one forward pass on a batch of test data; rows shaded are Pareto-optimal
-(no other model is both better and cheaper). Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>
-{''.join(figures)}
+def _page(res: dict[str, Any], divs: dict[str, str | None], pngs: dict[str, bytes | None]) -> str:
+    task = escape(str(res["task"]))
+    metric = escape(res["metric"])
+    n = len(R.models(res))
+    scatter = "".join(f"<div>{d}</div>" for d in (divs["latency"], divs["params"]) if d)
+    curves = divs["curves"] or '<p class="note">No learning curves: no metrics were logged for these runs.</p>'
+    better = "higher" if res["higher_is_better"] else "lower"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>anyformer compare: {task}</title>
+<style>{page.STYLE}</style>
+<script>{interactive.plotly_js()}</script>
+</head><body>
+<h1>anyformer compare: {task}</h1>
+<p class="lede">{n} models trained under one budget on <b>{task}</b>, ranked by test {metric} ({better} is better).
+{escape(page.summary(res))} Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}.</p>
+{page.recommendation_html(res)}
+<h2>Results</h2>
+<div class="tools"><input id="filter" type="search" placeholder="filter rows: model, flag (tied, front, ...)"
+ aria-label="filter rows"><span id="shown"></span></div>
+<div class="scroll">{html_table(res)}</div>
+<p class="note">Click a column header to sort (again to reverse). Test {metric} is the mean over seeds, &plusmn; the
+half-width of its interval (hover a value for the bounds). <i>tied with best</i>: not distinguishable from the
+best model by the comparison's tie test. <i>front</i>: on the Pareto front of quality against that cost.</p>
+<h2>Quality against cost</h2>
+<p class="note">Hover a point for its details; click a legend entry to hide a model. Error bars are the
+intervals; the dotted line is the trivial baseline; the green area meets the constraints; the star is the
+recommended model.</p>
+<div class="cols">{scatter or '<p class="note">No model has both a score and a cost.</p>'}</div>
+<h2>Learning curves</h2>
+{curves}
+<div class="cols">
+<section><h2>Plan</h2>{page.definition_list(page.plan_items(res))}</section>
+<section><h2>Environment</h2>{page.definition_list(page.environment_items(res))}</section>
+</div>
+{_static(pngs)}
+<script>{page.SCRIPT}</script>
 </body></html>
 """
-    path = out / "report.html"
-    atomic_write_text(path, page)
-    return path

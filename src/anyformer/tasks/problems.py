@@ -8,14 +8,53 @@ this package) with one `@register("problem", name)` line.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from anyformer.errors import unknown
 from anyformer.registry import register
 from anyformer.tasks import metrics as M
+
+
+class SplitLike(Protocol):
+    """What a trivial baseline reads of a split (tasks.base.Split, which imports this module)."""
+
+    inputs: Any
+    target: torch.Tensor
+
+    def batch(self, index: torch.Tensor) -> Any: ...
+
+
+class ConstantOutput(nn.Module):
+    """A trivial baseline: the same output for every example, whatever its inputs (a class
+    prior's logits, a unigram's log-probabilities per position)."""
+
+    def __init__(self, value: torch.Tensor, per_position: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("value", value)
+        self.per_position = per_position
+
+    def forward(self, inputs: Any, mask: torch.Tensor | None = None) -> torch.Tensor:
+        first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+        shape = (first.shape[0], first.shape[1]) if self.per_position else (first.shape[0],)
+        return self.value.expand(*shape, *self.value.shape)
+
+
+class SeasonalNaive(nn.Module):
+    """Forecast each of the next `horizon` steps as the value one `period` earlier,
+    repeating the input's last period (period 1: the last value, held)."""
+
+    def __init__(self, period: int, horizon: int) -> None:
+        super().__init__()
+        self.period, self.horizon = period, horizon
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        length = inputs.shape[1]
+        index = length - self.period + torch.arange(self.horizon, device=inputs.device) % self.period
+        return inputs[:, index]
 
 
 class Problem:
@@ -56,6 +95,18 @@ class Problem:
         """Metrics over a whole split: the `compact` outputs of every batch, concatenated."""
         raise NotImplementedError
 
+    def per_example(self, output: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor | None:
+        """Per-unit scores [n] of a split's compact outputs whose mean is `metric` (a hit per
+        example for accuracy, a squared error for MSE), for intervals and paired tests; None
+        when the metric is no mean over units (macro-F1, perplexity)."""
+        return None
+
+    def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
+        """Models that need no training, fitted on `train` (`test` gives output shapes only),
+        scored like any model on the task's own metrics: what a comparison must beat. Name
+        -> a module called as model(inputs, mask=...)."""
+        return {}
+
     def higher_is_better(self, metric: str) -> bool:
         """Whether a higher `metric` is better; a ConfigError naming the valid metrics when
         this problem reports no such metric."""
@@ -82,6 +133,21 @@ class Classification(Problem):
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return {"accuracy": M.accuracy(output, target), "macro_f1": M.macro_f1(output.argmax(-1), target, output.shape[-1])}
 
+    def per_example(self, output: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor | None:
+        if metric == "accuracy":
+            return (output.argmax(-1) == target).double()
+        if metric == "loss":
+            return F.cross_entropy(output.double(), target, reduction="none")
+        return None
+
+    def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
+        """The majority class, as the logits of the training class frequencies (add-one
+        smoothed, so its loss is that of the class prior too). The test labels only size
+        the output, so a class absent from training still counts in macro-F1."""
+        classes = int(max(train.target.max(), test.target.max())) + 1
+        counts = torch.bincount(train.target, minlength=classes).double() + 1.0
+        return {"majority class": ConstantOutput((counts / counts.sum()).log().float())}
+
 
 @register("problem", "multi-label")
 class MultiLabelClassification(Problem):
@@ -102,6 +168,21 @@ class MultiLabelClassification(Problem):
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return M.multilabel_metrics(output, target)
 
+    def per_example(self, output: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor | None:
+        # Every example has the same K labels, so the mean of per-example shares is the
+        # per-label accuracy over the split.
+        hits = (output > 0) == target.bool()
+        if metric == "accuracy":
+            return hits.double().mean(-1)
+        if metric == "exact_match":
+            return hits.all(-1).double()
+        return None
+
+    def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
+        """Each label's majority value, as the logit of its (add-one smoothed) training frequency."""
+        rate = (train.target.double().sum(0) + 1.0) / (len(train.target) + 2.0)
+        return {"majority per label": ConstantOutput(torch.logit(rate).float())}
+
 
 @register("problem", "forecast")
 class Forecast(Problem):
@@ -118,6 +199,33 @@ class Forecast(Problem):
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return {"mse": M.mse(output, target), "mae": M.mae(output, target)}
+
+    def per_example(self, output: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor | None:
+        # Every window has the same H x C values: the mean of window means is the split's.
+        err = output.double() - target.double()
+        if metric in ("mse", "loss"):
+            return err.pow(2).flatten(1).mean(1)
+        if metric == "mae":
+            return err.abs().flatten(1).mean(1)
+        return None
+
+    def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
+        """The last value held over the horizon, and seasonal naive with the period (2 ..
+        input length) whose forecasts of the training windows err least. Only for inputs
+        that are the past of the targets' own series ([N, L, C] beside [N, H, C])."""
+        sample = train.batch(torch.arange(min(len(train.target), 2048)))  # enough windows to pick a period
+        x, y = sample.inputs, sample.target
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or y.dim() != 3 or x.shape[2] != y.shape[2]:
+            return {}
+        horizon = int(test.target.shape[1])
+        baselines: dict[str, nn.Module] = {"last value": SeasonalNaive(1, horizon)}
+        periods = range(2, int(x.shape[1]) + 1)
+        if periods:
+            y = y[:, :horizon]
+            errors = {p: float((SeasonalNaive(p, horizon)(x) - y).pow(2).mean()) for p in periods}
+            best = min(errors, key=errors.get)
+            baselines[f"seasonal naive (period {best})"] = SeasonalNaive(best, horizon)
+        return baselines
 
 
 @register("problem", "lm")
@@ -144,3 +252,18 @@ class LanguageModelling(Problem):
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return M.lm_metrics(output)
+
+    def per_example(self, output: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor | None:
+        """Per scored token (the compact [n_tokens, 2] rows): its hit, or its loss."""
+        column = {"accuracy": 1, "loss": 0}.get(metric)
+        return None if column is None else output[:, column].double()
+
+    def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
+        """A unigram model: every position predicts the training targets' token frequencies
+        (add-one smoothed over the ids seen in either split)."""
+        seen = train.target[train.target != -100]
+        if len(seen) == 0:
+            return {}
+        vocab = int(max(seen.max(), test.target.max())) + 1
+        counts = torch.bincount(seen, minlength=vocab).double() + 1.0
+        return {"unigram": ConstantOutput((counts / counts.sum()).log().float(), per_position=True)}
