@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from anyformer.report import points as P  # noqa: E402
-from anyformer.report import results as R  # noqa: E402
 from anyformer.report.curves import Band  # noqa: E402
 
 # Label positions tried around a point (offset in points), nearest first.
@@ -58,14 +57,10 @@ def _place_labels(ax, pts: list[P.Point]) -> None:
 
 
 def quality_vs_cost(results: dict[str, Any], cost_key: str, colours: dict[str, str]) -> bytes | None:
-    pts = P.points(results, cost_key, colours)
-    if not pts:
+    f = P.frame(results, cost_key, colours)
+    if f is None:
         return None
-    log = P.log_axis([p.x for p in pts])
-    bases = R.baselines(results)
-    bounds = R.limits(results["constraints"], results["metric"]).get("quality", (None, None))
-    xr = P.x_range(pts, log)
-    yr = P.y_range(pts, [b["quality"] for b in bases] + [v for v in bounds if v is not None])
+    pts, log, bases, xr, yr = f.points, f.log, f.baselines, f.x_range, f.y_range
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     for p in pts:
         err = dict(yerr=[[p.y_err[0]], [p.y_err[1]]] if p.y_err else None,

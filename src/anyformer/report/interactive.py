@@ -13,7 +13,6 @@ import plotly.offline
 from plotly.subplots import make_subplots
 
 from anyformer.report import points as P
-from anyformer.report import results as R
 from anyformer.report.curves import Band
 
 CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False}
@@ -47,14 +46,10 @@ def scatter(results: dict[str, Any], cost_key: str, colours: dict[str, str], div
     """Quality against one cost: a point per model with its interval as error bars, the
     Pareto front dashed, the baseline as a horizontal line, the region that meets the
     constraints shaded, the recommended model drawn as a star."""
-    pts = P.points(results, cost_key, colours)
-    if not pts:
+    f = P.frame(results, cost_key, colours)
+    if f is None:
         return None
-    log = P.log_axis([p.x for p in pts])
-    bases = R.baselines(results)
-    bounds = R.limits(results["constraints"], results["metric"]).get("quality", (None, None))
-    xr = P.x_range(pts, log)
-    yr = P.y_range(pts, [b["quality"] for b in bases] + [v for v in bounds if v is not None])
+    pts, log, bases, xr, yr = f.points, f.log, f.baselines, f.x_range, f.y_range
     fig = go.Figure()
     for p in pts:
         symbol = "star" if p.recommended else ("circle-open" if not p.feasible else "circle")

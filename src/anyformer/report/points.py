@@ -171,3 +171,27 @@ def axis_title(results: dict[str, Any], cost_key: str, log: bool) -> str:
 def quality_title(results: dict[str, Any]) -> str:
     better = "higher" if results["higher_is_better"] else "lower"
     return f"test {results['metric']} ({better} is better)"
+
+
+@dataclass
+class Frame:
+    """What both renderings (plotly, matplotlib) of one quality-vs-cost figure draw."""
+
+    points: list[Point]
+    log: bool
+    baselines: list[dict[str, Any]]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+
+
+def frame(results: dict[str, Any], cost_key: str, colours: dict[str, str]) -> Frame | None:
+    """The points, axes and baselines of quality against `cost_key`; None when no model has that cost."""
+    pts = points(results, cost_key, colours)
+    if not pts:
+        return None
+    log = log_axis([p.x for p in pts])
+    bases = R.baselines(results)
+    bounds = R.limits(results["constraints"], results["metric"]).get("quality", (None, None))
+    yr = y_range(pts, [b["quality"] for b in bases] + [v for v in bounds if v is not None])
+    return Frame(pts, log, bases, x_range(pts, log), yr)
+
