@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 # The main job on embedded data: ViT and every efficient mixer, same budget each, on digits.
 demo: $(STAMP)
-	$(VENV)/bin/anyformer compare --task digits --budget-s 12 --set dim=64 --out runs/demo
+	$(VENV)/bin/anyformer compare --task digits --budget 12s --set dim=64 --out runs/demo
 
 # The report's browser test drives Debian's chromium through playwright (never a browser download).
 # CI runs as root on a fresh Debian machine: install it there, and fail if it cannot be had (the test

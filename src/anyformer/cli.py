@@ -15,6 +15,7 @@ from rich.table import Table
 from anyformer import catalog, registry, rundir
 from anyformer.bench import plot_sweeps, profile, save_json, sweep
 from anyformer.bench.inputs import example_model, length_builder
+from anyformer.budget import parse_duration
 from anyformer.compare import compare
 from anyformer.config import model_config, parse_assignments
 from anyformer.errors import AnyformerError, ConfigError, TrainingError, unknown
@@ -149,14 +150,15 @@ def train_cmd(
     out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<preset>-<task>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out exactly"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps"),
-    max_time: Optional[float] = typer.Option(None, "--max-time", help="stop after this many seconds"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="stop training after this long: seconds or 90s, 10m, 1h"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", hidden=True, help="old name of --budget"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     skip_nonfinite: Optional[int] = typer.Option(None, "--skip-nonfinite", help="skip up to N batches with a non-finite loss"),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
 ) -> None:
     """Train a model on a task; writes a run directory (config, metrics, weights, state)."""
-    run = _run_config(config, set_, steps=steps, max_time=max_time, device=device, seed=seed,
+    run = _run_config(config, set_, steps=steps, max_time=parse_duration(budget or max_time), device=device, seed=seed,
                       skip_nonfinite=skip_nonfinite, compile=compile_)
     out = out or f"runs/{run.model.get('preset', 'model')}-{run.task.name}"
     summary = train(run, out, resume=resume)
@@ -288,7 +290,9 @@ def bench_cmd(
 def compare_cmd(
     task: str = typer.Option(..., "--task", help="task name, e.g. digits, forecast, modular (see `anyformer list task`)"),
     models: Optional[str] = typer.Option(None, "--models", help="comma-separated: preset, preset+mixer or YAML; default: baseline + every efficient mixer"),
-    budget_s: Optional[float] = typer.Option(None, "--budget-s", help="wall-clock seconds of training per model and seed (steps fixed once per model from its measured step time)"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="training time per model and seed, seconds or 90s, 10m, 1h (steps fixed once per model from its measured step time)"),
+    total_budget: Optional[str] = typer.Option(None, "--total-budget", help="training time for the whole job, e.g. 10m: split equally over models x seeds"),
+    budget_s: Optional[str] = typer.Option(None, "--budget-s", hidden=True, help="old name of --budget"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per model and seed (instead of a time budget)"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="independent trainings per model (seed, seed+1, ...); quality is their mean with a 95% interval"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default runs/compare-<task>)"),
@@ -310,7 +314,8 @@ def compare_cmd(
     names = [m for m in (models or "").split(",") if m.strip()] or None
     out = out or f"runs/compare-{spec.name}"
     limits = Constraints(max_latency_ms=max_latency_ms, max_params=max_params, max_memory_mb=max_memory_mb)
-    results = compare(spec, names, seeds=seeds, budget_s=budget_s, steps=steps, out=out, train_overrides=train_over,
+    results = compare(spec, names, seeds=seeds, budget_s=parse_duration(budget or budget_s),
+                      total_budget_s=parse_duration(total_budget, "--total-budget"), steps=steps, out=out, train_overrides=train_over,
                       model_overrides=model_over, device=device, seed=seed, constraints=limits, optimize=optimize,
                       console=err_console)
     console.print(results_table(results))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from anyformer import catalog, registry, rundir
 from anyformer.bench import profile
+from anyformer.budget import JobClock, budget_note, format_duration, run_budget
 from anyformer.config import ComponentSpec, apply_overrides, looks_like_path, read_yaml
 from anyformer.errors import AnyformerError, ConfigError, unknown
 from anyformer.presets import load_preset
@@ -44,6 +46,8 @@ __all__ = ["ModelSpec", "compare", "default_models", "mark_pareto", "parse_model
 OUTCOMES = "test_outcomes.safetensors"
 # Measured step time x this = the planned time per step (evaluation, logging, data).
 STEP_OVERHEAD = 1.25
+# A budgeted seed stops at 1.5x its planned time plus this: a run's fixed costs (first step, evaluation).
+MAX_TIME_SLACK_S = 5.0
 
 
 @dataclass
@@ -138,24 +142,27 @@ def step_seconds(cost: dict[str, Any]) -> float:
 
 
 def planned(model_dir: Path, cost: dict[str, Any], train_cfg: TrainConfig, budget_s: float | None,
-            steps: int | None) -> dict[str, Any]:
+            steps: int | None, total_budget_s: float | None = None, share_s: float | None = None) -> dict[str, Any]:
     """plan.json: the steps every seed of the model trains, computed once from its measured
     step time (the same wall-clock budget for every model, so the schedule decays over the
     steps it can afford) and reused on resume; a different request for the same folder is
-    an error, since finished seeds would be read back under another plan."""
-    request = {"budget_s": budget_s, "steps": steps}
+    an error, since finished seeds would be read back under another plan. `share_s`: each
+    seed's share of a total budget (given, or the default cap), in place of `budget_s`."""
+    request = {"budget_s": budget_s, "total_budget_s": total_budget_s, "steps": steps}
+    run_budget_s = budget_s if share_s is None else share_s
     path = model_dir / "plan.json"
     if path.exists():
         plan = rundir.read_json(path)
         if {k: plan.get(k) for k in request} != request:
             raise ConfigError(f"{model_dir} was planned for {plan.get('budget_s')} s / {plan.get('steps')} steps, not "
-                              f"{budget_s} s / {steps} steps; use the same --budget-s/--steps or another --out")
+                              f"{budget_s} s / {steps} steps (total {total_budget_s}); use the same "
+                              "--budget/--total-budget/--steps or another --out")
         return plan
     n = train_cfg.steps
-    if budget_s is not None:
-        n = max(10, int(budget_s / step_seconds(cost)))
+    if run_budget_s is not None:
+        n = max(10, int(run_budget_s / step_seconds(cost)))
     n = steps if steps is not None else n
-    plan = {**request, "planned_steps": n, "step_ms": step_seconds(cost) * 1e3}
+    plan = {**request, "run_budget_s": run_budget_s, "planned_steps": n, "step_ms": step_seconds(cost) * 1e3}
     rundir.atomic_write_json(path, plan)
     return plan
 
@@ -163,14 +170,15 @@ def planned(model_dir: Path, cost: dict[str, Any], train_cfg: TrainConfig, budge
 def seed_config(base: TrainConfig, plan: dict[str, Any], seed: int, user_warmup: bool) -> TrainConfig:
     """The seed's settings: exactly the planned steps, warmup at most a tenth of them unless
     the user set it (a task's warmup suits its own, longer, default run). A budget also
-    caps the time at 1.5x the planned time, so a slow moment cuts a run short (and the
+    caps the time at 1.5x the planned time (plus MAX_TIME_SLACK_S), so a slow moment cuts a run short (and the
     verdict flags it) rather than stalls the comparison."""
     n = plan["planned_steps"]
     update: dict[str, Any] = {"seed": seed, "steps": n, "eval_every": max(1, min(base.eval_every, n))}
     if not user_warmup:
         update["warmup_steps"] = min(base.warmup_steps, n // 10)
-    if plan["budget_s"] is not None:
-        update["max_time"] = 1.5 * max(plan["budget_s"], n * plan["step_ms"] / 1e3)
+    budget_s = plan.get("run_budget_s", plan["budget_s"])
+    if budget_s is not None:
+        update["max_time"] = 1.5 * max(budget_s, n * plan["step_ms"] / 1e3) + MAX_TIME_SLACK_S
         if plan["steps"] is None:
             update["eval_every"] = max(10, n // 5)
     return base.model_copy(update=update)
@@ -236,20 +244,15 @@ def _check_same_run(run: RunConfig, run_dir: Path, task: Task) -> None:
         raise ConfigError(f"{run_dir} holds a finished run of another config; compare with the same settings or choose another --out")
 
 
-def run_seed(run: RunConfig, run_dir: Path, task: Task, label: str, console) -> dict[str, Any]:
-    """A seed's summary: read back when it finished earlier, else trained (resumed from
-    its checkpoint when a killed compare left one)."""
-    done = run_dir / "summary.json"
-    if done.exists():
+def run_seed(run: RunConfig, run_dir: Path, task: Task, label: str, console) -> dict[str, Any] | None:
+    """A seed's summary, trained now (resumed from its checkpoint when a killed compare
+    left one); None when it finished earlier (its summary is then read back)."""
+    if (run_dir / "summary.json").exists():
         _check_same_run(run, run_dir, task)
-        console.print(f"{label}: finished earlier, read back")
-        return rundir.read_json(done)
+        return None
     resume = rundir.has_checkpoint(run_dir)
     console.print(f"{label}: training {run.train.steps} steps" + (" (resuming)" if resume else ""))
-    summary = Trainer(run, run_dir, resume=resume, task=task).fit()
-    test = summary["final"].get("test", {}).get(summary["metric"], math.nan)
-    console.print(f"    {summary['metric']} {test:.4f} in {summary['train_seconds']:.0f} s")
-    return summary
+    return Trainer(run, run_dir, resume=resume, task=task).fit()
 
 
 def baseline_rows(task: Task, metric: str, higher: bool, batch_size: int, device: torch.device
@@ -265,15 +268,20 @@ def baseline_rows(task: Task, metric: str, higher: bool, batch_size: int, device
     return found
 
 
-def _plan_line(specs: list[ModelSpec], plans: list[dict[str, Any]], seeds: int, remaining: list[int],
-               budget_s: float | None) -> str:
+def planned_seconds(plan: dict[str, Any]) -> float:
+    return plan["planned_steps"] * plan["step_ms"] / 1e3
+
+
+def _plan_line(specs: list[ModelSpec], plans: list[dict[str, Any]], seeds: int, remaining: list[int], note: str) -> str:
     steps = sorted({p["planned_steps"] for p in plans})
     per = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
-    how = f"budget {budget_s:g} s ({per} steps)" if budget_s is not None else f"{per} steps"
-    left = sum(n * p["planned_steps"] * p["step_ms"] / 1e3 for n, p in zip(remaining, plans))
+    budget_s = plans[0].get("run_budget_s", plans[0]["budget_s"])
+    how = f"budget {budget_s:.4g} s ({per} steps)" if budget_s is not None else f"{per} steps"
+    left = sum(n * planned_seconds(p) for n, p in zip(remaining, plans))
     done = len(specs) * seeds - sum(remaining)
-    return (f"plan: {len(specs)} models x {seeds} seeds x {how}; about {left:.1f} s of training left "
-            f"(from measured step times)" + (f", {done} runs finished earlier" if done else ""))
+    return (f"plan: {len(specs)} models x {seeds} seeds x {how}; about {left:.1f} s"
+            + (f" ({format_duration(left)})" if left >= 90 else "") + " of training left (from measured step times)"
+            + (f", {done} runs finished earlier" if done else "") + (f"; {note}" if note else ""))
 
 
 @dataclass
@@ -290,34 +298,45 @@ class Job:
     reference: str  # the first model: every row's delta is against it
     constraints: Constraints | None
     optimize: str
+    clock: JobClock
     baselines: list[tuple[dict[str, Any], np.ndarray | None]] = field(default_factory=list)
 
 
-def train_seeds(job: Job, label: str, spec: ModelSpec, model: dict[str, Any], plan: dict[str, Any], console
+def train_seeds(job: Job, spec: ModelSpec, model: dict[str, Any], plan: dict[str, Any], console
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Evidence]:
-    """Every seed of one model: (summaries, seed records, evidence for the verdict)."""
+    """Every seed of one model: (summaries, seed records, evidence for the verdict). After
+    each, a line with its quality and the job's progress with the time left."""
     summaries, records, outcomes = [], [], []
     for k in range(job.seeds):
-        seed = job.train.seed + k
+        seed, start = job.train.seed + k, time.perf_counter()
         run_dir = seed_dir(job.out, spec, k)
         run = RunConfig(model=model, task=job.task_spec, train=seed_config(job.train, plan, seed, job.user_warmup))
-        summary = run_seed(run, run_dir, job.task, f"{label} seed {seed}", console)
+        label = f"[{job.clock.done + 1}/{job.clock.runs}] {spec.name} seed {seed}"
+        summary = run_seed(run, run_dir, job.task, label, console)
+        trained, summary = summary is not None, summary or rundir.read_json(run_dir / "summary.json")
         summaries.append(summary)
         records.append(seed_record(seed, summary, plan))
         outcomes.append(seed_outcomes(run_dir, job.task, summary["metric"], job.train.eval_batch_size, job.device,
                                       summary.get("precision") or "fp32"))
+        state = job.clock.finish(planned_seconds(plan), time.perf_counter() - start if trained else None)
+        test = summary["final"].get("test", {}).get(summary["metric"], math.nan)
+        done = f"{summary['metric']} {test:.4f} in {summary['train_seconds']:.0f} s" if trained else "finished earlier, read back"
+        console.print(f"{label}: {done}; {state}", soft_wrap=True, highlight=False)
     stacked = np.stack(outcomes) if all(o is not None for o in outcomes) else None
     return summaries, records, Evidence([r["quality"] for r in records], stacked)
 
 
 def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, seeds: int = 1, budget_s: float | None = None,
-            steps: int | None = None, out: str | Path = "runs/compare", train_overrides: dict[str, Any] | None = None,
+            total_budget_s: float | None = None, steps: int | None = None, out: str | Path = "runs/compare", train_overrides: dict[str, Any] | None = None,
             model_overrides: dict[str, Any] | None = None, device: str = "auto", seed: int = 0,
             constraints: Constraints | None = None, optimize: str = "quality", console=None) -> dict[str, Any]:
     """Train every model `seeds` times (seed, seed + 1, ...: weights, data order, dropout),
     evaluate and profile it, add the trivial baselines and judge; returns results.json's
     content (also written to `out` with results.csv and report.html). `model_overrides`
-    (e.g. dim, depth) apply to every model, so they compare at one size."""
+    (e.g. dim, depth) apply to every model, so they compare at one size. Each model-seed
+    trains `budget_s`, or an equal share of `total_budget_s`, or `steps`; with none, the
+    task's default steps, capped by budget.DEFAULT_TOTAL_S for the whole job."""
+    started = time.perf_counter()
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if optimize not in OPTIMIZE:  # before any training, not after it
@@ -331,21 +350,25 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, seeds:
         raise ConfigError(f"--models names a model twice: {', '.join(names)}")
     base = with_task_defaults(TrainConfig.model_validate({"seed": seed, "device": device, **(train_overrides or {})}), task)
     job = Job(task, task_spec, Path(out), seeds, base, "warmup_steps" in (train_overrides or {}), resolve_device(device),
-              specs[0].name, constraints, optimize)
+              specs[0].name, constraints, optimize, JobClock(len(specs) * seeds, 0.0))
     model_dicts = [model_dict(s, model_overrides) for s in specs]
-    costs, plans = [], []
-    for spec, model in zip(specs, model_dicts):  # every cost first: the plan line estimates the whole job
-        model_dir = job.out / rundir.slug(spec.name)
+    dirs = [job.out / rundir.slug(s.name) for s in specs]
+    costs = []
+    for model_dir, model in zip(dirs, model_dicts):  # every cost first: the plan estimates the whole job
         model_dir.mkdir(parents=True, exist_ok=True)
         costs.append(measured_cost(model_dir, model_for_task(model, task), task, base, job.device, base.seed))
-        plans.append(planned(model_dir, costs[-1], base, budget_s, steps))
+    estimate = seeds * sum(base.steps * step_seconds(c) for c in costs)
+    share, total = run_budget(len(specs) * seeds, estimate, time.perf_counter() - started, budget_s, total_budget_s, steps)
+    plans = [planned(d, c, base, budget_s, steps, total_budget_s, share if total else None) for d, c in zip(dirs, costs)]
+    job.clock.planned_s = seeds * sum(planned_seconds(p) for p in plans)
     remaining = [sum(not (seed_dir(job.out, s, k) / "summary.json").exists() for k in range(seeds)) for s in specs]
-    console.print(_plan_line(specs, plans, seeds, remaining, budget_s))
+    note = budget_note(plans[0].get("run_budget_s"), total, total_budget_s is not None)
+    console.print(_plan_line(specs, plans, seeds, remaining, note), soft_wrap=True, highlight=False)
     metric = base.metric or task.primary_metric
     job.baselines = baseline_rows(task, metric, task.strategy.higher_is_better(metric), base.eval_batch_size, job.device)
     rows, evidence = [], {}
-    for i, (spec, model, cost, plan) in enumerate(zip(specs, model_dicts, costs, plans), 1):
-        summaries, records, evidence[spec.name] = train_seeds(job, f"[{i}/{len(specs)}] {spec.name}", spec, model, plan, console)
+    for spec, model, cost, plan in zip(specs, model_dicts, costs, plans):
+        summaries, records, evidence[spec.name] = train_seeds(job, spec, model, plan, console)
         rows.append(model_row(spec.name, summaries, records, cost, len(task.splits()["test"])))
         results = write_results(rows, evidence, job)
     return results
