@@ -32,11 +32,11 @@ from anyformer.config import ComponentSpec, apply_overrides, looks_like_path, re
 from anyformer.errors import AnyformerError, ConfigError, unknown
 from anyformer.presets import load_preset
 from anyformer.report.html import write_report
-from anyformer.runtime import autocast, resolve_device
+from anyformer.runtime import resolve_device
 from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train.config import RunConfig, TrainConfig
-from anyformer.train.evaluate import model_kwargs
+from anyformer.train.evaluate import predict_split
 from anyformer.train.loop import Trainer, resolved_config, with_task_defaults
 from anyformer.verdict import (LATENCY_SPREAD, OPTIMIZE, Constraints, Evidence, baseline_row, judge, mark_pareto, model_row,
                                seed_record, write_csv)
@@ -192,20 +192,9 @@ def score(model: torch.nn.Module, task: Task, split: str, metric: str, batch_siz
     """(the task's metrics with 'loss', per-unit outcomes of `metric` or None): the same
     pass over the split as training's evaluation, keeping what the strategy scores per
     unit. Outcomes whose mean is not the metric (a task scoring its own way) are dropped."""
-    data = task.splits()[split]
-    model = model.to(device).eval()
-    outputs, targets, loss = [], [], 0.0
-    for start in range(0, len(data), batch_size):
-        batch = data.batch(torch.arange(start, min(start + batch_size, len(data)))).to(device)
-        with autocast(device, precision):
-            out = model(batch.inputs, **model_kwargs(batch)).float()
-        loss += float(task.loss(out, batch.target)) * len(batch)
-        o, t = task.compact(out, batch.target)
-        outputs.append(o.cpu())
-        targets.append(t.cpu())
-    output, target = torch.cat(outputs), torch.cat(targets)
+    output, target, loss = predict_split(model.to(device), task, split, batch_size, device, precision)
     metrics = task.metrics(output, target)
-    metrics.setdefault("loss", loss / max(len(data), 1))
+    metrics.setdefault("loss", loss)
     units = task.strategy.per_example(output, target, metric)
     if units is None or metric not in metrics or not math.isclose(float(units.mean()), metrics[metric], rel_tol=1e-5, abs_tol=1e-9):
         return metrics, None

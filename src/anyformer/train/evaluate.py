@@ -13,10 +13,11 @@ def model_kwargs(batch) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, split: str, batch_size: int, device: torch.device,
-             precision: str = "auto") -> dict[str, float]:
-    """The task's metrics (and 'loss') of `model` on `split`, in batches of `batch_size`,
-    run in `precision` ('auto' | 'fp32' | 'bf16', resolved by anyformer.runtime)."""
+def predict_split(model: nn.Module, task: Task, split: str, batch_size: int, device: torch.device,
+                  precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(compacted outputs, targets, mean loss) of `model` on `split`, in batches of
+    `batch_size`, run in `precision` ('auto' | 'fp32' | 'bf16', resolved by anyformer.runtime);
+    the model is left in the mode it came in."""
     data = task.splits()[split]
     was_training = model.training
     model.eval()
@@ -32,6 +33,13 @@ def evaluate(model: nn.Module, task: Task, split: str, batch_size: int, device: 
         outputs.append(o.cpu())
         targets.append(t.cpu())
     model.train(was_training)
-    result = task.metrics(torch.cat(outputs), torch.cat(targets))
-    result.setdefault("loss", losses / max(counts, 1))
+    return torch.cat(outputs), torch.cat(targets), losses / max(counts, 1)
+
+
+def evaluate(model: nn.Module, task: Task, split: str, batch_size: int, device: torch.device,
+             precision: str = "auto") -> dict[str, float]:
+    """The task's metrics (and 'loss') of `model` on `split` (see `predict_split`)."""
+    output, target, loss = predict_split(model, task, split, batch_size, device, precision)
+    result = task.metrics(output, target)
+    result.setdefault("loss", loss)
     return result
