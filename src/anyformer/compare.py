@@ -268,7 +268,7 @@ def _plan_line(specs: list[ModelSpec], plans: list[dict[str, Any]], seeds: int, 
     how = f"budget {budget_s:.4g} s ({per} steps)" if budget_s is not None else f"{per} steps"
     left = sum(n * planned_seconds(p) for n, p in zip(remaining, plans))
     done = len(specs) * seeds - sum(remaining)
-    return (f"plan: {len(specs)} models x {seeds} seeds x {how}; about {left:.1f} s"
+    return (f"plan: {len(specs)} models x {seeds} seed{'s' if seeds != 1 else ''} x {how}; about {left:.1f} s"
             + (f" ({format_duration(left)})" if left >= 90 else "") + " of training left (from measured step times)"
             + (f", {done} runs finished earlier" if done else "") + (f"; {note}" if note else ""))
 

@@ -166,7 +166,7 @@ def summary(results: dict[str, Any]) -> str:
     parts = []
     if results.get("seeds") is not None:
         n = len(results["seeds"]) if isinstance(results["seeds"], list) else results["seeds"]
-        parts.append(f"{n} seeds per model")
+        parts.append(f"{n} seed{'s' if n != 1 else ''} per model")
     if results.get("interval_method"):
         parts.append(f"intervals: {results['interval_method']}")
     batches = sorted({r["latency_batch"] for r in R.models(results) if r.get("latency_batch")})
