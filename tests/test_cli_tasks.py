@@ -11,6 +11,7 @@ import yaml
 
 from anyformer import registry
 from anyformer.cli import main
+from anyformer.tasks.naming import task_spec
 
 WORDS = {"sport": ["goal", "match", "team", "score", "ball"],
          "food": ["pizza", "bread", "soup", "cheese", "apple"],
@@ -166,3 +167,13 @@ def test_set_takes_one_assignment_per_flag(args, capsys):
     # refused before anything runs (the README and every --set help say: one --set each).
     code, _, stderr = run_cli(args, capsys)
     assert code == 2 and "dim=32" in stderr
+
+
+def test_a_relative_data_path_is_stored_absolute(tmp_path, monkeypatch):
+    """A run records where its data is, so `anyformer eval RUN` works from any folder."""
+    (tmp_path / "rel.csv").write_text("text,label\na b,x\nc d,y\n")
+    monkeypatch.chdir(tmp_path)
+    assert task_spec("text-csv:rel.csv").options["path"] == str(tmp_path / "rel.csv")
+    assert task_spec("text-csv", path="./rel.csv").options["path"] == str(tmp_path / "rel.csv")
+    assert task_spec("ucr:Toy", data_dir="d").options["data_dir"] == str(tmp_path / "d")
+    assert "data_dir" not in task_spec("fashion-mnist").options  # defaults stay as the task has them

@@ -92,6 +92,9 @@ class Task:
     example_options: ClassVar[dict] = {}
     # The option a command-line name 'task:ARG' sets ('ucr:GunPoint' -> dataset); None: no ARG.
     argument_option: ClassVar[str | None] = None
+    # Options that name a local file or folder: a run stores them absolute, so `anyformer
+    # eval RUN` and a resume find the data from any working directory.
+    file_options: ClassVar[tuple[str, ...]] = ()
     multi_label: bool = False
 
     def __init__(self) -> None:

@@ -75,6 +75,8 @@ class FashionMNISTTask(Task):
     (LRA's "Image" task, Tay et al. 2021) for the `tokens` encoder. `data_dir` reads any
     folder of MNIST-format IDX files (gzipped or not)."""
 
+    file_options = ("data_dir",)
+
     problem = "classification"
     modality = "images"
     paper = "Fashion-MNIST (Xiao et al. 2017); LRA pixel-sequence protocol (Tay et al. 2021)"

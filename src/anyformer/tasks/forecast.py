@@ -67,6 +67,7 @@ class ForecastTask(Task):
     (`target` -> itself). MSE / MAE on the normalised splits."""
 
     argument_option = "path"
+    file_options = ("path",)
 
     @classmethod
     def parse_argument(cls, arg: str) -> dict[str, Any]:

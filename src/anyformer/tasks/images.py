@@ -40,6 +40,7 @@ class ImagesNPZTask(Task):
     without pickle (object arrays are refused)."""
 
     argument_option = "path"
+    file_options = ("path",)
 
     problem = "classification"
     modality = "images"

@@ -3,6 +3,7 @@ dataset='GunPoint'. Which option the argument sets is declared by each task
 (`Task.argument_option`, `Task.parse_argument`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from anyformer import registry
@@ -49,9 +50,13 @@ def _missing(name: str, options: dict[str, Any]) -> ConfigError | None:
 
 def task_spec(text: str, **options: Any) -> ComponentSpec:
     """The ComponentSpec of a command-line task name plus options, checked against the
-    registry once every option is in (so a required `path` may come from `task.path=`)."""
+    registry once every option is in (so a required `path` may come from `task.path=`);
+    the task's `file_options` are made absolute."""
     name, implied = parse_task_name(text)
     merged = {**implied, **options}
+    for key in registry.get("task", name).file_options:
+        if isinstance(merged.get(key), str):
+            merged[key] = str(Path(merged[key]).expanduser().resolve())
     missing = _missing(name, merged)
     if missing is not None:
         raise missing

@@ -83,6 +83,7 @@ class TabularCSVTask(Task):
     flow CSVs (UNSW-NB15, CIC-IDS) load as they are. Split: stratified seeded fractions."""
 
     argument_option = "path"
+    file_options = ("path",)
 
     problem = "classification"
     modality = "tabular"

@@ -33,6 +33,7 @@ class TextFileTask(Task):
     random `val_fraction` / `test_fraction`."""
 
     argument_option = "path"
+    file_options = ("path",)
 
     problem = "classification"
     modality = "tokens"

@@ -100,6 +100,7 @@ class UCRTask(Task):
     test split; a stratified seeded `val_fraction` of TRAIN is the val split."""
 
     argument_option = "dataset"
+    file_options = ("data_dir",)
 
     problem = "classification"
     modality = "series"
