@@ -146,3 +146,12 @@ def test_compare_takes_an_option_of_a_component_the_preset_brings(tmp_path):
     assert proc.returncode == 0, proc.stderr
     ffn = _read_yaml(out / "vit" / "seed-0" / "config.yaml")["model"]["ffn"]
     assert ffn == {**ffn, "name": "mlp", "ratio": 2.0, "activation": "gelu"}  # the preset's other options kept
+
+
+def test_set_model_names_a_preset_in_train_and_is_a_clear_error_in_show(tmp_path):
+    proc = run("train", "--set", "model=gpt", "--set", "task=modular", "--set", "train.steps=1",
+               "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(tmp_path / "g"))
+    assert proc.returncode == 0, proc.stderr
+    assert _read_yaml(tmp_path / "g" / "config.yaml")["model"]["preset"] == "gpt"
+    proc = run("show", "vit", "--set", "model=gpt")
+    assert proc.returncode == 2 and "names no model field" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

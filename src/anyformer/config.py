@@ -291,6 +291,9 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], route: bool
         parts = key.split(".")
         if parts[0] == "model":
             parts = parts[1:]
+        if not parts or not all(parts):
+            raise ConfigError(f"--set {key}={value}: {key!r} names no model field; a preset is the model itself "
+                              "(`anyformer show gpt`, `train --set model.preset=gpt`), a field is e.g. dim=64 or mixer.window=8")
         if parts[0] in fields:
             if len(parts) == 1 and parts[0] in COMPONENT_FIELDS:
                 data[parts[0]] = merge_spec(data.get(parts[0]), value)

@@ -65,7 +65,8 @@ def _explain_run(err: pydantic.ValidationError) -> ConfigError:
 
 def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """`--set` keys -> (train fields, task options (key 'name' for `task=NAME`), model
-    overrides): 'train.lr', 'task.p', 'task', 'model.dim' or a bare model field/option."""
+    overrides): 'train.lr', 'task.p', 'task', 'model' (a preset), 'model.dim' or a bare model
+    field/option."""
     train: dict[str, Any] = {}
     task: dict[str, Any] = {}
     model: dict[str, Any] = {}
@@ -75,6 +76,8 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
             train[rest] = value
         elif head == "task":
             task[rest or "name"] = value
+        elif head == "model" and not rest:
+            model["preset"] = value  # `model=gpt`, as `model: gpt` in a run YAML
         else:
             model[rest if head == "model" else key] = value
     return train, task, model
