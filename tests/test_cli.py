@@ -155,3 +155,8 @@ def test_set_model_names_a_preset_in_train_and_is_a_clear_error_in_show(tmp_path
     assert _read_yaml(tmp_path / "g" / "config.yaml")["model"]["preset"] == "gpt"
     proc = run("show", "vit", "--set", "model=gpt")
     assert proc.returncode == 2 and "names no model field" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_with_two_assignments_after_one_set_says_how_to_repeat_it():
+    proc = run("train", "--set", "dim=16", "depth=1")
+    assert proc.returncode == 2 and "--set dim=16 --set depth=1" in proc.stderr

@@ -135,7 +135,9 @@ def show_cmd(
 
 
 def _run_config(config: Optional[str], set_: list[str], **flags):
-
+    if config is not None and "=" in config and not Path(config).exists():
+        # `train --set a=1 b=2` leaves b=2 in the CONFIG slot: say the form that works.
+        raise ConfigError(f"stray argument {config!r}: --set takes one key=value, so repeat it (--set {(set_ or ['k=v'])[-1]} --set {config})")
     overrides = parse_assignments(set_)
     for key, value in flags.items():
         if value is not None:
