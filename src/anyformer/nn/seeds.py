@@ -30,6 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyformer.nn.block import Block
+from anyformer.nn.encoders.patches import PatchEncoder
+from anyformer.nn.ffn.mlp import MLP
+from anyformer.nn.heads.classifier import ClsHead
+from anyformer.nn.mixers.softmax import SoftmaxAttention
+from anyformer.nn.model import AnyFormer
+from anyformer.nn.norms.layernorm import LayerNorm
+from anyformer.nn.positions import LearnedPosition
+
 __all__ = ["StackedLinear", "StackedLayerNorm", "StackedViT", "stack_seeds"]
 
 
@@ -81,8 +90,6 @@ class StackedLayerNorm(nn.Module):
 
     @classmethod
     def from_norms(cls, norms: list[nn.Module]) -> StackedLayerNorm:
-        from anyformer.nn.norms.layernorm import LayerNorm
-
         for n in norms:
             if type(n) is not LayerNorm:
                 raise ValueError(f"stack_seeds: norm {type(n).__name__} is not supported (only anyformer's LayerNorm)")
@@ -222,14 +229,6 @@ def _refuse(what: str, module: object) -> ValueError:
 
 def _check(models: list[nn.Module]) -> None:
     """Every model a plain ViT of one configuration, with nothing the stacked forward would skip."""
-    from anyformer.nn.block import Block
-    from anyformer.nn.encoders.patches import PatchEncoder
-    from anyformer.nn.ffn.mlp import MLP
-    from anyformer.nn.heads.classifier import ClsHead
-    from anyformer.nn.mixers.softmax import SoftmaxAttention
-    from anyformer.nn.model import AnyFormer
-    from anyformer.nn.positions import LearnedPosition
-
     if not models:
         raise ValueError("stack_seeds: no models")
     for m in models:
