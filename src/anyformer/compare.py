@@ -220,8 +220,9 @@ def seed_outcomes(run_dir: Path, task: Task, metric: str, batch_size: int, devic
 
 # ---------------------------------------------------------------- training the seeds
 
-def seed_dir(out: Path, spec: ModelSpec, k: int) -> Path:
-    return out / rundir.slug(spec.name) / f"seed-{k}"
+def seed_dir(out: Path, model: str, k: int) -> Path:
+    """The run directory of seed index k of the model named `model`."""
+    return out / rundir.slug(model) / f"seed-{k}"
 
 
 def _check_same_run(run: RunConfig, run_dir: Path, task: Task) -> None:
@@ -298,7 +299,7 @@ def train_seeds(job: Job, spec: ModelSpec, model: dict[str, Any], plan: dict[str
     summaries, records, outcomes = [], [], []
     for k in range(job.seeds):
         seed, start = job.train.seed + k, time.perf_counter()
-        run_dir = seed_dir(job.out, spec, k)
+        run_dir = seed_dir(job.out, spec.name, k)
         run = RunConfig(model=model, task=job.task_spec, train=seed_config(job.train, plan, seed, job.user_warmup))
         label = f"[{job.clock.done + 1}/{job.clock.runs}] {spec.name} seed {seed}"
         summary = run_seed(run, run_dir, job.task, label, console)
@@ -350,7 +351,7 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, seeds:
     share, total = run_budget(len(specs) * seeds, estimate, time.perf_counter() - started, budget_s, total_budget_s, steps)
     plans = [planned(d, c, base, budget_s, steps, total_budget_s, share if total else None) for d, c in zip(dirs, costs)]
     job.clock.planned_s = seeds * sum(planned_seconds(p) for p in plans)
-    remaining = [sum(not (seed_dir(job.out, s, k) / "summary.json").exists() for k in range(seeds)) for s in specs]
+    remaining = [sum(not (seed_dir(job.out, s.name, k) / "summary.json").exists() for k in range(seeds)) for s in specs]
     note = budget_note(plans[0].get("run_budget_s"), total, total_budget_s is not None)
     console.print(_plan_line(specs, plans, seeds, remaining, note), soft_wrap=True, highlight=False)
     metric = base.metric or task.primary_metric
@@ -379,7 +380,7 @@ def write_results(rows: list[dict[str, Any]], evidence: dict[str, Evidence], job
                **verdict, "rows": ranked}
     rundir.atomic_write_json(job.out / "results.json", results)
     write_csv(job.out / "results.csv", ranked)
-    curves = {r["model"]: [rundir.read_metrics(job.out / rundir.slug(r["model"]) / f"seed-{k}") for k in range(len(r["seeds"]))]
+    curves = {r["model"]: [rundir.read_metrics(seed_dir(job.out, r["model"], k)) for k in range(len(r["seeds"]))]
               for r in ranked if not r["baseline"]}
     write_report(job.out, results, curves)
     return results
