@@ -1,8 +1,10 @@
 """`anyformer compare` with several seeds, a time budget, baselines, constraints and a
 recommendation, run as a user runs it on tiny models."""
 import json
+import os
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from anyformer import rundir
@@ -15,11 +17,12 @@ SMALL = {"dim": 16, "depth": 1, "heads": 2}
 DIGITS = ComponentSpec(name="digits")
 
 TOP_KEYS = {"task", "metric", "higher_is_better", "n_test", "seeds", "interval_method", "tie_test", "constraints",
-            "optimize", "recommendation", "recommendation_reason", "reference", "rows"}
+            "optimize", "recommendation", "recommendation_reason", "reference", "rows", "environment", "test_unit",
+            "n_test_units"}
 ROW_KEYS = {"model", "quality", "val", "metric", "higher_is_better", "params", "params_non_embedding", "flops_per_sample",
             "latency_ms", "latency_batch", "train_step_ms", "peak_memory_bytes", "steps", "train_seconds", "all_metrics",
             "pareto_latency", "pareto_params", "seeds", "quality_low", "quality_high", "n_test", "tied_with_best", "flags",
-            "baseline", "delta", "latency_ms_low", "latency_ms_high", "recommended", "feasible"}
+            "baseline", "delta", "latency_ms_low", "latency_ms_high", "latency_ms_q1", "latency_ms_q3", "recommended", "feasible"}
 SEED_KEYS = {"seed", "quality", "val", "steps", "planned_steps", "train_seconds"}
 
 
@@ -102,6 +105,10 @@ def test_cli_seeds_constraints_and_recommendation(tmp_path, capsys):
     assert set(data) == TOP_KEYS
     assert data["seeds"] == 2 and data["n_test"] == 359 and data["optimize"] == "quality" and data["reference"] == "vit"
     assert data["constraints"] == {"max_latency_ms": None, "max_params": 100000, "max_memory_mb": None}
+    env = data["environment"]  # the costs are only comparable on the machine they were measured on
+    assert env["torch"] == torch.__version__ and env["cores"] == os.cpu_count() and env["device"] == "cpu"
+    assert env["torch_threads"] == torch.get_num_threads() and env["gpu"] is None
+    assert data["test_unit"] == "example" and data["n_test_units"] == 359 and "n_test 359 examples" in printed
     for r in data["rows"]:
         assert set(r) == ROW_KEYS, r["model"]
         assert r["n_test"] == 359 and isinstance(r["flags"], list)
@@ -118,3 +125,47 @@ def test_cli_seeds_constraints_and_recommendation(tmp_path, capsys):
     with open(out / "results.csv") as fh:
         header = fh.readline().strip().split(",")
     assert {"quality_seed0", "quality_seed1", "quality_low", "quality_high", "n_test", "flags"} <= set(header)
+
+
+def test_a_language_model_counts_its_test_set_in_scored_tokens(tmp_path):
+    # Intervals resample the scored tokens, not the sequences: the table must say which.
+    results = compare(ComponentSpec(name="copy"), ["gpt"], steps=2, out=tmp_path / "lm", model_overrides=SMALL)
+    assert results["test_unit"] == "token"
+    scored = load_file(str(tmp_path / "lm" / "gpt" / "seed-0" / "test_outcomes.safetensors"))
+    assert results["n_test_units"] == next(iter(scored.values())).numel() > results["n_test"]
+    assert rundir.read_json(tmp_path / "lm" / "results.json")["n_test_units"] == results["n_test_units"]
+
+
+def test_seeds_side_by_side_are_the_runs_trained_one_after_another(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from anyformer.train import side_by_side
+
+    monkeypatch.setattr(side_by_side.os, "cpu_count", lambda: 2)  # two workers of one thread, on any machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same kernels as a one-thread worker: bitwise the same runs
+    try:
+        alone = compare(DIGITS, ["vit"], seeds=2, steps=4, out=tmp_path / "alone", model_overrides=SMALL, seed_workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    log = io.StringIO()
+    together = compare(DIGITS, ["vit"], seeds=2, steps=4, out=tmp_path / "together", model_overrides=SMALL,
+                       console=Console(file=log, width=200))
+    assert "2 seeds side by side (2 processes x 1 thread), 4 steps each" in log.getvalue()
+    for k in range(2):
+        a = rundir.read_json(tmp_path / "alone" / "vit" / f"seed-{k}" / "summary.json")
+        b = rundir.read_json(tmp_path / "together" / "vit" / f"seed-{k}" / "summary.json")
+        assert a["final"] == b["final"] and a["steps"] == b["steps"] == 4
+    assert [s["quality"] for s in alone["rows"][0]["seeds"]] == [s["quality"] for s in together["rows"][0]["seeds"]]
+
+
+def test_side_by_side_workers_share_the_cores():
+    from anyformer.train.side_by_side import workers_for
+
+    cores = os.cpu_count() or 1
+    assert workers_for(3, torch.device("cpu"), 1) == (1, cores)
+    assert workers_for(1, torch.device("cpu")) == (1, cores)
+    assert workers_for(64, torch.device("cpu")) == (cores, 1)
+    assert workers_for(3, torch.device("cuda")) == (1, cores)  # one accelerator runs one model at a time

@@ -183,3 +183,23 @@ def test_the_best_model_when_it_is_also_the_cheapest_of_those_tied():
 def test_one_model_needs_no_tie_test():
     rows, noise, _ = three_models()
     assert ties(rows[:1], noise) == (rows[0], {"A"}, "none (one model)")
+
+
+def test_a_seed_interval_never_leaves_the_metric_range():
+    # Three seeds near a perfect accuracy: Student t reaches above 1 unless cut to the range.
+    seeds = {"A": Evidence([0.99, 1.0, 0.97]), "B": Evidence([0.002, 0.0, 0.004])}
+    low, high, method = Noise(seeds).interval("A")
+    assert method == "Student t over seeds" and high > 1.0
+    bounded = Noise(seeds, bounds=(0.0, 1.0))
+    assert bounded.interval("A")[:2] == (low, 1.0)
+    assert bounded.interval("B")[0] == 0.0 and Noise(seeds).interval("B")[0] < 0.0
+    rows, _ = judge([row("A", 0.9867), row("B", 0.002)], seeds, reference="A", bounds=(0.0, 1.0))
+    assert [(r["quality_low"] >= 0.0, r["quality_high"] <= 1.0) for r in rows] == [(True, True)] * 2
+
+
+def test_one_slow_latency_repeat_is_no_disagreement():
+    # min-max 2.0x from one hiccup, but the middle half agrees: the median stands, no flag.
+    hiccup = row("hiccup", 0.9, latency_ms_low=1.0, latency_ms_high=2.0, latency_ms_q1=1.0, latency_ms_q3=1.1)
+    spread = row("spread", 0.9, latency_ms_low=1.0, latency_ms_high=2.0, latency_ms_q1=1.0, latency_ms_q3=1.8)
+    mark_flags([hiccup, spread])
+    assert hiccup["flags"] == [] and spread["flags"] == ["noisy latency 1.8x"]

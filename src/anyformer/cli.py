@@ -27,7 +27,7 @@ from anyformer.tasks import describe as task_describe
 from anyformer.train import train
 from anyformer.train.config import run_config
 from anyformer.train.evaluate import evaluate
-from anyformer.verdict import OPTIMIZE, Constraints, results_table
+from anyformer.verdict import OPTIMIZE, Constraints, results_table, write_csv
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build, train, measure and compare Transformer variants.")
@@ -297,6 +297,7 @@ def compare_cmd(
     budget_s: Optional[str] = typer.Option(None, "--budget-s", hidden=True, help="old name of --budget"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps per model and seed (instead of a time budget)"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="independent trainings per model (seed, seed+1, ...); quality is their mean with a 95% interval"),
+    seed_workers: Optional[int] = typer.Option(None, "--seed-workers", min=1, help="processes training a model's seeds side by side (default: one per seed up to the CPU cores, on a CPU; 1: one after another)"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default runs/compare-<task>)"),
     set_: list[str] = typer.Option([], "--set", help="task.*, train.* or model override for every model, e.g. task.horizon=192, train.lr=1e-3, dim=64"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda"),
@@ -319,7 +320,7 @@ def compare_cmd(
     results = compare(spec, names, seeds=seeds, budget_s=parse_duration(budget or budget_s),
                       total_budget_s=parse_duration(total_budget, "--total-budget"), steps=steps, out=out, train_overrides=train_over,
                       model_overrides=model_over, device=device, seed=seed, constraints=limits, optimize=optimize,
-                      console=err_console)
+                      seed_workers=seed_workers, console=err_console)
     console.print(results_table(results))
     none = "" if results["recommendation"] else "none: "
     console.print(f"recommendation: {none}{results['recommendation_reason']}", highlight=False, soft_wrap=True)
@@ -335,8 +336,11 @@ def report_cmd(
     results, curves = read_compare_dirs(dirs)
     target = Path(out) if out else (Path(dirs[0]) if len(dirs) == 1 else Path("runs") / f"report-{rundir.slug(str(results['task']))}")
     path = write_report(target, results, curves)
+    if len(dirs) > 1:  # the merged rows, machine-readable; not results.json: the folder is no compare directory
+        rundir.atomic_write_json(target / "merged.json", results)
+        write_csv(target / "merged.csv", results["rows"])
     models = sum(not r.get("baseline") for r in results["rows"])
-    written = ", ".join(name for name in FIGURE_FILES.values() if (target / name).exists())
+    written = ", ".join(name for name in [*FIGURE_FILES.values(), "merged.json", "merged.csv"] if (target / name).exists())
     console.print(f"report: {path} ({models} models from {len(dirs)} comparison{'s' if len(dirs) > 1 else ''}); "
                   f"figures beside it: {written or 'none'}", highlight=False, soft_wrap=True)
 

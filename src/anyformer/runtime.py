@@ -16,6 +16,8 @@ import contextlib
 import gc
 import hashlib
 import math
+import os
+import platform
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -290,6 +292,38 @@ def describe(device: str | torch.device, precision: str = "auto", step: StepProb
                             "threads": torch.get_num_threads()}
     info["gpu"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     return info
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (or the platform's processor string)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def environment(device: str | torch.device = "auto") -> dict[str, Any]:
+    """What a measurement ran on, for result files: versions, the CPU (model, cores, the
+    threads torch uses, its kernel level and bf16-relevant flags) and the accelerator.
+    Latency and step counts are only comparable within one such record."""
+    from importlib import metadata
+
+    dev = resolve_device(device)
+    try:
+        version = metadata.version("anyformer")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"anyformer": version, "torch": torch.__version__, "python": platform.python_version(),
+            "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
+            "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": list(cpu_flags()),
+            "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            "cuda": torch.version.cuda if dev.type == "cuda" else None}
 
 
 # ------------------------------------------------------------------ RNG

@@ -141,7 +141,7 @@ def test_an_old_results_file_renders_too(browser, tmp_path, results, curves):
             "latency_ms", "latency_batch", "train_step_ms", "peak_memory_bytes", "steps", "train_seconds",
             "pareto_latency", "pareto_params"}
     rows = [{k: v for k, v in r.items() if k in keep} for r in results["rows"] if not r.get("baseline")]
-    path = write_report(tmp_path, rows, "digits", {m: runs[0] for m, runs in curves.items()})
+    path = write_report(tmp_path, {"task": "digits", "rows": rows}, {m: runs[0] for m, runs in curves.items()})
     page, errors, blocked = _open(browser, path)
     assert page.locator("#fig-latency .scatterlayer .point").count() == len(MODELS)
     assert page.locator("#fig-latency .errorbar").count() == 0

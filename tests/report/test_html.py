@@ -130,9 +130,9 @@ def test_a_baseline_near_the_models_is_drawn_as_a_line(tmp_path, results, curves
     assert page.count("baseline majority class: 0.8800") == 2
 
 
-def test_the_old_call_still_works(tmp_path):
-    """compare.py calls write_report(out, rows, task_name, curves) until it moves to results."""
-    path = write_report(tmp_path, ROWS, "digits", CURVES)
+def test_a_results_file_of_rows_only_still_renders(tmp_path):
+    """A results.json from before verdicts: only the task and its rows."""
+    path = write_report(tmp_path, {"task": "digits", "rows": ROWS}, CURVES)
     page = path.read_text()
     assert [r["model"] for r in table_rows(page)] == ["vit", "vit+linear"]
     assert "Best test accuracy: <b>vit</b> (0.9500)" in page
@@ -141,13 +141,13 @@ def test_the_old_call_still_works(tmp_path):
 
 
 def test_without_curves_the_curve_figure_is_left_out(tmp_path):
-    page = write_report(tmp_path, ROWS, "digits").read_text()
+    page = write_report(tmp_path, {"task": "digits", "rows": ROWS}).read_text()
     assert len(re.findall(r'<img alt="[^"]+" src="data:image/png', page)) == 2 and 'id="fig-curves"' not in page
     assert "No learning curves" in page
 
 
 def test_a_row_without_a_score_is_listed_but_not_drawn(tmp_path):
     rows = [dict(ROWS[0]), dict(ROWS[1], quality=None)]
-    page = write_report(tmp_path, rows, "digits").read_text()
+    page = write_report(tmp_path, {"task": "digits", "rows": rows}).read_text()
     assert [r["model"] for r in table_rows(page)] == ["vit", "vit+linear"]
     assert page.count('"mode":"markers","name":"vit+linear"') == 0 and page.count('"mode":"markers","name":"vit"') == 2

@@ -59,6 +59,11 @@ def test_report_merges_two_compare_dirs(tmp_path, capsys):
     assert "Recommended within each comparison" in page and "<b>vit+performer</b>" in page
     assert all((out / name).exists() for name in FIGURE_FILES.values())
     assert all(f'"name":"{m}"' in page.split('id="fig-curves"')[1] for m in MODELS)  # every model's curves
+    merged = json.loads((out / "merged.json").read_text())  # the merged rows, machine-readable too
+    assert [r["model"] for r in merged["rows"]] == [r["model"] for r in rows]
+    assert [s["dir"] for s in merged["sources"]] == ["a", "b"] and not (out / "results.json").exists()
+    with open(out / "merged.csv") as fh:
+        assert [line.split(",")[0] for line in fh.read().splitlines()[1:]] == [r["model"] for r in rows]
 
 
 def test_the_same_model_in_two_dirs_is_named_by_its_dir(tmp_path):

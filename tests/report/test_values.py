@@ -95,3 +95,9 @@ def test_sorting_puts_the_best_first_and_unscored_rows_last():
     assert [r["quality"] for r in R.sort_rows(rows, True)] == [0.9, 0.2, None]
     assert [r["quality"] for r in R.sort_rows(rows, False)] == [0.2, 0.9, None]
     assert R.num(float("inf")) is None and R.num(True) is None and math.isclose(R.num(3), 3.0)
+
+
+def test_the_test_set_size_names_its_units():
+    assert R.describe_test_set({"n_test": 359, "test_unit": "example", "n_test_units": 359}) == "359 examples"
+    assert R.describe_test_set({"n_test": 64, "test_unit": "token", "n_test_units": 3968}) == "64 (3,968 tokens scored)"
+    assert R.describe_test_set({"n_test": 1}) == "1 example" and R.describe_test_set({}) == "-"

@@ -20,15 +20,12 @@ from anyformer.rundir import atomic_write_bytes, atomic_write_text
 FIGURE_FILES = {"latency": "quality_vs_latency.png", "params": "quality_vs_params.png", "curves": "learning_curves.png"}
 
 
-def write_report(out: Path, results: dict[str, Any] | list[dict[str, Any]], curves: Any = None, *legacy: Any) -> Path:
+def write_report(out: Path, results: dict[str, Any], curves: Any = None) -> Path:
     """Write `out/report.html` and the figures as PNG files beside it; returns the page's path.
 
-    `results` is results.json's content; `curves` maps each model to one list of metrics
-    records per seed (as rundir.read_metrics returns them), a single list standing for one
-    seed. The older call `write_report(out, rows, task_name, curves)` (a list of rows, then
-    the task's name) still works while callers move over."""
-    if isinstance(results, list):
-        results, curves = {"task": curves, "rows": results}, (legacy[0] if legacy else None)
+    `results` is results.json's content (any older version of it); `curves` maps each model
+    to one list of metrics records per seed (as rundir.read_metrics returns them), a single
+    list standing for one seed."""
     out = Path(out)
     res = R.normalize(results)
     runs = R.per_seed(curves)

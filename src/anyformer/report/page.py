@@ -97,7 +97,7 @@ SCRIPT = """
 """
 
 # Keys shown in the plan under their own names; any other top-level setting is listed as-is.
-_KNOWN = {"task", "metric", "higher_is_better", "rows", "seeds", "n_test", "interval_method", "tie_test",
+_KNOWN = {"task", "metric", "higher_is_better", "rows", "seeds", "n_test", "test_unit", "n_test_units", "interval_method", "tie_test",
           "constraints", "optimize", "recommendation", "recommendation_reason", "environment", "sources", "reference"}
 
 
@@ -125,7 +125,7 @@ def plan_items(results: dict[str, Any]) -> list[tuple[str, str]]:
     if results.get("seeds") is not None:
         items.append(("seeds per model", _seeds(results["seeds"])))
     if results.get("n_test") is not None:
-        items.append(("test samples", str(results["n_test"])))
+        items.append(("test set", R.describe_test_set(results)))
     if results.get("interval_method"):
         items.append(("interval", str(results["interval_method"])))
     if results.get("tie_test"):

@@ -24,6 +24,17 @@ def num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def describe_test_set(results: dict[str, Any]) -> str:
+    """The test set's size as its intervals count it: '359 examples', or '64 (3,968 tokens
+    scored)' where the scored units are not the examples (a language model's tokens)."""
+    n, unit, units = results.get("n_test"), results.get("test_unit") or "example", results.get("n_test_units")
+    if n is None:
+        return "-"
+    if units is None or units == n:
+        return f"{n:,} {unit}{'s' if n != 1 else ''}"
+    return f"{n:,} ({units:,} {unit}{'s' if units != 1 else ''} scored)"
+
+
 def normalize(results: dict[str, Any]) -> dict[str, Any]:
     """A copy of `results` with every key the report reads present: metric and direction
     taken from the rows when the file predates them, `recommended` set on the row the

@@ -56,7 +56,7 @@ def read_compare_dir(path: str | Path) -> tuple[dict[str, Any], R.Curves]:
     return results, {k: v for k, v in curves.items() if v}
 
 
-_PLAN = ("seeds", "n_test", "reference", "interval_method", "tie_test", "constraints", "optimize", "environment")
+_PLAN = ("seeds", "n_test", "test_unit", "n_test_units", "reference", "interval_method", "tie_test", "constraints", "optimize", "environment")
 
 
 def _check_same(sources: list[tuple[Path, dict[str, Any]]], key: str, what: str) -> None:

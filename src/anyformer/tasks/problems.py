@@ -8,6 +8,7 @@ this package) with one `@register("problem", name)` line.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -72,6 +73,11 @@ class Problem:
     # metric -> True when a higher value is better, for every metric `metrics` reports and
     # for 'loss', which evaluation adds to every split's metrics.
     metric_directions: ClassVar[dict[str, bool]] = {}
+    # metric -> the (low, high) values it can take, so an interval never claims a value the
+    # metric cannot reach (an accuracy above 1, a negative MSE). Unlisted: unbounded.
+    metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {"loss": (0.0, math.inf)}
+    # What `per_example` scores one of: a comparison's test-set size is counted in these.
+    test_unit: ClassVar[str] = "example"
     # The registered name of this problem's multi-label form, used by tasks with
     # `multi_label` set; None when the problem has none.
     multi_label_variant: ClassVar[str | None] = None
@@ -114,6 +120,10 @@ class Problem:
             raise unknown(f"metric of problem {self.name!r}", metric, self.metric_directions)
         return self.metric_directions[metric]
 
+    def metric_range(self, metric: str) -> tuple[float, float]:
+        """The (low, high) values `metric` can take; (-inf, inf) when unbounded or unknown."""
+        return self.metric_ranges.get(metric, (-math.inf, math.inf))
+
 
 @register("problem", "classification")
 class Classification(Problem):
@@ -125,6 +135,7 @@ class Classification(Problem):
     head_family = "classification"
     primary_metric = "accuracy"
     metric_directions = {"accuracy": True, "macro_f1": True, "loss": False}
+    metric_ranges = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "loss": (0.0, math.inf)}
     multi_label_variant = "multi-label"
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -161,6 +172,7 @@ class MultiLabelClassification(Problem):
     # Per-label accuracy, as before strategies existed: runs keep selecting as they did.
     primary_metric = "accuracy"
     metric_directions = {"accuracy": True, "exact_match": True, "macro_f1": True, "roc_auc": True, "loss": False}
+    metric_ranges = {**{m: (0.0, 1.0) for m in ("accuracy", "exact_match", "macro_f1", "roc_auc")}, "loss": (0.0, math.inf)}
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))
@@ -193,6 +205,8 @@ class Forecast(Problem):
     head_family = "forecast"
     primary_metric = "mse"
     metric_directions = {"mse": False, "mae": False, "loss": False}
+    metric_ranges = {"mse": (0.0, math.inf), "mae": (0.0, math.inf), "loss": (0.0, math.inf)}
+    test_unit = "window"
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(output, target.to(output.dtype))
@@ -240,6 +254,8 @@ class LanguageModelling(Problem):
     # by it); a run can select by perplexity with train.metric.
     primary_metric = "accuracy"
     metric_directions = {"loss": False, "perplexity": False, "accuracy": True}
+    metric_ranges = {"loss": (0.0, math.inf), "perplexity": (1.0, math.inf), "accuracy": (0.0, 1.0)}
+    test_unit = "token"  # per_example scores every real target token, not a sequence
     needs_causal = True
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,18 @@ class TrainConfig(BaseModel):
     progress: bool = Field(True, description="show a progress bar on a terminal")
 
 
+# Settings that change how a run executes, not what it is: a resumed run, or a finished one
+# read back by compare, may differ from its config.yaml in these (max_time is a wall-clock
+# guard: a resume may extend it, and seeds side by side get a longer one).
+EXECUTION_FIELDS = frozenset({"progress", "device", "max_time"})
+
+
+def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two resolved run configs (as config.yaml holds them) describe the same run."""
+    strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k not in EXECUTION_FIELDS}}  # noqa: E731
+    return strip(a) == strip(b)
+
+
 class RunConfig(BaseModel):
     """One YAML file: the model (any preset/fields), the task and the training."""
 

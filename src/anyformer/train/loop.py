@@ -19,7 +19,7 @@ from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
-from anyformer.train.config import RunConfig, TrainConfig
+from anyformer.train.config import RunConfig, TrainConfig, same_run
 from anyformer.train.data import DataCursor
 from anyformer.train.evaluate import evaluate, model_kwargs
 from anyformer.train.logging import RunLogger
@@ -160,8 +160,7 @@ class Trainer:
             raise ConfigError(f"{self.out} holds a checkpoint; pass --resume to continue it or choose another --out")
         if resume and (self.out / "config.yaml").exists():
             old = rundir.read_config(self.out)
-            strip = lambda d: {**d, "train": {k: v for k, v in d["train"].items() if k not in ("progress", "device")}}  # noqa: E731
-            if strip(old) != strip(self.config_dict):
+            if not same_run(old, self.config_dict):
                 raise ConfigError(f"the config differs from the one {self.out} was started with; resume with the same config or choose another --out")
 
     def _restore(self) -> bool:

@@ -10,7 +10,7 @@ from anyformer.verdict.noise import ALPHA, Evidence, Noise, finite
 from anyformer.verdict.ranking import goodness, mark_pareto, sort_rows, ties
 from anyformer.verdict.recommend import Constraints, recommend
 
-LATENCY_SPREAD = 1.5  # max / min of the latency repeats above which the latency is flagged
+LATENCY_SPREAD = 1.5  # q3 / q1 of the latency repeats above which the latency is flagged
 UNDERTRAINED = 0.5  # a seed that ran fewer than this share of its planned steps is flagged
 
 
@@ -33,7 +33,12 @@ def mark_flags(rows: list[dict[str, Any]]) -> None:
         if short:
             s = min(short, key=lambda s: s["steps"])
             flags.append(f"undertrained {s['steps']}/{s['planned_steps']} steps")
-        low, high = r.get("latency_ms_low"), r.get("latency_ms_high")
+        # The middle half of the repeats: one slow repeat (a hiccup of the machine) does not
+        # move the median the table reports, so it is no disagreement; rows without
+        # quartiles (older files) fall back to the full range.
+        low, high = r.get("latency_ms_q1"), r.get("latency_ms_q3")
+        if not (finite(low) and finite(high)):
+            low, high = r.get("latency_ms_low"), r.get("latency_ms_high")
         if finite(low) and finite(high) and low > 0 and high / low > LATENCY_SPREAD:
             flags.append(f"noisy latency {high / low:.1f}x")
         nan = sum(1 for s in r.get("seeds", []) if not finite(s.get("quality")))
@@ -49,13 +54,14 @@ def mark_delta(rows: list[dict[str, Any]], reference: str) -> None:
 
 
 def judge(rows: list[dict[str, Any]], evidence: dict[str, Evidence], *, reference: str,
-          constraints: Constraints | None = None, optimize: str = "quality",
-          alpha: float = ALPHA) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+          constraints: Constraints | None = None, optimize: str = "quality", alpha: float = ALPHA,
+          bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every verdict field on every row; returns the ranked rows and results.json's
     top-level verdict fields (interval_method, tie_test, constraints, optimize,
-    recommendation, recommendation_reason)."""
+    recommendation, recommendation_reason). `bounds`: the values the metric can take
+    (the task problem's `metric_range`); no interval reaches beyond them."""
     constraints = constraints or Constraints()
-    noise = Noise(evidence)
+    noise = Noise(evidence, bounds=bounds)
     methods: dict[str, list[str]] = {}
     for r in rows:
         r["quality_low"], r["quality_high"], method = noise.interval(r["model"])

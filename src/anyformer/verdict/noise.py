@@ -39,9 +39,13 @@ class Noise:
     """Intervals and pairwise tests for the models of one comparison. Where every model has
     per-unit outcomes on the same test units, the bootstrap replicates of all of them are
     drawn together (one shared resampling of the units: paired); else Student t / Welch
-    over seeds; with one seed and no outcomes there is no noise estimate at all."""
+    over seeds; with one seed and no outcomes there is no noise estimate at all. `bounds`:
+    the values the metric can take; a Student t interval is cut to them (the others cannot
+    leave them)."""
 
-    def __init__(self, evidence: dict[str, Evidence], resamples: int = RESAMPLES) -> None:
+    def __init__(self, evidence: dict[str, Evidence], resamples: int = RESAMPLES,
+                 bounds: tuple[float, float] = (-math.inf, math.inf)) -> None:
+        self.bounds = bounds
         self.evidence = {name: e.finite() for name, e in evidence.items()}
         mats = {n: e.outcomes for n, e in self.evidence.items() if e.outcomes is not None}
         shared = len({m.shape[1] for m in mats.values()}) == 1
@@ -58,7 +62,8 @@ class Noise:
             return (*percentile_interval(self.replicates[name], CONFIDENCE),
                     f"bootstrap over {over} (percentile, {self.resamples} resamples)")
         if len(e.qualities) > 1:
-            return (*t_interval(e.qualities, CONFIDENCE), "Student t over seeds")
+            low, high = t_interval(e.qualities, CONFIDENCE)
+            return max(low, self.bounds[0]), min(high, self.bounds[1]), "Student t over seeds"
         return math.nan, math.nan, "none (one seed, no per-example outcomes)"
 
     def pvalue(self, a: str, b: str) -> tuple[float | None, str]:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 COST_KEYS = ("params", "params_non_embedding", "flops_per_sample", "latency_ms", "latency_ms_low", "latency_ms_high",
+             "latency_ms_q1", "latency_ms_q3",
              "latency_batch", "train_step_ms", "peak_memory_bytes")
 
 
@@ -38,7 +39,8 @@ def model_row(name: str, summaries: list[dict[str, Any]], seeds: list[dict[str, 
         "higher_is_better": summaries[0]["higher_is_better"], "n_test": n_test, "seeds": seeds,
         "params": cost["params"]["total"], "params_non_embedding": cost["params"].get("non_embedding"),
         "flops_per_sample": cost.get("flops", {}).get("forward_per_sample"), "latency_ms": fwd.get("median_ms"),
-        "latency_ms_low": fwd.get("min_ms"), "latency_ms_high": fwd.get("max_ms"), "latency_batch": cost.get("batch"),
+        "latency_ms_low": fwd.get("min_ms"), "latency_ms_high": fwd.get("max_ms"),
+        "latency_ms_q1": fwd.get("q1_ms"), "latency_ms_q3": fwd.get("q3_ms"), "latency_batch": cost.get("batch"),
         "train_step_ms": cost.get("forward_backward", {}).get("median_ms"),
         "peak_memory_bytes": cost.get("memory", {}).get("forward_peak_bytes"),
         "steps": min(s["steps"] for s in seeds), "train_seconds": _mean([s["train_seconds"] for s in seeds]),

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from anyformer.report.results import describe_test_set
 from anyformer.rundir import atomic_write_text
 from anyformer.verdict.noise import finite
 
@@ -23,7 +24,7 @@ def results_table(results: dict[str, Any]) -> Table:
     flags; the seeds, test-set size and methods in the title and caption."""
     rows, metric = results["rows"], results["metric"]
     models = sum(not r["baseline"] for r in rows)
-    table = Table(title=f"{results['task']}: {models} models x {results['seeds']} seed{'s' if results['seeds'] != 1 else ''}, n_test {results['n_test']}",
+    table = Table(title=f"{results['task']}: {models} models x {results['seeds']} seed{'s' if results['seeds'] != 1 else ''}, n_test {describe_test_set(results)}",
                   caption=f"[95% interval]: {results['interval_method']}. = tied with the best: {results['tie_test']}. "
                           "* Pareto-optimal beyond the noise: quality vs latency (L), vs parameters (P).")
     for label in ("model", f"test {metric} [95%]", "delta", "tied", "params", "MFLOP/sample", "latency ms [min-max]",
