@@ -54,7 +54,11 @@ def measured_cost(model_dir: Path, model_cfg, task: Task, train_cfg: TrainConfig
 
 
 def step_seconds(cost: dict[str, Any]) -> float:
-    return cost["forward_backward"]["median_ms"] / 1e3 * STEP_OVERHEAD
+    """The planned seconds per training step: the fastest measured step (the machine's speed;
+    a busy moment during the short measurement inflates the median and would cut every
+    seed's steps), times STEP_OVERHEAD. The time cap guards the other way."""
+    step = cost["forward_backward"]
+    return step.get("min_ms", step["median_ms"]) / 1e3 * STEP_OVERHEAD
 
 
 def planned(model_dir: Path, cost: dict[str, Any], train_cfg: TrainConfig, budget_s: float | None,
