@@ -21,7 +21,7 @@ SMALL = {"dim": 16, "depth": 1, "heads": 2}
 def fake_cost(step_ms: float) -> dict:
     timing = {"median_ms": 1.0, "min_ms": 0.9, "max_ms": 1.1}
     return {"params": {"total": 3850, "non_embedding": 3578}, "flops": {"forward_per_sample": 1e5}, "batch": 64,
-            "forward": timing, "forward_backward": {**timing, "median_ms": step_ms}, "memory": {"forward_peak_bytes": 2**20}}
+            "forward": timing, "forward_backward": {**timing, "median_ms": step_ms, "min_ms": step_ms}, "memory": {"forward_peak_bytes": 2**20}}
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90.0), (45, 45.0), ("90s", 90.0), ("1.5s", 1.5), ("10m", 600.0),
