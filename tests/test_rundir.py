@@ -23,6 +23,8 @@ def test_jsonable_keeps_finite_values_and_nests():
 def test_slug_is_safe_and_keeps_readable_names():
     assert rundir.slug("vit+linear") == "vit+linear"
     assert rundir.slug("configs/my model.yaml") == "configs_my_model.yaml"
+    # A folder named by a slug never leaves the folder it is joined to.
+    assert [rundir.slug(n) for n in ("..", ".", "", ".hidden", "../x")] == ["_.", "_", "_", "_hidden", "_._x"]
 
 
 @pytest.mark.parametrize("content, says", [("{\"step\": 1", "not valid JSON"), ("", "not valid JSON")])

@@ -72,8 +72,13 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 
 
 def slug(name: str) -> str:
-    """A file-system-safe folder name for a model name ('vit+linear' stays readable)."""
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    """A file-system-safe folder name for a model name ('vit+linear' stays readable) that
+    stays inside the folder it is joined to: no separators, and no leading dot, so a name of
+    dots (a model file named '...yaml' is model '..') is never the parent folder."""
+    safe = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    return safe or "_"
 
 
 # ---------------------------------------------------------------- reading

@@ -142,6 +142,10 @@ def compare(task_spec: ComponentSpec, models: list[str] | None = None, *, seeds:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"--models names a model twice: {', '.join(names)}")
+    folders = [rundir.slug(n) for n in names]
+    if len(set(folders)) != len(folders):
+        twins = sorted({n for n, f in zip(names, folders) if folders.count(f) > 1})
+        raise ConfigError(f"models {', '.join(twins)} would share one run folder in {out}; rename one of their files")
     base = with_task_defaults(TrainConfig.model_validate({"seed": seed, "device": device, **(train_overrides or {})}), task)
     job = Job(task, task_spec, Path(out), seeds, base, "warmup_steps" in (train_overrides or {}), resolve_device(device),
               specs[0].name, constraints, optimize, JobClock(len(specs) * seeds, 0.0))
