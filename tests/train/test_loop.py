@@ -1,5 +1,6 @@
 """The training loop's behaviour: it learns, schedules, stops, guards against NaN."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -83,13 +84,69 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(DigitsTask, "loss", poisoned)
     with pytest.raises(TrainingError, match="non-finite loss at step 13"):
-        train(_run(tmp_path, steps=30, eval_every=100, checkpoint_every=5), tmp_path / "nan")
+        # fp32: precision auto's probe would call the loss too, moving the poisoned calls.
+        train(_run(tmp_path, steps=30, eval_every=100, checkpoint_every=5, precision="fp32"), tmp_path / "nan")
     state = json.loads((tmp_path / "nan" / "state.json").read_text())
     assert state["step"] == 10 and (tmp_path / "nan" / "model.safetensors").exists()
 
     calls["n"] = 0
     summary = train(_run(tmp_path, steps=30, eval_every=100, skip_nonfinite=2), tmp_path / "skip")
     assert summary["skipped_batches"] == 2 and summary["steps"] == 30
+
+
+def test_nonfinite_advice_resumes_the_checkpoint_it_names(tmp_path, monkeypatch):
+    """The message names the checkpoint it keeps and a --resume --skip-nonfinite that is accepted
+    (before: "the last good checkpoint is kept" and a suggestion --resume refused as another config)."""
+    calls = {"n": 0}
+    real_loss = DigitsTask.loss
+
+    def poisoned(self, output, target):
+        calls["n"] += 1
+        loss = real_loss(self, output, target)
+        return loss * float("nan") if output.requires_grad and calls["n"] in (13, 14) else loss
+
+    monkeypatch.setattr(DigitsTask, "loss", poisoned)
+    opts = dict(steps=30, eval_every=100, checkpoint_every=5, precision="fp32")
+    with pytest.raises(TrainingError) as stopped:
+        train(_run(tmp_path, **opts), tmp_path / "nan")
+    message = str(stopped.value)
+    assert "checkpoint of step 10 is kept" in message and "--resume --skip-nonfinite 10" in message
+    calls["n"] = 10  # the resumed run replays steps 11.. and meets the same bad batches
+    resumed = train(_run(tmp_path, **opts, skip_nonfinite=10), tmp_path / "nan", resume=True)
+    calls["n"] = 0
+    straight = train(_run(tmp_path, **opts, skip_nonfinite=2), tmp_path / "straight")
+    assert resumed["steps"] == straight["steps"] == 30 and resumed["skipped_batches"] == 2
+    assert resumed["final"] == straight["final"]
+
+
+def test_nonfinite_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(DigitsTask, "loss", lambda self, o, t: o.sum() * float("nan"))
+    with pytest.raises(TrainingError) as stopped:
+        train(_run(tmp_path, steps=5), tmp_path / "first")
+    assert "before the first checkpoint (nothing was saved)" in str(stopped.value)
+    assert "kept" not in str(stopped.value)
+
+
+def test_checkpoints_come_on_a_time_cadence_between_step_checkpoints(tmp_path, monkeypatch):
+    """checkpoint_every_s bounds the work a kill loses when steps are slow and evals far apart."""
+    import anyformer.train.loop as loop
+
+    clock = {"t": 0.0}
+
+    def tick():  # every reading of the loop's clock is one more second: a step takes seconds
+        clock["t"] += 1.0
+        return clock["t"]
+
+    saved = []
+    real = loop.Trainer._checkpoint
+    monkeypatch.setattr(loop.Trainer, "_checkpoint", lambda self, e: (saved.append(self.step), real(self, e)))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=tick))
+    train(_run(tmp_path, steps=12, eval_every=100, checkpoint_every_s=5.0, precision="fp32"), tmp_path / "t")
+    between = [s for s in saved if s < 12]
+    assert len(between) >= 2 and between == sorted(set(between))
+    saved.clear()
+    train(_run(tmp_path, steps=12, eval_every=100, checkpoint_every_s=None, precision="fp32"), tmp_path / "n")
+    assert saved == [12, 12]  # the last step and the finish only
 
 
 def test_nonfinite_loss_via_cli_exits_2(tmp_path, monkeypatch, capsys):

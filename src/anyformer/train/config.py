@@ -30,6 +30,7 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(200, ge=1, description="evaluate (and checkpoint) every N steps")
     eval_batch_size: int = Field(256, ge=1, description="batch size for evaluation")
     checkpoint_every: int | None = Field(None, ge=1, description="checkpoint every N steps (default: eval_every)")
+    checkpoint_every_s: float | None = Field(60.0, gt=0, allow_inf_nan=False, description="also checkpoint when this many seconds passed since the last checkpoint, so a killed run loses at most that much work (None: by steps only)")
     log_every: int = Field(50, ge=1, description="write the training loss every N steps")
     metric: str | None = Field(None, description="metric for early stopping and model ranking (default: the task's primary metric)")
     early_stopping: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement on val; the best weights are kept")
@@ -44,8 +45,9 @@ class TrainConfig(BaseModel):
 
 # Settings that change how a run executes, not what it is: a resumed run, or a finished one
 # read back by compare, may differ from its config.yaml in these (max_time is a wall-clock
-# guard: a resume may extend it, and seeds side by side get a longer one).
-EXECUTION_FIELDS = frozenset({"progress", "device", "max_time"})
+# guard: a resume may extend it, and seeds side by side get a longer one; skip_nonfinite is
+# how a run stopped by a bad batch is continued; checkpoint cadence in time saves, never steers).
+EXECUTION_FIELDS = frozenset({"progress", "device", "max_time", "skip_nonfinite", "checkpoint_every_s"})
 
 
 def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:

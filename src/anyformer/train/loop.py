@@ -113,6 +113,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.step, self.skipped, self.best, self.best_step, self.bad_evals = 0, 0, None, None, 0
         self.elapsed_before = 0.0
+        self.saved_step: int | None = None  # the step of the last checkpoint on disk
         self.window: list[float] = []  # losses since the last logged step
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed)
         self.metric = self.cfg.metric or self.task.primary_metric
@@ -176,6 +177,7 @@ class Trainer:
         self.step, self.skipped = meta["step"], meta["skipped"]
         self.best, self.best_step, self.bad_evals = meta["best"], meta["best_step"], meta["bad_evals"]
         self.elapsed_before = meta["elapsed"]
+        self.saved_step = meta["step"]
         self.window = list(meta.get("loss_window", []))
         self.cursor = DataCursor(len(self.splits["train"]), self.cfg.seed, **meta["data"])
         self.logger.truncate(meta["metrics_bytes"])
@@ -200,6 +202,7 @@ class Trainer:
             "metrics_bytes": self.logger.size(), "loss_window": self.window, "precision": self.precision, **rng_meta(),
         }
         rundir.write_checkpoint(self.out, self.model, {**opt_tensors, **rng_tensors()}, meta)
+        self.saved_step = self.step
 
     # ------------------------------------------------------------ training
     def _set_progress(self) -> None:
@@ -274,6 +277,9 @@ class Trainer:
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
         stopped, last_eval = "steps", None
+        # A checkpoint at least every checkpoint_every_s too: a kill loses bounded time, however
+        # slow a step is (compare's seeds run long with no eval in between).
+        saved_at = time.perf_counter()
         self.model.train()
         if self.logger.show:
             self.logger.console.print(f"precision {self.precision} on {self.device}: {self.precision_info['reason']}")
@@ -296,10 +302,7 @@ class Trainer:
                 if loss is None:
                     self.skipped += 1
                     if self.skipped > cfg.skip_nonfinite:
-                        raise TrainingError(
-                            f"non-finite loss at step {self.step + 1}; the last good checkpoint is kept in {self.out} "
-                            f"(lower train.lr, set train.grad_clip, or pass --skip-nonfinite N to skip bad batches)"
-                        )
+                        raise TrainingError(self._nonfinite_message())
                     continue
                 self.step += 1
                 self.window.append(loss)
@@ -320,12 +323,26 @@ class Trainer:
                         self.logger.log({"step": self.step, "split": split, **metrics})
                     self.logger.advance(self.step, metric=last_eval[1].get("val", {}).get(self.metric))
                     stop = not D.all_true(not self._after_eval(last_eval[1]), self.dist)
-                if self.step % ckpt_every == 0 or self.step == cfg.steps or stop:
+                overdue = cfg.checkpoint_every_s is not None and time.perf_counter() - saved_at >= cfg.checkpoint_every_s
+                if self.step % ckpt_every == 0 or self.step == cfg.steps or stop or overdue:
                     self._checkpoint(elapsed())
+                    saved_at = time.perf_counter()
                 if stop:
                     stopped = "early_stopping"
                     break
         return self._finish(stopped, last_eval, elapsed())
+
+    def _nonfinite_message(self) -> str:
+        # The advice must work as given: --skip-nonfinite is no part of the run's identity
+        # (train.config.EXECUTION_FIELDS), so --resume accepts it.
+        allowed = self.cfg.skip_nonfinite
+        what = (f"non-finite loss at step {self.step + 1}"
+                + (f" after skipping {allowed} bad batch{'es' if allowed != 1 else ''}" if allowed else ""))
+        fixes = "lower train.lr or set train.grad_clip and train again in a new --out"
+        if self.saved_step is None:
+            return f"{what}, before the first checkpoint (nothing was saved); {fixes}, or pass --skip-nonfinite N"
+        return (f"{what}; the checkpoint of step {self.saved_step} is kept in {self.out}: continue it with "
+                f"--resume --skip-nonfinite {max(2 * allowed, 10)} (skips up to that many bad batches), or {fixes}")
 
     def _finish(self, stopped: str, last_eval, elapsed: float) -> dict[str, Any]:
         if self.cfg.early_stopping and (self.out / "best.safetensors").exists():
