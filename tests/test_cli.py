@@ -160,3 +160,55 @@ def test_set_model_names_a_preset_in_train_and_is_a_clear_error_in_show(tmp_path
 def test_train_with_two_assignments_after_one_set_says_how_to_repeat_it():
     proc = run("train", "--set", "dim=16", "depth=1")
     assert proc.returncode == 2 and "--set dim=16 --set depth=1" in proc.stderr
+
+
+def _damage(run_dir, name, how):
+    path = run_dir / name
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
+    elif how == "pickle":  # a pickle where safetensors belong: refused, never unpickled
+        import pickle
+
+        path.write_bytes(pickle.dumps({"step": 1}))
+    elif how == "empty":
+        path.write_bytes(b"")
+    return path
+
+
+@pytest.mark.parametrize("command, name, how", [
+    ("resume", "state.json", "truncate"),
+    ("resume", "state.safetensors", "truncate"),
+    ("resume", "state.safetensors", "pickle"),
+    ("resume", "model.safetensors", "truncate"),
+    ("eval", "config.yaml", "empty"),
+    ("eval", "model.safetensors", "pickle"),
+])
+def test_a_damaged_run_directory_is_refused_in_one_line_and_left_as_it_was(tmp_path, capsys, command, name, how):
+    run_dir = tmp_path / "r"
+    small = ["--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--steps", "4"]
+    main(["train", *small, "--set", "train.checkpoint_every=2", "--out", str(run_dir)])
+    (run_dir / "summary.json").unlink()  # a run killed after its last checkpoint
+    damaged = _damage(run_dir, name, how)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    capsys.readouterr()
+    args = ["train", *small, "--set", "train.checkpoint_every=2", "--out", str(run_dir), "--resume"] if command == "resume" \
+        else ["eval", str(run_dir)]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert done.value.code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert str(damaged) in " ".join(err.split()) and "internal error" not in err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was modified
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train", "--set"], "'--set' requires an argument"),
+    (["train", "--steps", "abc"], "Invalid value for '--steps'"),
+    (["train", "--nosuch"], "No such option: --nosuch"),
+    (["nosuchcommand"], "No such command"),
+])
+def test_parser_errors_are_one_line_not_a_usage_block(args, says):
+    proc = run(*args)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], proc.stderr

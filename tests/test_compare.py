@@ -70,3 +70,64 @@ def test_compare_end_to_end_and_resume(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "vit seed 0: finished earlier" in err and "vit+linear seed 0: training" in err
     assert (out / "vit" / "seed-0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_compare_killed_mid_model_resumes_its_checkpoint_exactly(tmp_path):
+    """kill -9 in the middle of a model's training (not between models): the rerun resumes the
+    seed from its time-cadence checkpoint and ends with the uninterrupted job's numbers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def cmd(out):
+        return [sys.executable, "-m", "anyformer", "compare", "--task", "digits", "--models", "vit", "--steps", "300",
+                "--set", "train.eval_every=1000", "--set", "train.checkpoint_every_s=0.05", "--out", str(out), *SMALL]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(cmd(full), env=env, check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state, step, deadline = killed / "vit" / "seed-0" / "state.json", 0, time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            step = json.loads(state.read_text())["step"] if state.exists() else 0
+        except (json.JSONDecodeError, OSError):
+            step = 0
+        if 0 < step < 300:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and 0 < step < 300, "the job must be killed inside the model's run"
+    rerun = subprocess.run(cmd(killed), env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "training 300 steps (resuming)" in rerun.stderr
+    a, b = (json.loads((d / "results.json").read_text()) for d in (full, killed))
+    row_a, row_b = (next(r for r in x["rows"] if r["model"] == "vit") for x in (a, b))
+    assert row_b["steps"] == 300 and row_a["seeds"][0]["quality"] == row_b["seeds"][0]["quality"]
+    assert (full / "vit" / "seed-0" / "metrics.jsonl").read_text() == (killed / "vit" / "seed-0" / "metrics.jsonl").read_text()
+
+
+def test_a_model_file_named_with_dots_keeps_its_runs_inside_out(tmp_path, capsys):
+    """`--models /d/...yaml` names the model '..': its run folder must not be the parent of --out."""
+    models = tmp_path / "d"
+    models.mkdir()
+    (models / "...yaml").write_text("model: {preset: vit}\n")
+    out = tmp_path / "box" / "cmp"
+    main(["compare", "--task", "digits", "--models", str(models / "...yaml"), "--steps", "1", "--out", str(out), *SMALL])
+    assert sorted(p.name for p in (tmp_path / "box").iterdir()) == ["cmp"]
+    runs = [p for p in out.rglob("summary.json")]
+    assert len(runs) == 1 and runs[0].resolve().is_relative_to(out.resolve())
+
+
+def test_two_models_that_would_share_a_folder_are_refused(tmp_path):
+    for name in ("a b", "a_b"):
+        (tmp_path / f"{name}.yaml").write_text("model: {preset: vit}\n")
+    with pytest.raises(ConfigError, match="would share one run folder"):
+        from anyformer.compare import compare
+        from anyformer.config import ComponentSpec
+
+        compare(ComponentSpec(name="digits"), [str(tmp_path / "a b.yaml"), str(tmp_path / "a_b.yaml")], steps=1,
+                out=tmp_path / "c", model_overrides={"dim": 16, "depth": 1, "heads": 2})

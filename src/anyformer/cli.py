@@ -362,18 +362,22 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Exit, SystemExit) as done:
         code = getattr(done, "exit_code", getattr(done, "code", 0))
         raise SystemExit(code) from None
-    except Exception as err:
-        # Usage errors of the command-line parser carry their own message and exit code.
-        if callable(getattr(err, "show", None)) and hasattr(err, "exit_code"):
-            err.show()
-            raise SystemExit(2) from None
-        if type(err).__name__ == "Abort":
-            raise SystemExit(1) from None
-        if debug:
-            raise
-        err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {escape(str(err).splitlines()[0]) if str(err) else ''} "
-                          "(a bug in anyformer: rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+    except typer.Abort:
         raise SystemExit(1) from None
+    except Exception as err:
+        if not callable(getattr(err, "format_message", None)):  # not a parser error: a bug
+            if debug:
+                raise
+            err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {escape(str(err).splitlines()[0]) if str(err) else ''} "
+                              "(a bug in anyformer: rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise SystemExit(1) from None
+        # A parser error (missing value, bad number, unknown option; click's, vendored or not,
+        # carries format_message) gets the same one line as every other error, not a usage block.
+        ctx = getattr(err, "ctx", None)
+        where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        message = " ".join(err.format_message().split()).rstrip(".")
+        err_console.print(f"[bold red]error:[/] {escape(message)}{where}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
