@@ -132,3 +132,58 @@ def test_errors(tmp_path):
         ForecastTask()
     with pytest.raises(ConfigError, match="must be >= 1"):
         ForecastTask(path=path, horizon=0)
+
+
+def _floats_csv(tmp_path, header, first_cells=None, n=60):
+    rows = [([first_cells(i)] if first_cells else []) + [float(i % 5), float(i % 3), float(i % 7)] for i in range(n)]
+    return write_csv(tmp_path / "f.csv", header, rows), np.array([r[-3:] for r in rows])
+
+
+def test_a_csv_without_a_time_column_keeps_every_column(tmp_path):
+    # Reported: header a,b,OT of floats trained with 2 channels (column 'a' taken as the date).
+    path, raw = _floats_csv(tmp_path, ("a", "b", "OT"))
+    task = ForecastTask(path=path, input_len=4, horizon=2)
+    s = task.splits()
+    assert task.channels() == 3 and s["train"].inputs.shape[1:] == (4, 3)
+    z = (raw - raw[:42].mean(0)) / raw[:42].std(0)
+    assert np.allclose(s["train"].inputs[0].numpy(), z[:4], atol=1e-5)
+
+
+@pytest.mark.parametrize("header, stamp", [
+    (("Date Time", "a", "b", "OT"), lambda i: f"01.01.2009 00:{i % 60:02d}:00"),  # Jena climate's name
+    (("TIMESTAMP", "a", "b", "OT"), lambda i: str(i)),                             # found by name, any case
+    (("ds", "a", "b", "OT"), lambda i: f"day {i}"),                                # Prophet's name
+    (("when", "a", "b", "OT"), lambda i: f"2020-01-01 {i % 24:02d}:00:00"),        # ISO values
+    (("month", "a", "b", "OT"), lambda i: f"{1949 + i // 12}-{1 + i % 12:02d}"),    # AirPassengers' 1949-01
+    (("stamp", "a", "b", "OT"), lambda i: f"{1 + i % 12}/{1 + i % 28}/2020 10:00"),  # US spelling
+])
+def test_the_time_column_is_found_by_name_or_by_its_values(tmp_path, header, stamp):
+    path, raw = _floats_csv(tmp_path, header, stamp)
+    task = ForecastTask(path=path, input_len=4, horizon=2)
+    s = task.splits()
+    assert task.channels() == 3
+    z = (raw - raw[:42].mean(0)) / raw[:42].std(0)
+    assert np.allclose(s["train"].inputs[0].numpy(), z[:4], atol=1e-5)
+
+
+def test_a_text_column_that_is_not_time_is_named(tmp_path):
+    path, _ = _floats_csv(tmp_path, ("city", "a", "b", "OT"), lambda i: "Paris")
+    with pytest.raises(DataError, match=r"f.csv:2: column 'city' holds 'Paris', not a number \(no column is named date"):
+        ForecastTask(path=path).splits()
+    rows = [(f"2020-01-01 {i % 24:02d}:00:00", "x", float(i)) for i in range(30)]
+    path = write_csv(tmp_path / "g.csv", ("date", "station", "OT"), rows)
+    with pytest.raises(DataError, match=r"g.csv:2: column 'station' holds 'x', not a number \(the time column is 'date'\)"):
+        ForecastTask(path=path).splits()
+
+
+def test_a_header_without_rows_or_only_a_time_column(tmp_path):
+    bad = tmp_path / "h.csv"
+    bad.write_text("date,a,OT\n")
+    with pytest.raises(DataError, match=r"h.csv: no data rows below the header"):
+        ForecastTask(path=str(bad)).splits()
+    bad.write_text("date\n2020-01-01\n2020-01-02\n")
+    with pytest.raises(DataError, match=r"h.csv: only a time column \('date'\); add numeric columns"):
+        ForecastTask(path=str(bad)).splits()
+    bad.write_text("date,a,OT\n2020-01-01,1,nan\n")
+    with pytest.raises(DataError, match=r"h.csv:2: column 'OT' holds 'nan', not a finite number"):
+        ForecastTask(path=str(bad)).splits()

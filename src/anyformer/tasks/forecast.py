@@ -2,6 +2,8 @@
 Time-Series-Library protocol."""
 from __future__ import annotations
 
+import re
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +25,54 @@ STATSMODELS = {
     "elnino": {"time": ["YEAR"], "target": "temperature", "wide": True},  # 12 month columns per row
     "macrodata": {"time": ["year", "quarter"], "target": "realgdp"},   # quarterly, 12 variables
 }
+
+
+# Header names a time column goes by (compared lower-cased, without spaces, '_' and '-':
+# 'Date Time' of the Jena climate CSV, 'ds' of Prophet's layout).
+TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "dt")
+# Non-ISO date/time spellings common in forecasting CSVs; ISO 8601 is tried first
+# (datetime.fromisoformat). Only used to tell a time column from data, never to order rows.
+TIME_FORMATS = ("%Y-%m", "%Y/%m/%d", "%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S", "%m/%d/%Y", "%m/%d/%Y %H:%M",
+                "%m/%d/%Y %H:%M:%S", "%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y",
+                "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%H:%M", "%H:%M:%S")
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def looks_like_time(value: str) -> bool:
+    """Whether `value` reads as a date or time of day (a number never does: 20200101 is data)."""
+    value = value.strip()
+    if not value or _is_number(value):
+        return False
+    for parse in (datetime.fromisoformat, date.fromisoformat, time.fromisoformat):
+        try:
+            parse(value)
+            return True
+        except ValueError:
+            pass
+    for fmt in TIME_FORMATS:
+        try:
+            datetime.strptime(value, fmt)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def time_column(header: list[str], first_row: list[str]) -> int | None:
+    """The column holding time stamps: one named like TIME_NAMES, else the first column when
+    its first value reads as a date/time, else None (every column is data)."""
+    names = [re.sub(r"[\s_-]", "", h.lower()) for h in header]
+    for wanted in TIME_NAMES:
+        if wanted in names:
+            return names.index(wanted)
+    return 0 if first_row and looks_like_time(first_row[0]) else None
 
 
 def tsl_borders(protocol: str, length: int, input_len: int) -> tuple[list[int], list[int]]:
@@ -59,7 +109,9 @@ def _interpolate_gaps(values: np.ndarray, where: str) -> np.ndarray:
 @register("task", "forecast")
 class ForecastTask(Task):
     """Multi-step forecasting: the last `input_len` steps [L, C] -> the next `horizon` [H, C].
-    Data: `path` to a CSV with a date column ('date', else the first) and numeric columns, or
+    Data: `path` to a CSV of numeric columns and at most one time column (named date, time,
+    timestamp, datetime, ds or dt in any case, else the first column if it holds dates or
+    times; without one every column is a series; its values are not used), or
     `source='statsmodels:co2'` (sunspots, elnino, macrodata). Splits by `protocol` ('auto':
     ETT hourly borders for ETTh* files, 15-minute for ETTm*, else 70/10/20), z-scored with
     the training rows' mean and (population) std; windows slide by 1 (`stride` thins the
@@ -83,7 +135,7 @@ class ForecastTask(Task):
 
     def __init__(
         self,
-        path: Annotated[str | None, Field(description="CSV with a date column ('date', else the first) and numeric columns; give this or source")] = None,
+        path: Annotated[str | None, Field(description="CSV of numeric columns and an optional time column (date, time, timestamp, ... or a first column of dates); give this or source")] = None,
         source: Annotated[str | None, Field(description="a built-in series instead of a file: 'statsmodels:co2', 'statsmodels:sunspots', 'statsmodels:elnino', 'statsmodels:macrodata' or 'synthetic'")] = None,
         input_len: Annotated[int, Field(description="steps the model reads")] = 96,
         horizon: Annotated[int, Field(description="steps it forecasts")] = 96,
@@ -109,12 +161,20 @@ class ForecastTask(Task):
     def _read_path(self) -> tuple[list[str], np.ndarray, str]:
         path = existing_file(self.path, "forecast CSV", "pass the path of an ETT-format CSV (a date column + numeric columns)")
         header, rows = read_csv(path)
-        time_col = header.index("date") if "date" in header else 0
-        names = [h for i, h in enumerate(header) if i != time_col]
-        if not names:
-            raise DataError(f"{path}: only a date column; add numeric columns")
         if not rows:
             raise DataError(f"{path}: no data rows below the header")
+        first_line, first = rows[0]
+        time_col = time_column(header, first)
+        names = [h for i, h in enumerate(header) if i != time_col]
+        if not names:
+            raise DataError(f"{path}: only a time column ({header[time_col]!r}); add numeric columns")
+        for i, (h, f) in enumerate(zip(header, first)):
+            if i != time_col and not _is_number(f):
+                role = f"the time column is {header[time_col]!r}" if time_col is not None else "no column is named date, time, timestamp, ... nor holds dates"
+                raise DataError(
+                    f"{path}:{first_line}: column {h!r} holds {f!r}, not a number ({role}); every column but the time "
+                    f"column must be a series of numbers: remove {h!r} from the file or name the time column 'date'"
+                )
         values = np.empty((len(rows), len(names)), dtype=np.float64)
         for r, (line, fields) in enumerate(rows):
             values[r] = [parse_number(f, path, line, h) for i, (h, f) in enumerate(zip(header, fields)) if i != time_col]
