@@ -1,13 +1,23 @@
-"""Tabular CSV: type inference, overrides, train-only scaling and codes, network-flow quirks, errors."""
+"""Tabular CSV: type inference, overrides, train-only scaling and codes, network-flow quirks,
+errors; pyarrow's read against the csv module's row pass; the cache of parsed arrays."""
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from anyformer.errors import ConfigError, DataError
+from anyformer.tasks import files
 from anyformer.tasks.tabular import TabularCSVTask
 
 from .helpers import check_model_fits, write_csv
 
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def all_rows(s, key):
@@ -80,3 +90,128 @@ def test_errors(tmp_path):
         TabularCSVTask(path=str(tmp_path / "r.csv")).splits()
     with pytest.raises(ConfigError, match="both categorical and numeric"):
         TabularCSVTask(path=path, categorical=["a"], numeric=["a"])
+
+
+def assert_same_read(a, b):
+    """Two reading passes returned the same columns (kind, numbers or codes and their
+    spellings, in order), labels and row count."""
+    (ca, la, na), (cb, lb, nb) = a, b
+    assert na == nb and la == lb and list(ca) == list(cb)
+    for name in ca:
+        x, y = ca[name], cb[name]
+        assert (x.numbers is None) == (y.numbers is None), name
+        if x.numbers is not None:
+            assert np.array_equal(np.frombuffer(x.numbers), np.frombuffer(y.numbers), equal_nan=True), name
+        else:
+            assert np.array_equal(np.frombuffer(x.codes, np.int32), np.frombuffer(y.codes, np.int32)), name
+            assert x.values == y.values, name
+
+
+def test_pyarrow_read_matches_the_row_pass(tmp_path, monkeypatch):
+    # Small blocks: pyarrow guesses types from the first block, so later text must still win.
+    monkeypatch.setattr(files, "BLOCK_SIZE", 256)
+    header = [" n ", "ws", "miss", "hex", "under", "nan", "late", "forced", "dup", "dup", "cat", " y "]
+    spellings = ["NA", "none", "NULL", "?", "", "N/A", "nAn"]
+    rows = [(i * 1.5, f" {i} ", spellings[i % 7] if i % 3 == 0 else i, "0x10" if i == 40 else i,
+             "1_000" if i == 7 else i, "-nan" if i == 9 else i, "text" if i == 55 else i, i % 4, i, -i,
+             ["tcp", " udp", "icmp "][i % 3], ["None", "NA", "a"][i % 3]) for i in range(60)]
+    path = Path(write_csv(tmp_path / "t.csv", header, rows))
+    task = TabularCSVTask(path=str(path), target="y", categorical=["forced"])
+    fast = task._read_arrow(path)
+    assert_same_read(fast, task._read_rows(path))
+    columns, labels, n = fast
+    kinds = {c: "numbers" if col.numbers is not None else "codes" for c, col in columns.items()}
+    # float() reads ' 5 ', '1_000' and '-nan'; not '0x10'; 'text' turns a column categorical part-way
+    assert kinds == {"n": "numbers", "ws": "numbers", "miss": "numbers", "hex": "codes", "under": "numbers",
+                     "nan": "numbers", "late": "codes", "forced": "codes", "dup": "numbers", "dup.1": "numbers",
+                     "cat": "codes"}
+    assert np.isnan(np.frombuffer(columns["miss"].numbers)[::3]).all() and n == 60
+    assert set(labels) == {"None", "NA", "a"}  # a label spelled like a missing value is a label
+    assert columns["cat"].values == {"tcp": 0, "udp": 1, "icmp": 2}
+    assert list(columns["late"].values)[:2] == ["0.0", "1.0"] and columns["late"].values["text"] == 55
+
+
+TOKENS = st.sampled_from(["1", "2.5", " 3 ", "-0", "1e3", "Infinity", "-inf", "NaN", "nan", "NA", "none", "?", "",
+                          "0x1A", "1_0", "-nan", "a", " b ", "c d", "1.0", "1,5"])
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cols=st.lists(st.lists(TOKENS, min_size=6, max_size=6), min_size=1, max_size=4),
+       labels=st.lists(st.sampled_from(["x", "y", "None", " z ", "1", "1.0"]), min_size=6, max_size=6),
+       forced=st.sampled_from([{}, {"categorical": ["c0"]}, {"numeric": ["c0"]}]))
+def test_pyarrow_read_agrees_with_the_row_pass_on_any_table(tmp_path, cols, labels, forced):
+    path = Path(write_csv(tmp_path / "h.csv", [f"c{k}" for k in range(len(cols))] + ["label"],
+                          [row + (y,) for row, y in zip(zip(*cols), labels)]))
+    task = TabularCSVTask(path=str(path), **forced)
+    try:
+        slow = task._read_rows(path)
+    except DataError as err:
+        slow = str(err)
+    try:
+        fast = task._read_arrow(path)
+    except files.Unreadable:
+        return  # _read then takes the row pass
+    except DataError as err:
+        assert str(err) == slow
+        return
+    assert not isinstance(slow, str), slow
+    assert_same_read(fast, slow)
+
+
+def test_blank_rows_are_skipped_and_empty_targets_named(tmp_path):
+    (tmp_path / "b.csv").write_text("a,label\n1,x\n,\n   \n2,y\n")
+    columns, labels, n = TabularCSVTask(path=str(tmp_path / "b.csv"))._read()
+    assert n == 2 and labels == ["x", "y"] and np.frombuffer(columns["a"].numbers).tolist() == [1.0, 2.0]
+    (tmp_path / "e.csv").write_text("a,label\n1,x\n2, \n")
+    with pytest.raises(DataError, match=r"e.csv:3: empty target 'label'; fill it or drop the row"):
+        TabularCSVTask(path=str(tmp_path / "e.csv"))._read()
+    (tmp_path / "h.csv").write_text("a,label\n")
+    with pytest.raises(DataError, match=r"h.csv: no data rows below the header"):
+        TabularCSVTask(path=str(tmp_path / "h.csv"))._read()
+
+
+def test_a_plain_file_is_read_by_pyarrow_then_by_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    header = [" Flow Duration", "proto", "Bytes/s", " Label"]
+    rows = [(i * 3, ["tcp", "udp"][i % 2], "Infinity" if i == 5 else i / 7, ["BENIGN", "DoS"][i % 3 == 0]) for i in range(60)]
+    path = write_csv(tmp_path / "f.csv", header, rows)
+    monkeypatch.setattr(TabularCSVTask, "_read_rows", lambda *a: pytest.fail("the row pass ran on a plain file"))
+    first = TabularCSVTask(path=path, target="Label")
+    s1 = first.splits()
+    [entry] = (tmp_path / "cache" / "tables").iterdir()
+    fresh = first._read_arrow(Path(path))
+    monkeypatch.setattr(TabularCSVTask, "_read_arrow", lambda *a: pytest.fail("read again despite the cache"))
+    second = TabularCSVTask(path=path, target="Label")
+    s2 = second.splits()
+    assert_same_read(second._read(), fresh)
+    for k in ("train", "val", "test"):
+        assert torch.equal(s1[k].inputs["numeric"], s2[k].inputs["numeric"]) and torch.equal(s1[k].target, s2[k].target)
+        assert torch.equal(s1[k].inputs["categorical"], s2[k].inputs["categorical"])
+    assert second.classes == first.classes == ["BENIGN", "DoS"] and second.cardinalities == first.cardinalities
+    # a corrupt entry is read again and rewritten
+    entry.write_bytes(b"garbage")
+    monkeypatch.undo()
+    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    assert_same_read(TabularCSVTask(path=path, target="Label")._read(), TabularCSVTask(path=path, target="Label")._read())
+    assert np.load(entry, allow_pickle=False)["labels"].shape == (60,)
+
+
+def test_cache_off_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setenv(files.CACHE_ENV, "off")
+    path = write_csv(tmp_path / "t.csv", ["a", "label"], [(i, i % 2) for i in range(20)])
+    TabularCSVTask(path=path).splits()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_entry_that_does_not_fit_is_read_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    path = write_csv(tmp_path / "t.csv", ["c", "label"], [("ab"[i % 2], i % 2) for i in range(20)])
+    task = TabularCSVTask(path=path)
+    good = task._read()
+    options = task._cache_options()
+    arrays = files.cached_arrays("tables", Path(path), options)
+    arrays["x0"] = arrays["x0"] + 5  # codes past the category spellings
+    files.cache_arrays("tables", Path(path), options, arrays)
+    assert_same_read(task._read(), good)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import csv
+import itertools
+import json
 import math
 from array import array
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -12,11 +15,19 @@ from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, suggest
 from anyformer.registry import register
-from anyformer.tasks.base import Split, Task
-from anyformer.tasks.files import existing_file
+from anyformer.tasks.base import Split, Task, require_classes
+from anyformer.tasks.files import (Unreadable, arrow_table, cache_arrays, cached_arrays, check_encoding, csv_schema,
+                                   decode_error, existing_file, python_codec, record_lines)
 from anyformer.tasks.splits import stratified_split
 
 MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
+# pyarrow matches null spellings exactly, so it is given every upper/lower-case spelling.
+NULLS = sorted({"".join(p) for m in MISSING for p in itertools.product(*({c.lower(), c.upper()} for c in m))})
+# Target spellings that are a missing value, not a class: 'nan' (pandas' astype(str) of a
+# NaN), 'null', '?' (the UCI archive's). 'NA', 'N/A' and 'None' stay classes ('not
+# applicable', 'no attack'): a label spelled like a missing feature value is still a label.
+MISSING_TARGET = {"nan", "null", "?"}
+READER = "tabular-csv/1"  # bump when what the reading pass returns changes: cache entries of older readers miss
 
 
 def _unique_names(header: list[str]) -> list[str]:
@@ -71,16 +82,106 @@ class _Column:
             self.numbers = None
         self.codes.append(self.code(value))
 
+    @classmethod
+    def of_numbers(cls, numbers: np.ndarray) -> "_Column":
+        col = cls(None)
+        col.numbers = numbers
+        return col
+
+    @classmethod
+    def of_codes(cls, codes: np.ndarray, values: dict[str, int]) -> "_Column":
+        col = cls("categorical")
+        col.codes, col.values = codes, values
+        return col
+
+
+def _float_column(column) -> np.ndarray:
+    """A float64 pyarrow column as one numpy array, its nulls (the MISSING spellings) NaN."""
+    import pyarrow.compute as pc
+    return pc.fill_null(column, math.nan).to_numpy()
+
+
+def _dictionary(column) -> tuple[np.ndarray, list[str]]:
+    """(each row's index into the distinct values, the distinct values in order of first appearance)."""
+    import pyarrow.compute as pc
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _text_column(indices: np.ndarray, distinct: list[str], forced: str | None) -> _Column | None:
+    """A text column decided on its distinct values, as _Column.add decides row by row:
+    numbers when each is one (unless forced categorical), else codes in order of first
+    appearance; None for a forced-numeric column holding text (the row pass names the row)."""
+    keys, numbers = [], []
+    for value in distinct:
+        value = value.strip()
+        x = _number(value)
+        numbers.append(x)
+        keys.append(value if x is None else repr(x))
+    if forced != "categorical" and all(x is not None for x in numbers):
+        return _Column.of_numbers(np.asarray(numbers, dtype=np.float64)[indices])
+    if forced == "numeric":
+        return None
+    values: dict[str, int] = {}
+    code_of = np.fromiter((values.setdefault(k, len(values)) for k in keys), dtype=np.int32, count=len(keys))
+    return _Column.of_codes(code_of[indices], values)
+
+
+def _to_cache(columns: dict[str, _Column], labels: list[str], n: int) -> dict[str, np.ndarray]:
+    """The reading pass as numpy arrays and one JSON string (names, category and label spellings)."""
+    vocab = list(dict.fromkeys(labels))
+    index = {v: k for k, v in enumerate(vocab)}
+    arrays = {"labels": np.fromiter((index[v] for v in labels), dtype=np.int32, count=n)}
+    meta = []
+    for k, (name, col) in enumerate(columns.items()):
+        if col.numbers is not None:
+            arrays[f"x{k}"] = np.frombuffer(col.numbers, dtype=np.float64)
+            meta.append([name, None])
+        else:
+            arrays[f"x{k}"] = np.frombuffer(col.codes, dtype=np.int32)
+            meta.append([name, list(col.values)])
+    arrays["meta"] = np.array(json.dumps({"n": n, "labels": vocab, "columns": meta}))
+    return arrays
+
+
+def _from_cache(arrays: dict[str, np.ndarray]) -> tuple[dict[str, _Column], list[str], int] | None:
+    """The reading pass back from `_to_cache`'s arrays, or None when they do not fit together."""
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        n, vocab = int(meta["n"]), list(meta["labels"])
+        codes = arrays["labels"]
+        if codes.shape != (n,) or codes.dtype != np.int32 or n == 0 or codes.min() < 0 or codes.max() >= len(vocab):
+            return None
+        columns = {}
+        for k, (name, keys) in enumerate(meta["columns"]):
+            x = arrays[f"x{k}"]
+            if x.shape != (n,):
+                return None
+            if keys is None and x.dtype == np.float64:
+                columns[name] = _Column.of_numbers(x)
+            elif keys is not None and x.dtype == np.int32 and 0 <= x.min() and x.max() < len(keys):
+                columns[name] = _Column.of_codes(x, {str(v): i for i, v in enumerate(keys)})
+            else:
+                return None
+    except (KeyError, ValueError, TypeError):
+        return None
+    labels = np.asarray(vocab, dtype=object)[codes].tolist()
+    return columns, labels, n
+
 
 @register("task", "tabular-csv")
 class TabularCSVTask(Task):
     """Classify rows of a CSV by its `target` column (FT-Transformer inputs). A column is
     numeric when every value parses as a number ('Infinity', 'NaN' and blanks allowed),
     else categorical; `categorical` / `numeric` override, `drop` ignores columns. Numbers are
-    z-scored with TRAIN mean/std, and missing or infinite values become the train mean (0);
+    z-scored with TRAIN mean/std, and missing or infinite values become the train mean (0); a
+    column with no finite value at all is refused (`drop` it). The target must have at least
+    two classes and no missing value (blank, 'NaN', 'null', '?');
     categories are coded on the train split, 1..k, with 0 for values the train split never
     saw. Headers are stripped of spaces and repeated names made unique ('x.1'), so network-
-    flow CSVs (UNSW-NB15, CIC-IDS) load as they are. Split: stratified seeded fractions."""
+    flow CSVs (UNSW-NB15, CIC-IDS) load as they are. Split: stratified seeded fractions.
+    The file is read in `encoding` by pyarrow's columnar reader (the csv module's row pass
+    when a row needs naming); what a large file parses to is cached (anyformer.tasks.files)."""
 
     argument_option = "path"
     file_options = ("path",)
@@ -99,8 +200,10 @@ class TabularCSVTask(Task):
         val_fraction: Annotated[float, Field(description="share of rows held out for val (stratified)")] = 0.1,
         test_fraction: Annotated[float, Field(description="share of rows held out for test (stratified)")] = 0.2,
         split_seed: Annotated[int, Field(description="seed of the stratified split")] = 0,
+        encoding: Annotated[str, Field(description="the file's text encoding, a Python codec name (utf-8, latin-1, cp1252, ...)")] = "utf-8",
     ) -> None:
         super().__init__()
+        self.encoding = check_encoding(encoding, "tabular-csv")
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ConfigError("task 'tabular-csv': val_fraction and test_fraction must be in (0, 1) with a sum below 1")
         self.path, self.target = path, target
@@ -126,46 +229,166 @@ class TabularCSVTask(Task):
         return {"path": path, "target": "Label"}
 
     def _read(self) -> tuple[dict[str, _Column], list[str], int]:
+        """(feature columns, the target's labels, rows): from the cache, else pyarrow's
+        columnar read, else the csv module's row pass (which names the line of what is wrong)."""
         path = existing_file(self.path, "tabular CSV")
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next((r for r in reader if any(f.strip() for f in r)), None)
-            if header is None:
-                raise DataError(f"{path}: the file is empty; it needs a header row and data rows")
-            names = _unique_names([h.strip() for h in header])
-            for option, wanted in (("target", [self.target]), ("categorical", self.categorical),
-                                   ("numeric", self.numeric), ("drop", self.drop)):
-                for name in wanted:
-                    if name not in names:
-                        raise DataError(f"{path}: no column {name!r}{suggest(name, names)} (option {option}); columns: {', '.join(names)}")
-            keep = [(i, n) for i, n in enumerate(names) if n not in self.drop and n != self.target]
-            if not keep:
-                raise DataError(f"{path}: no feature columns besides the target; drop fewer columns")
-            t = names.index(self.target)
-            columns = {n: _Column("categorical" if n in self.categorical else "numeric" if n in self.numeric else None) for _, n in keep}
-            labels: list[str] = []
-            for fields in reader:
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                where = f"{path}:{reader.line_num}"
-                if len(fields) != len(names):
-                    raise DataError(f"{where}: {len(fields)} fields, the header has {len(names)}; fix the row (quote fields that contain commas)")
-                label = fields[t].strip()
-                if not label:
-                    raise DataError(f"{where}: empty target {self.target!r}; fill it or drop the row")
-                labels.append(label)
-                for i, n in keep:
-                    columns[n].add(fields[i].strip(), where, n)
+        options = self._cache_options()
+        cached = cached_arrays("tables", path, options)
+        read = None if cached is None else _from_cache(cached)
+        if read is not None:
+            return read
+        try:
+            read = self._read_arrow(path)
+        except Unreadable:
+            read = self._read_rows(path)
+        cache_arrays("tables", path, options, _to_cache(*read))
+        return read
+
+    def _cache_options(self) -> dict[str, Any]:
+        """Everything the reading pass depends on besides the file: a cache entry's key."""
+        return {"reader": READER, "target": self.target, "categorical": sorted(self.categorical),
+                "numeric": sorted(self.numeric), "drop": sorted(self.drop), "encoding": self.encoding}
+
+    def _layout(self, path: Path, names: list[str]) -> tuple[list[tuple[int, str]], int]:
+        """(the feature columns kept, as (position, name); the target's position)."""
+        for option, wanted in (("target", [self.target]), ("categorical", self.categorical),
+                               ("numeric", self.numeric), ("drop", self.drop)):
+            for name in wanted:
+                if name not in names:
+                    raise DataError(f"{path}: no column {name!r}{suggest(name, names)} (option {option}); columns: {', '.join(names)}")
+        keep = [(i, n) for i, n in enumerate(names) if n not in self.drop and n != self.target]
+        if not keep:
+            raise DataError(f"{path}: no feature columns besides the target; drop fewer columns")
+        return keep, names.index(self.target)
+
+    def _forced(self, name: str) -> str | None:
+        return "categorical" if name in self.categorical else "numeric" if name in self.numeric else None
+
+    def _read_arrow(self, path: Path) -> tuple[dict[str, _Column], list[str], int]:
+        """pyarrow's read: columns that look numeric in the first block are parsed as float64
+        (the MISSING spellings null), the rest as text decided on its distinct values.
+        Unreadable for whatever only the row pass can name or skip: a bad row or byte, a blank
+        target (a blank row, or an empty target), text in a `numeric` column."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        spelled, inferred = csv_schema(path, self.encoding, null_values=NULLS)
+        names = _unique_names([h.strip() for h in spelled])
+        if not any(names):  # a blank row above the header, which the row pass skips
+            raise Unreadable("blank header row")
+        keep, t = self._layout(path, names)
+        types: dict[str, Any] = {}
+        for name, raw, kind in zip(names, spelled, inferred):
+            number = (name != self.target and name not in self.drop and name not in self.categorical
+                      and (name in self.numeric or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)))
+            want = pa.float64() if number else pa.string()
+            types[raw] = want if types.get(raw, want) == want else pa.string()  # a repeated name: one type
+        table = arrow_table(path, types, self.encoding, null_values=NULLS)
+        # pyarrow reads '-nan' and 'nan(1)' as NaN where float() says text or NaN: let float() decide.
+        odd = [spelled[i] for i, _ in keep if pa.types.is_floating(table.schema.types[i])
+               and pc.any(pc.is_nan(table.column(i))).as_py()]
+        if odd:
+            types = {**dict(zip(spelled, table.schema.types)), **{raw: pa.string() for raw in odd}}
+            table = arrow_table(path, types, self.encoding, null_values=NULLS)
+        n = table.num_rows
+        if n == 0:
+            raise DataError(f"{path}: no data rows below the header")
+        arrays = table.columns
+        del table  # each column's memory goes as soon as it is converted
+        codes, distinct = _dictionary(arrays[t])
+        distinct = [v.strip() for v in distinct]
+        if not all(distinct):
+            raise Unreadable("a blank target")
+        labels = np.asarray(distinct, dtype=object)[codes].tolist()
+        columns: dict[str, _Column] = {}
+        for i, name in keep:
+            column, arrays[i] = arrays[i], None
+            if pa.types.is_floating(column.type):
+                columns[name] = _Column.of_numbers(_float_column(column))
+                continue
+            col = _text_column(*_dictionary(column), self._forced(name))
+            if col is None:
+                raise Unreadable(f"text in numeric column {name!r}")
+            columns[name] = col
+        pa.default_memory_pool().release_unused()  # pyarrow's allocator keeps freed pages; the split tensors need them next
+        return columns, labels, n
+
+    def _read_rows(self, path: Path) -> tuple[dict[str, _Column], list[str], int]:
+        """The csv module's single pass over the rows, for files pyarrow refuses: it skips
+        blank rows and names the line (and byte offset) of what is wrong."""
+        try:
+            with path.open(newline="", encoding=python_codec(self.encoding)) as fh:
+                reader = csv.reader(fh)
+                header = next((r for r in reader if any(f.strip() for f in r)), None)
+                if header is None:
+                    raise DataError(f"{path}: the file is empty; it needs a header row and data rows")
+                names = _unique_names([h.strip() for h in header])
+                keep, t = self._layout(path, names)
+                columns = {n: _Column(self._forced(n)) for _, n in keep}
+                labels: list[str] = []
+                for fields in reader:
+                    if not fields or all(not f.strip() for f in fields):
+                        continue
+                    where = f"{path}:{reader.line_num}"
+                    if len(fields) != len(names):
+                        raise DataError(f"{where}: {len(fields)} fields, the header has {len(names)}; fix the row (quote fields that contain commas)")
+                    label = fields[t].strip()
+                    if not label:
+                        raise DataError(f"{where}: empty target {self.target!r}; fill it or drop the row")
+                    labels.append(label)
+                    for i, n in keep:
+                        columns[n].add(fields[i].strip(), where, n)
+        except UnicodeDecodeError:
+            raise decode_error(path, self.encoding) from None
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: cannot read it as CSV ({err}); fix that row") from None
         if not labels:
             raise DataError(f"{path}: no data rows below the header")
         return columns, labels, len(labels)
 
+    def _missing_target(self, labels: list[str]) -> None:
+        """Refuse a target that is missing (MISSING_TARGET: 'NaN', 'null', '?') in some row:
+        such a row is no example of any class. Its line is found again from the file's bytes, only on this
+        error path (the reading pass keeps no line numbers)."""
+        missing = [i for i, v in enumerate(labels) if v.lower() in MISSING_TARGET]
+        if not missing:
+            return
+        path = Path(self.path).expanduser()
+        if len(missing) == len(labels):
+            raise DataError(f"{path}: the target column {self.target!r} holds no values (every row is {labels[0]!r}); "
+                            "set target to the column holding the classes")
+        lines = record_lines(path.read_bytes())
+        first = (f"{path}:{int(lines[missing[0]])}" if lines is not None and len(lines) == len(labels)
+                 else f"{path}: data row {missing[0] + 1}")
+        raise DataError(f"{first}: the target {self.target!r} is missing ({labels[missing[0]]!r}; {len(missing)} rows in all); "
+                        "fill those rows' target or drop them")
+
+    def _statistics(self, x: np.ndarray, finite: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TRAIN mean and (population) std of each numeric column over its finite values, with
+        no numpy warning: a column with no finite value anywhere is refused (it is no feature;
+        `drop` it), one with none in the train split is centred on 0 with std 1."""
+        empty = ~finite.any(0)
+        if empty.any():
+            name = self.numeric_columns[int(np.argmax(empty))]
+            raise DataError(f"{Path(self.path).expanduser()}: column {name!r} holds no numbers (every value is missing or infinite); "
+                            f"fill it or drop it (--set task.drop={json.dumps([name])})")
+        fit, ok = x[train], finite[train]
+        fit[~ok] = 0.0  # a copy: x itself is untouched
+        count = np.maximum(ok.sum(0), 1)
+        mean = fit.sum(0) / count
+        fit -= mean
+        fit[~ok] = 0.0
+        std = np.sqrt(np.square(fit, out=fit).sum(0) / count)
+        return mean, np.where(std > 0, std, 1.0)  # a constant column stays 0 after centring
+
     def build_splits(self) -> dict[str, Split]:
         columns, labels, n = self._read()
+        self._missing_target(labels)
         def order(c: str) -> tuple:  # numeric class names in numeric order
             x = _number(c)
             return (0, x, "") if x is not None and not math.isnan(x) else (1, 0.0, c)
         self.classes = sorted(set(labels), key=order)
+        require_classes(self.classes, str(Path(self.path).expanduser()), f"the target column {self.target!r}")
         index = {c: k for k, c in enumerate(self.classes)}
         y = torch.tensor([index[c] for c in labels], dtype=torch.long)
         parts = stratified_split(y, self.fractions, self.split_seed)
@@ -175,12 +398,12 @@ class TabularCSVTask(Task):
         inputs: dict[str, torch.Tensor] = {}
         if self.numeric_columns:
             x = np.stack([np.frombuffer(columns[c].numbers, dtype=np.float64) for c in self.numeric_columns], 1)
-            x = np.where(np.isfinite(x), x, np.nan)
-            fit = x[train]
-            with np.errstate(all="ignore"):
-                mean, std = np.nanmean(fit, 0), np.nanstd(fit, 0)
-            mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 0), std, 1.0)
-            inputs["numeric"] = torch.tensor(np.nan_to_num((x - mean) / std), dtype=torch.float32)
+            finite = np.isfinite(x)
+            mean, std = self._statistics(x, finite, train)
+            x -= mean  # x is a fresh array (np.stack): normalised in place, large files are large
+            x /= std
+            x[~finite] = 0.0  # missing and infinite values: the train mean
+            inputs["numeric"] = torch.from_numpy(x.astype(np.float32))
         if self.categorical_columns:
             codes, self.cardinalities = [], []
             for c in self.categorical_columns:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from typing import Annotated, Any
@@ -11,8 +12,8 @@ from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, suggest, unknown
 from anyformer.registry import register
-from anyformer.tasks.base import Split, Task
-from anyformer.tasks.files import column_index, existing_file, read_csv
+from anyformer.tasks.base import Split, Task, require_classes
+from anyformer.tasks.files import check_encoding, column_index, existing_file, read_csv, text_lines
 from anyformer.tasks.splits import random_split
 
 TOKENIZERS = ("bytes", "words")
@@ -28,9 +29,12 @@ class TextFileTask(Task):
     lower-cased words and punctuation, vocabulary built on the TRAIN split only (the
     `max_vocab` most frequent; 0 pad, 1 unknown). Texts are cut to `max_len` tokens.
     A label holding a JSON list, or several labels joined by `label_delimiter`, makes the
-    task multi-label (multi-hot targets, BCE loss, ROC-AUC / macro-F1). Splits: a `split`
+    task multi-label (multi-hot targets, BCE loss, ROC-AUC / macro-F1). Labels that leave
+    nothing to learn are refused: one class (multi-label: the same labels on every row), or
+    a label that is JSON null, an object, a nested list or NaN. Splits: a `split`
     column (train / val|valid|validation|dev / test) when the file has one, else a seeded
-    random `val_fraction` / `test_fraction`."""
+    random `val_fraction` / `test_fraction`. The file is read in `encoding` (utf-8 by
+    default); a byte that does not decode is an error naming its line and offset."""
 
     argument_option = "path"
     file_options = ("path",)
@@ -52,8 +56,10 @@ class TextFileTask(Task):
         val_fraction: Annotated[float, Field(description="share of rows held out for val when the file names no splits")] = 0.1,
         test_fraction: Annotated[float, Field(description="share of rows held out for test when the file names no splits")] = 0.1,
         split_seed: Annotated[int, Field(description="seed of the random val / test split")] = 0,
+        encoding: Annotated[str, Field(description="the file's text encoding, a Python codec name (utf-8, latin-1, cp1252, ...)")] = "utf-8",
     ) -> None:
         super().__init__()
+        self.encoding = check_encoding(encoding, self.name)
         if tokenizer not in TOKENIZERS:
             raise unknown("tokenizer", tokenizer, TOKENIZERS)
         if max_len < 1 or max_vocab < 3:
@@ -73,11 +79,22 @@ class TextFileTask(Task):
     def read_rows(self) -> list[tuple[int, str, list[str], str | None]]:
         raise NotImplementedError
 
+    def _label(self, value: Any, where: str) -> str:
+        """One class name from a JSON scalar; null, an object, a nested list or a NaN is no
+        class name (str() would make classes 'None', "{'a': 1}" or 'nan' of them)."""
+        if value is None or isinstance(value, (dict, list)) or (isinstance(value, float) and not math.isfinite(value)):
+            shown = "null" if value is None else "NaN" if isinstance(value, float) else f"a JSON {'object' if isinstance(value, dict) else 'list'}"
+            raise DataError(f"{where}: the label in {self.label_column!r} is {shown}; give a string or a number "
+                            "(a list of them for several labels), or drop the row")
+        return str(value)
+
     def _labels(self, value: Any, where: str) -> list[str]:
         if isinstance(value, list):
             self.multi_label = True
-            return [str(v) for v in value]
-        value = str(value).strip()
+            return [self._label(v, where) for v in value]
+        if not isinstance(value, str):
+            return [self._label(value, where)]
+        value = value.strip()
         if value.startswith("[") and value.endswith("]"):
             try:
                 parsed = json.loads(value)
@@ -85,7 +102,7 @@ class TextFileTask(Task):
                 parsed = None
             if isinstance(parsed, list):
                 self.multi_label = True
-                return [str(v) for v in parsed]
+                return [self._label(v, where) for v in parsed]
         if self.label_delimiter and self.label_delimiter in value:
             self.multi_label = True
             return [v.strip() for v in value.split(self.label_delimiter) if v.strip()]
@@ -99,6 +116,17 @@ class TextFileTask(Task):
             raise DataError(f"{where}: split {value!r}{suggest(str(value), SPLIT_NAMES)} is not one of train, val, test")
         return name
 
+    def _check_classes(self, rows: list[tuple[int, str, list[str], str | None]]) -> None:
+        """Refuse labels that leave nothing to learn: one class for single-label data, the
+        same set of labels on every row for multi-label data."""
+        if not self.multi_label:
+            require_classes(sorted({r[2][0] for r in rows}), str(self.path), f"the label column {self.label_column!r}")
+            return
+        sets = {tuple(sorted(set(r[2]))) for r in rows}
+        if len(sets) == 1:
+            raise DataError(f"{self.path}: every row has the labels {list(next(iter(sets)))} in {self.label_column!r}; "
+                            "a classifier needs rows whose labels differ")
+
     # -- tokens
     def tokenize(self, text: str) -> list[int]:
         if self.tokenizer == "bytes":
@@ -109,15 +137,24 @@ class TextFileTask(Task):
         self.multi_label = False
         rows = self.read_rows()
         if not rows:
-            raise DataError(f"{self.path}: no data rows")
+            raise DataError(f"{self.path}: no data rows (the file holds no more than a header or blank lines); add rows")
+        self._check_classes(rows)
         missing = [r[0] for r in rows if r[3] is None]
         if missing and len(missing) < len(rows):
             raise DataError(f"{self.path}:{missing[0]}: no split given while other rows have one; give every row a split or none")
         if not missing:
             parts = {name: torch.tensor([i for i, r in enumerate(rows) if r[3] == name], dtype=torch.long)
                      for name in ("train", "val", "test")}
+            empty = [name for name, idx in parts.items() if len(idx) == 0]
+            if empty:
+                counts = ", ".join(f"{name}: {len(idx)}" for name, idx in parts.items())
+                raise DataError(f"{self.path}: no row has split {empty[0]!r} in column {self.split_column!r} ({counts}); "
+                                f"give some rows split={empty[0]}, or remove the column to split at random")
         else:
             parts = dict(zip(("train", "val", "test"), random_split(len(rows), self.fractions, self.split_seed)))
+        if not self.multi_label:  # the file may hold two classes and still train on one
+            require_classes(sorted({rows[i][2][0] for i in parts["train"].tolist()}), str(self.path),
+                            f"the train split's label column {self.label_column!r}")
         if self.tokenizer == "words":
             counts = Counter(w for i in parts["train"].tolist() for w in WORD.findall(rows[i][1].lower()))
             self.vocab = {w: k + 2 for k, (w, _) in enumerate(counts.most_common(self.max_vocab - 2))}
@@ -174,7 +211,7 @@ class TextCSVTask(TextFileTask):
         return {"path": path, "max_len": 32}
 
     def read_rows(self):
-        header, rows = read_csv(existing_file(self.path, "text CSV"))
+        header, rows = read_csv(existing_file(self.path, "text CSV"), encoding=self.encoding, encoding_option="task.encoding")
         t = column_index(header, self.text_column, self.path, "text_column")
         y = column_index(header, self.label_column, self.path, "label_column")
         s = header.index(self.split_column) if self.split_column in header else None
@@ -200,21 +237,20 @@ class TextJSONLTask(TextFileTask):
     def read_rows(self):
         path = existing_file(self.path, "text JSONL file")
         out = []
-        with path.open(encoding="utf-8-sig") as fh:
-            for line, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                where = f"{path}:{line}"
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); one JSON object per line") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
-                for key, option in ((self.text_column, "text_column"), (self.label_column, "label_column")):
-                    if key not in obj:
-                        raise DataError(f"{where}: no key {key!r}{suggest(key, obj)}; set {option} to one of: {', '.join(obj)}")
-                split = obj.get(self.split_column)
-                out.append((line, str(obj[self.text_column]), self._labels(obj[self.label_column], where),
-                            None if split is None else self._split_of(split, where)))
+        for line, raw in text_lines(path, self.encoding):
+            if not raw.strip():
+                continue
+            where = f"{path}:{line}"
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+            for key, option in ((self.text_column, "text_column"), (self.label_column, "label_column")):
+                if key not in obj:
+                    raise DataError(f"{where}: no key {key!r}{suggest(key, obj)}; set {option} to one of: {', '.join(obj)}")
+            split = obj.get(self.split_column)
+            out.append((line, str(obj[self.text_column]), self._labels(obj[self.label_column], where),
+                        None if split is None else self._split_of(split, where)))
         return out
