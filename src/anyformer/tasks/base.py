@@ -6,7 +6,7 @@ seeded permutation and a position in it: exact to resume, no worker processes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +24,16 @@ BASELINE_PRESETS: dict[str, str] = {"images": "vit"}
 # ... and that design pooling every token instead of reading a [CLS] token, for mixers that
 # need the whole patch grid (modalities absent here have no such variant).
 POOLED_BASELINE_PRESETS: dict[str, str] = {"images": "vit-gap"}
+
+
+def require_classes(classes: Sequence[Any], where: str, column: str) -> None:
+    """Refuse a classification target with fewer than two classes: trained on one, every
+    model reports accuracy 1.0 and loss 0.0, numbers that say nothing."""
+    if len(classes) == 0:
+        raise DataError(f"{where}: no class in {column}; a classifier needs at least two")
+    if len(classes) == 1:
+        raise DataError(f"{where}: only one class {classes[0]!r} in {column}; a classifier needs at least two "
+                        "(is it the right column, and does the file hold every class?)")
 
 
 @dataclass
@@ -143,12 +153,19 @@ class Task:
         """Return {'train': ..., 'val': ..., 'test': ...} (more splits may follow)."""
         raise NotImplementedError
 
+    def data_source(self) -> str | None:
+        """The local file or folder this task reads (its first set `file_options`), or None;
+        errors about the data name it."""
+        return next((str(v) for v in (getattr(self, o, None) for o in self.file_options) if v is not None), None)
+
     def splits(self) -> dict[str, Split]:
         if self._splits is None:
             splits = self.build_splits()
             for name in ("train", "val", "test"):
                 if name not in splits or len(splits[name]) == 0:
-                    raise DataError(f"task {self.name!r}: the {name} split is empty; give it more data or change the split options")
+                    source = self.data_source()
+                    raise DataError(f"{source + ': ' if source else ''}task {self.name!r}: the {name} split is empty; "
+                                    "give it more data or change the split options")
             self._splits = splits
         return self._splits
 

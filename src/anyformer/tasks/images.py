@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from typing import Annotated, Any
 
 import numpy as np
@@ -10,11 +11,53 @@ from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
-from anyformer.tasks.base import Split, Task
+from anyformer.tasks.base import Split, Task, require_classes
 from anyformer.tasks.files import existing_file
 from anyformer.tasks.splits import stratified_split
 
 LAYOUTS = ("auto", "nhwc", "nchw")
+SAVE = "save with np.savez(path, x=images, y=labels)"
+# Integer pixels are scaled by their dtype's maximum (uint8 / 255, uint16 / 65535, ...). Wider
+# integers are refused: their maximum says nothing of the pixels' range (np.array of Python
+# ints is int64: dividing by 2**63 would zero every image).
+SCALED_INTS = (np.uint8, np.int8, np.uint16, np.int16)
+
+
+def pixels(x: np.ndarray, where: str) -> np.ndarray:
+    """Images as stored for the splits: uint8 kept (scaled batch by batch), other 8/16-bit
+    integers scaled to float32 by their dtype's maximum, booleans 0/1, floats kept as float32;
+    a DataError for complex, wider-integer or non-numeric dtypes and for NaN / inf values."""
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    if any(x.dtype == t for t in SCALED_INTS):
+        return x.astype(np.float32) / np.float32(np.iinfo(x.dtype).max)
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{where}: images hold complex numbers (dtype {x.dtype}); save real pixel values (np.abs(x) or x.real)")
+    if np.issubdtype(x.dtype, np.integer):
+        raise DataError(f"{where}: images of dtype {x.dtype} have no known pixel range; save them as uint8 / uint16 "
+                        "(scaled by 255 / 65535) or as float32 already scaled")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{where}: images must be numbers, got dtype {x.dtype}; save numeric pixel arrays")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = [int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape)]
+        raise DataError(f"{where}: {int(bad.sum())} pixels are NaN or infinite, the first in image {first[0]} (index {first}); "
+                        "fill or drop those images")
+    return x.astype(np.float32, copy=False)
+
+
+def label_array(y: np.ndarray, where: str) -> np.ndarray:
+    """`y` when it holds class names (integers, booleans, strings, finite floats), else a DataError."""
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise DataError(f"{where}: {int(bad.sum())} labels are NaN or infinite, the first at index {int(np.argmax(bad))}; "
+                            "give every image a class")
+    elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_ or y.dtype.kind in "US"):
+        raise DataError(f"{where}: labels must be integers or strings, got dtype {y.dtype}")
+    return y
 
 
 def to_nchw(x: np.ndarray, layout: str, where: str) -> np.ndarray:
@@ -34,10 +77,13 @@ def to_nchw(x: np.ndarray, layout: str, where: str) -> np.ndarray:
 @register("task", "images-npz")
 class ImagesNPZTask(Task):
     """Classify images stored in a NumPy .npz: arrays `x` ([N, H, W], [N, H, W, C] or
-    [N, C, H, W]; uint8 scaled by 1/255, floats kept) and `y` (labels of any kind, coded in
-    sorted order), optional `x_test` / `y_test`. Without a test set a stratified seeded
-    `test_fraction` is held out; `val_fraction` of the rest is always the val split. Loaded
-    without pickle (object arrays are refused)."""
+    [N, C, H, W]) and `y` (integer, boolean, string or float labels, coded in sorted order),
+    optional `x_test` / `y_test`. Pixels: integers are scaled by their dtype's maximum (uint8
+    / 255, uint16 / 65535, int8 / 127, int16 / 32767), booleans read 0 / 1, floats are kept
+    as they are (scale them yourself); complex values, wider integers and NaN / inf pixels
+    are refused. At least two classes; y_test may hold no class y lacks. Without a test set
+    a stratified seeded `test_fraction` is held out; `val_fraction` of the rest is always the
+    val split. Loaded without pickle (object arrays are refused, never unpickled)."""
 
     argument_option = "path"
     file_options = ("path",)
@@ -74,16 +120,31 @@ class ImagesNPZTask(Task):
 
     def _load(self) -> dict[str, np.ndarray]:
         path = existing_file(self.path, "images .npz file")
+        # np.load takes any file that is not a zip archive for a .npy or a pickle: say what the
+        # file is not before numpy says it would need `allow_pickle` (which is never given).
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a NumPy .npz archive of plain arrays; {SAVE}")
+        arrays: dict[str, np.ndarray | None] = {}
         try:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except ValueError as err:  # object arrays need pickle, which is never loaded
-            raise DataError(f"{path}: {err}; save plain numeric arrays (np.savez(path, x=..., y=...))") from None
-        except (zipfile.BadZipFile, OSError) as err:
-            raise DataError(f"{path}: not a readable .npz file ({err})") from None
+                for key in data.files:
+                    try:
+                        arrays[key] = data[key]
+                    except ValueError:  # numpy's message would suggest allow_pickle: say it here
+                        arrays[key] = None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as err:
+            raise DataError(f"{path}: not a readable .npz archive ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                            f"{SAVE}") from None
+        unsafe = [k for k, v in arrays.items() if v is None]
+        if unsafe:
+            raise DataError(f"{path}: array {unsafe[0]!r} is not a plain numeric array (Python objects, never unpickled, "
+                            f"or a corrupt header); {SAVE}")
+        odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+        if odd:
+            raise DataError(f"{path}: member {odd[0]!r} is not a NumPy array; not a NumPy .npz archive of plain arrays; {SAVE}")
         for key in ("x", "y"):
             if key not in arrays:
-                raise DataError(f"{path}: no array {key!r}; it holds {', '.join(arrays) or 'nothing'} (save with np.savez(path, x=images, y=labels))")
+                raise DataError(f"{path}: no array {key!r}; it holds {', '.join(arrays) or 'nothing'} ({SAVE})")
         if ("x_test" in arrays) != ("y_test" in arrays):
             raise DataError(f"{path}: x_test and y_test come together; it has only one of them")
         return arrays
@@ -98,15 +159,25 @@ class ImagesNPZTask(Task):
         for xk, yk in parts:
             x, y = arrays[xk], arrays[yk]
             where = f"{self.path} [{xk}]"
+            if x.ndim == 0 or len(x) == 0:
+                raise DataError(f"{where}: holds no images (shape {list(x.shape)}); save at least one image per class")
             if y.ndim != 1 or len(y) != len(x):
                 raise DataError(f"{self.path}: {yk} must be one label per image ({len(x)}), got shape {list(y.shape)}")
-            if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-                raise DataError(f"{where}: images must be numbers, got dtype {x.dtype}")
-            xs.append(to_nchw(x, self.layout, where))
-            ys.append(y)
+            x = to_nchw(x, self.layout, where)
+            if x.size == 0:
+                raise DataError(f"{where}: images of shape {list(x.shape[1:])} hold no pixels")
+            xs.append(pixels(x, where))
+            ys.append(label_array(y, f"{self.path} [{yk}]"))
         if len(xs) == 2 and xs[0].shape[1:] != xs[1].shape[1:]:
             raise DataError(f"{self.path}: x is {list(xs[0].shape[1:])} per image but x_test {list(xs[1].shape[1:])}")
-        self.classes = sorted(set(np.concatenate(ys).tolist()))
+        if len(ys) == 2 and (ys[0].dtype.kind in "US") != (ys[1].dtype.kind in "US"):
+            raise DataError(f"{self.path}: y is {ys[0].dtype} but y_test {ys[1].dtype}; give both the same kind of labels (strings or numbers)")
+        self.classes = sorted(set(ys[0].tolist()))
+        require_classes(self.classes, f"{self.path} [y]", "the labels")
+        unseen = sorted(set(ys[-1].tolist()) - set(self.classes)) if len(ys) == 2 else []
+        if unseen:
+            raise DataError(f"{self.path}: y_test holds classes that y never has ({', '.join(map(repr, unseen[:5]))}); "
+                            "a model cannot learn them: add training images of those classes")
         index = {c: k for k, c in enumerate(self.classes)}
         targets = [torch.tensor([index[v] for v in y.tolist()], dtype=torch.long) for y in ys]
         images = [torch.from_numpy(np.ascontiguousarray(x)) for x in xs]

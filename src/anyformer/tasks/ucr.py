@@ -11,7 +11,7 @@ from pydantic import Field
 
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
-from anyformer.tasks.base import Split, Task
+from anyformer.tasks.base import Split, Task, require_classes
 from anyformer.tasks.files import existing_file
 from anyformer.tasks.splits import stratified_split
 
@@ -174,6 +174,7 @@ class UCRTask(Task):
         dims = len(train_s[0])
         if len(test_s[0]) != dims:
             raise DataError(f"{test_path}: {len(test_s[0])} dimensions, {train_path} has {dims}")
+        require_classes(sorted(set(train_y)), str(train_path), "the class labels")
         labels = train_y + test_y
         self.classes = list(declared) if declared else sorted(set(labels), key=lambda c: (len(c), c))
         unknown_labels = sorted(set(labels) - set(self.classes))
