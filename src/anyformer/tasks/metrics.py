@@ -1,4 +1,7 @@
-"""Metrics over whole splits: accuracy, macro-F1, ROC-AUC (multi-label), MSE, MAE, perplexity."""
+"""Metrics over whole splits: accuracy, macro-F1, ROC-AUC (multi-label), MSE, MAE, perplexity.
+
+Macro-F1 and ROC-AUC are scikit-learn's (the reference implementations, ties and absent
+classes included), imported on first use: importing sklearn.metrics takes about a second."""
 from __future__ import annotations
 
 import math
@@ -12,54 +15,43 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def macro_f1(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
-    """Unweighted mean of per-class F1 over classes present in targets or predictions."""
-    scores = []
-    for c in range(num_classes):
-        tp = int(((pred == c) & (target == c)).sum())
-        fp = int(((pred == c) & (target != c)).sum())
-        fn = int(((pred != c) & (target == c)).sum())
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(sum(scores) / len(scores)) if scores else 0.0
+    """Unweighted mean of per-class F1 over the classes present in targets or predictions
+    (scikit-learn's macro F1; a class never predicted, or never a target, scores 0)."""
+    if len(target) == 0:
+        return 0.0
+    from sklearn.metrics import f1_score  # imported when a split is scored: sklearn.metrics takes ~1 s to import
+    present = torch.unique(torch.cat([pred.reshape(-1), target.reshape(-1)])).tolist()
+    labels = [c for c in present if 0 <= c < num_classes] or present
+    return float(f1_score(target.cpu().numpy(), pred.cpu().numpy(), labels=labels, average="macro", zero_division=0))
 
 
 def roc_auc(score: torch.Tensor, label: torch.Tensor) -> float:
-    """Area under the ROC curve of one binary problem, by the rank-sum (Mann-Whitney U)
-    statistic with ties given their average rank; NaN when only one class is present."""
+    """Area under the ROC curve of one binary problem (scikit-learn's, ties counted half);
+    NaN when only one class is present."""
     label = label.bool()
-    n_pos, n_neg = int(label.sum()), int((~label).sum())
-    if n_pos == 0 or n_neg == 0:
+    if bool(label.all()) or not bool(label.any()):
         return float("nan")
-    order = score.double().argsort()
-    ranks = torch.empty_like(order, dtype=torch.float64)
-    ranks[order] = torch.arange(1, len(score) + 1, dtype=torch.float64)
-    sorted_scores = score.double()[order]
-    # Average ranks over ties.
-    uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
-    if len(uniq) < len(score):
-        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks[order])
-        ranks[order] = (sums / counts)[inverse]
-    u = ranks[label].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(label.cpu().numpy(), score.double().cpu().numpy()))
 
 
 def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Per-label accuracy, exact match, macro F1 over the labels that occur (in targets or
+    predictions) and macro ROC-AUC over the labels with both classes present."""
     pred = logits > 0
     target = target.bool()
     aucs = [roc_auc(logits[:, k], target[:, k]) for k in range(target.shape[1])]
     aucs = [a for a in aucs if not math.isnan(a)]
-    f1s = []
-    for k in range(target.shape[1]):
-        tp = int((pred[:, k] & target[:, k]).sum())
-        fp = int((pred[:, k] & ~target[:, k]).sum())
-        fn = int((~pred[:, k] & target[:, k]).sum())
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
+    occur = (pred | target).any(0)
+    if bool(occur.any()):
+        from sklearn.metrics import f1_score
+        f1 = float(f1_score(target[:, occur].cpu().numpy(), pred[:, occur].cpu().numpy(), average="macro", zero_division=0))
+    else:
+        f1 = 0.0
     return {
         "accuracy": float((pred == target).float().mean()),  # per-label accuracy
         "exact_match": float((pred == target).all(-1).float().mean()),
-        "macro_f1": float(sum(f1s) / len(f1s)) if f1s else 0.0,
+        "macro_f1": f1,
         "roc_auc": float(sum(aucs) / len(aucs)) if aucs else float("nan"),
     }
 
