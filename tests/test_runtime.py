@@ -232,3 +232,48 @@ def test_probe_key_tells_models_apart():
     a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 5)
     assert runtime.probe_key(a, 8) == runtime.probe_key(torch.nn.Linear(4, 4), 8)
     assert len({runtime.probe_key(a, 8), runtime.probe_key(b, 8), runtime.probe_key(a, 16)}) == 3
+
+
+# ------------------------------------------------------------------ available memory
+@pytest.fixture
+def fake_proc(tmp_path, monkeypatch):
+    """/proc/meminfo and the cgroup files pointed at a temporary folder (none written yet)."""
+    monkeypatch.setattr(runtime, "MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(runtime, "CGROUP_V2", tmp_path / "v2")
+    monkeypatch.setattr(runtime, "CGROUP_V1", tmp_path / "v1")
+    return tmp_path
+
+
+def test_available_memory_on_cpu_is_meminfo_available(fake_proc):
+    (fake_proc / "meminfo").write_text("MemTotal:  8000000 kB\nMemFree:  100 kB\nMemAvailable:  4000000 kB\n")
+    assert runtime.available_memory("cpu") == 4_000_000 * 1024
+
+
+def test_available_memory_without_meminfo_falls_back_to_free_pages(fake_proc, monkeypatch):
+    pages = {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(runtime.os, "sysconf", lambda name: pages[name])
+    assert runtime.available_memory("cpu") == 4_096_000
+
+
+@pytest.mark.parametrize("version,files,expected", [
+    # v2: 2 GiB limit, 1.5 GiB used of which 0.5 GiB reclaimable page cache -> 1 GiB left
+    ("v2", {"memory.max": "2147483648", "memory.current": "1610612736", "memory.stat": "anon 1\ninactive_file 536870912\n"},
+     2**30),
+    ("v1", {"memory.limit_in_bytes": "2147483648", "memory.usage_in_bytes": "1610612736",
+            "memory.stat": "total_inactive_file 536870912\n"}, 2**30),
+    ("v2", {"memory.max": "max", "memory.current": "1610612736"}, 4_000_000 * 1024),  # no limit
+    ("v1", {"memory.limit_in_bytes": "9223372036854771712", "memory.usage_in_bytes": "5"}, 4_000_000 * 1024),
+])
+def test_available_memory_respects_a_container_limit(fake_proc, version, files, expected):
+    (fake_proc / "meminfo").write_text("MemAvailable:  4000000 kB\n")
+    (fake_proc / version).mkdir()
+    for name, text in files.items():
+        (fake_proc / version / name).write_text(text)
+    assert runtime.available_memory("cpu") == expected
+
+
+def test_available_memory_on_cuda_counts_what_the_caching_allocator_holds_unused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (10 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev: 6 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev: 4 * 2**30)
+    assert runtime.available_memory("cuda:0") == 12 * 2**30

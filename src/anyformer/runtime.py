@@ -1,5 +1,6 @@
 """Where and how a job runs: the device, the precision policy (bf16 autocast where the
-machine runs it faster), synchronisation, out-of-memory detection and the RNG state.
+machine runs it faster), synchronisation, the memory left on a device, out-of-memory
+detection and the RNG state.
 
 The one place every engine package (train, bench, infer, ...) asks these questions, so a
 profile and the run it describes agree. Bottom layer: imports only torch, numpy, the
@@ -100,6 +101,79 @@ def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(err, RuntimeError) and any(t in str(err).lower() for t in _OOM_TEXT)
+
+
+
+# ------------------------------------------------------------------ memory
+MEMINFO = Path("/proc/meminfo")
+# cgroup v2 files, then v1's: a container's limit, which MemAvailable (the host's) ignores.
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CGROUP_V1 = Path("/sys/fs/cgroup/memory")
+# A cgroup limit at least this large means none (v1 reports 'unlimited' as ~2^63).
+_NO_LIMIT = 2**60
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat_field(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes left under this container's memory limit (page cache it could reclaim counts
+    as free, as `docker stats` counts it); None where no limit is set."""
+    for limit_f, usage_f, stat_f, cache_key in (
+            (CGROUP_V2 / "memory.max", CGROUP_V2 / "memory.current", CGROUP_V2 / "memory.stat", "inactive_file"),
+            (CGROUP_V1 / "memory.limit_in_bytes", CGROUP_V1 / "memory.usage_in_bytes", CGROUP_V1 / "memory.stat",
+             "total_inactive_file")):
+        limit, usage = _read_int(limit_f), _read_int(usage_f)
+        if limit is not None and usage is not None and limit < _NO_LIMIT:
+            return max(0, limit - usage + _stat_field(stat_f, cache_key))
+    return None
+
+
+def _cpu_available() -> int:
+    """MemAvailable (what the kernel can hand out without swapping), else free pages."""
+    found = None
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # no sysconf names (not Linux/macOS)
+            found = 0
+    headroom = _cgroup_headroom()
+    return found if headroom is None else min(found, headroom)
+
+
+def available_memory(device: str | torch.device = "cpu") -> int:
+    """Bytes a new allocation on `device` can still take: on CUDA the driver's free memory
+    plus what torch's caching allocator holds unused; on CPU /proc/meminfo's MemAvailable
+    (os.sysconf's free pages where there is none), capped by a container's cgroup limit.
+    What the memory guards (anyformer.nn.footprint) compare an estimate against."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+    return _cpu_available()
 
 
 # ------------------------------------------------------------------ precision
