@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from anyformer import runtime
+from anyformer import rng, runtime
 from anyformer.errors import AnyformerError, ConfigError
 
 
@@ -146,18 +146,18 @@ def _draws():
 
 
 def test_rng_capture_restore_replays_the_same_draws():
-    runtime.seed_everything(123)
+    rng.seed_everything(123)
     _draws()
-    tensors, meta = runtime.capture_rng()
+    tensors, meta = rng.capture_rng()
     meta = json.loads(json.dumps(meta))  # meta travels as JSON in state.json
     first = _draws()
-    runtime.seed_everything(7)  # move every generator elsewhere
-    runtime.restore_rng(tensors, meta)
+    rng.seed_everything(7)  # move every generator elsewhere
+    rng.restore_rng(tensors, meta)
     assert _draws() == first
 
 
 def test_rng_keys_are_the_checkpoint_format():
-    tensors, meta = runtime.capture_rng()
+    tensors, meta = rng.capture_rng()
     assert set(meta) == {"python_rng", "numpy_rng"}
     assert "rng.torch" in tensors and tensors["rng.torch"].dtype == torch.uint8
     assert set(tensors) - {"rng.torch"} == {f"rng.cuda.{i}" for i in range(torch.cuda.device_count())}
@@ -165,9 +165,9 @@ def test_rng_keys_are_the_checkpoint_format():
 
 
 def test_seed_everything_seeds_all_three():
-    runtime.seed_everything(5)
+    rng.seed_everything(5)
     a = _draws()
-    runtime.seed_everything(5)
+    rng.seed_everything(5)
     assert _draws() == a
 
 

@@ -1,10 +1,10 @@
 """Where and how a job runs: the device, the precision policy (bf16 autocast where the
 machine runs it faster), synchronisation, the memory left on a device, out-of-memory
-detection and the RNG state.
+detection (the RNG states it saves around a probe live in `anyformer.rng`).
 
 The one place every engine package (train, bench, infer, ...) asks these questions, so a
 profile and the run it describes agree. Bottom layer: imports only torch, numpy, the
-standard library and `anyformer.errors`.
+standard library, `anyformer.errors` and `anyformer.rng`.
 
     dev = resolve_device("auto")                  # cuda when present, else cpu
     precision = resolve_precision(dev, "auto")    # "bf16" or "fp32", probed once per process
@@ -19,7 +19,6 @@ import hashlib
 import math
 import os
 import platform
-import random
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -27,11 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from anyformer.errors import ConfigError, suggest
+from anyformer.rng import capture_rng, restore_rng
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -398,52 +397,3 @@ def environment(device: str | torch.device = "auto") -> dict[str, Any]:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": list(cpu_flags()),
             "device": str(dev), "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             "cuda": torch.version.cuda if dev.type == "cuda" else None}
-
-
-# ------------------------------------------------------------------ RNG
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and every CUDA device) generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_tensors() -> dict[str, torch.Tensor]:
-    """torch's CPU generator state as 'rng.torch' and each CUDA device's as 'rng.cuda.I'
-    (uint8 tensors, as checkpoints store them)."""
-    out = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = s
-    return out
-
-
-def rng_meta() -> dict[str, Any]:
-    """Python's and NumPy's generator states as JSON lists: {'python_rng', 'numpy_rng'}."""
-    py = random.getstate()
-    npst = np.random.get_state()
-    return {"python_rng": [py[0], list(py[1]), py[2]],
-            "numpy_rng": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
-
-
-def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(rng_tensors(), rng_meta()): everything `restore_rng` needs to replay the draws."""
-    return rng_tensors(), rng_meta()
-
-
-def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Set every generator back to a captured state. CUDA states are restored when this
-    machine has a GPU (a checkpoint taken on a GPU resumes on CPU without them)."""
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors, key=_cuda_index) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    random.setstate((meta["python_rng"][0], tuple(meta["python_rng"][1]), meta["python_rng"][2]))
-    np_state = meta["numpy_rng"]
-    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
-
-
-def _cuda_index(key: str) -> tuple[int, str]:
-    # Device order, not string order: 'rng.cuda.10' sorts after 'rng.cuda.9'.
-    tail = key.rsplit(".", 1)[-1]
-    return (int(tail), key) if tail.isdigit() else (-1, key)

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 
 from anyformer.cli import main
 from anyformer.errors import ConfigError, DataError
-from anyformer.tasks import files
+from anyformer.tasks import files, table_cache
 from anyformer.tasks.tabular import TabularCSVTask
 from anyformer.tasks.text import TextCSVTask, TextJSONLTask
 
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(table_cache.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def _bad_jsonl(path, good=5, bad=20):
@@ -173,69 +173,69 @@ def test_read_csv_uses_pyarrow_for_a_plain_file(tmp_path, monkeypatch):
 
 # -- the cache
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
-    assert files.cache_dir("tables") == tmp_path / "cache" / "tables"
-    monkeypatch.setenv(files.CACHE_ENV, "off")
-    assert files.cache_dir("tables") is None
-    monkeypatch.delenv(files.CACHE_ENV)
+    assert table_cache.cache_dir("tables") == tmp_path / "cache" / "tables"
+    monkeypatch.setenv(table_cache.CACHE_ENV, "off")
+    assert table_cache.cache_dir("tables") is None
+    monkeypatch.delenv(table_cache.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert files.cache_dir("tables") == tmp_path / "xdg" / "anyformer" / "tables"
+    assert table_cache.cache_dir("tables") == tmp_path / "xdg" / "anyformer" / "tables"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert files.cache_dir("tables") == tmp_path / "home" / ".cache" / "anyformer" / "tables"
+    assert table_cache.cache_dir("tables") == tmp_path / "home" / ".cache" / "anyformer" / "tables"
 
 
 def test_cache_round_trip_staleness_and_corruption(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     data = tmp_path / "d.csv"
     data.write_text("a\n1\n")
     arrays = {"x": np.arange(3.0), "names": np.array(["ab", "c"])}
-    assert files.cached_arrays("t", data, {"o": 1}) is None
-    files.cache_arrays("t", data, {"o": 1}, arrays)
+    assert table_cache.cached_arrays("t", data, {"o": 1}) is None
+    table_cache.cache_arrays("t", data, {"o": 1}, arrays)
     [entry] = (tmp_path / "cache" / "t").iterdir()  # one file, no temporary left behind
-    got = files.cached_arrays("t", data, {"o": 1})
+    got = table_cache.cached_arrays("t", data, {"o": 1})
     assert got.keys() == arrays.keys() and all(np.array_equal(got[k], arrays[k]) for k in arrays)
-    assert files.cached_arrays("t", data, {"o": 2}) is None  # other options: another entry
+    assert table_cache.cached_arrays("t", data, {"o": 2}) is None  # other options: another entry
     data.write_text("a\n1\n2\n")  # the file changed: its entry is stale
-    assert files.cached_arrays("t", data, {"o": 1}) is None
+    assert table_cache.cached_arrays("t", data, {"o": 1}) is None
     entry.write_bytes(b"PK\x03\x04 not really a zip")  # corrupt: a miss, then rewritten
-    assert files.cached_arrays("t", data, {"o": 1}) is None
-    files.cache_arrays("t", data, {"o": 1}, arrays)
-    assert np.array_equal(files.cached_arrays("t", data, {"o": 1})["x"], arrays["x"])
+    assert table_cache.cached_arrays("t", data, {"o": 1}) is None
+    table_cache.cache_arrays("t", data, {"o": 1}, arrays)
+    assert np.array_equal(table_cache.cached_arrays("t", data, {"o": 1})["x"], arrays["x"])
     with pytest.raises(TypeError, match="numbers and fixed-width strings only"):
-        files.cache_arrays("t", data, {"o": 1}, {"x": np.array([{}], dtype=object)})
+        table_cache.cache_arrays("t", data, {"o": 1}, {"x": np.array([{}], dtype=object)})
 
 
 def test_a_pickle_in_the_cache_is_never_loaded(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     data = tmp_path / "d.csv"
     data.write_text("a\n1\n")
-    files.cache_arrays("t", data, {}, {"x": np.arange(2)})
+    table_cache.cache_arrays("t", data, {}, {"x": np.arange(2)})
     [entry] = (tmp_path / "cache" / "t").iterdir()
     key = str(np.load(entry)["__key__"])
     np.savez(entry, __key__=np.array(key), x=np.array([{"a": 1}], dtype=object))  # what a pickle entry would be
-    assert files.cached_arrays("t", data, {}) is None
+    assert table_cache.cached_arrays("t", data, {}) is None
 
 
 def test_an_unwritable_cache_is_only_slower(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("")
-    monkeypatch.setenv(files.CACHE_ENV, str(blocker))  # mkdir under a file fails with an OSError
+    monkeypatch.setenv(table_cache.CACHE_ENV, str(blocker))  # mkdir under a file fails with an OSError
     data = tmp_path / "d.csv"
     data.write_text("a\n1\n")
-    files.cache_arrays("t", data, {}, {"x": np.arange(2)})
-    assert files.cached_arrays("t", data, {}) is None and blocker.read_text() == ""
+    table_cache.cache_arrays("t", data, {}, {"x": np.arange(2)})
+    assert table_cache.cached_arrays("t", data, {}) is None and blocker.read_text() == ""
 
 
 def test_small_files_are_not_cached(tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("a\n1\n")
-    files.cache_arrays("t", data, {}, {"x": np.arange(2)})
-    assert not (tmp_path / "cache").exists() and os.path.getsize(data) < files.CACHE_MIN_BYTES
+    table_cache.cache_arrays("t", data, {}, {"x": np.arange(2)})
+    assert not (tmp_path / "cache").exists() and os.path.getsize(data) < table_cache.CACHE_MIN_BYTES
 
 
 def test_cache_entry_holds_json_not_objects(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     path = _write(tmp_path / "t.csv", [["x", "c", "label"]] + [[i, "ab"[i % 2], i % 2] for i in range(30)])
     TabularCSVTask(path=str(path), target="label").splits()
     [entry] = (tmp_path / "cache" / "tables").iterdir()

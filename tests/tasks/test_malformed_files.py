@@ -20,14 +20,14 @@ import pytest
 
 from anyformer.cli import main
 from anyformer.errors import DataError
-from anyformer.tasks import files
+from anyformer.tasks import table_cache
 from anyformer.tasks.fashion_mnist import write_idx
 from anyformer.tasks.tabular import TabularCSVTask
 
 
 @pytest.fixture(autouse=True)
 def _no_cache(monkeypatch):
-    monkeypatch.setenv(files.CACHE_ENV, "off")
+    monkeypatch.setenv(table_cache.CACHE_ENV, "off")
 
 
 @dataclass

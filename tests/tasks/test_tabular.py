@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anyformer.errors import ConfigError, DataError
-from anyformer.tasks import files
+from anyformer.tasks import files, table_cache
 from anyformer.tasks.tabular import TabularCSVTask
 
 from .helpers import check_model_fits, write_csv
@@ -17,7 +17,7 @@ from .helpers import check_model_fits, write_csv
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(table_cache.CACHE_ENV, str(tmp_path / "cache"))
 
 
 def all_rows(s, key):
@@ -171,7 +171,7 @@ def test_blank_rows_are_skipped_and_empty_targets_named(tmp_path):
 
 
 def test_a_plain_file_is_read_by_pyarrow_then_by_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     header = [" Flow Duration", "proto", "Bytes/s", " Label"]
     rows = [(i * 3, ["tcp", "udp"][i % 2], "Infinity" if i == 5 else i / 7, ["BENIGN", "DoS"][i % 3 == 0]) for i in range(60)]
     path = write_csv(tmp_path / "f.csv", header, rows)
@@ -191,27 +191,27 @@ def test_a_plain_file_is_read_by_pyarrow_then_by_the_cache(tmp_path, monkeypatch
     # a corrupt entry is read again and rewritten
     entry.write_bytes(b"garbage")
     monkeypatch.undo()
-    monkeypatch.setenv(files.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setenv(table_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     assert_same_read(TabularCSVTask(path=path, target="Label")._read(), TabularCSVTask(path=path, target="Label")._read())
     assert np.load(entry, allow_pickle=False)["labels"].shape == (60,)
 
 
 def test_cache_off_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
-    monkeypatch.setenv(files.CACHE_ENV, "off")
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setenv(table_cache.CACHE_ENV, "off")
     path = write_csv(tmp_path / "t.csv", ["a", "label"], [(i, i % 2) for i in range(20)])
     TabularCSVTask(path=path).splits()
     assert not (tmp_path / "cache").exists()
 
 
 def test_a_cache_entry_that_does_not_fit_is_read_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "CACHE_MIN_BYTES", 0)
+    monkeypatch.setattr(table_cache, "CACHE_MIN_BYTES", 0)
     path = write_csv(tmp_path / "t.csv", ["c", "label"], [("ab"[i % 2], i % 2) for i in range(20)])
     task = TabularCSVTask(path=path)
     good = task._read()
     options = task._cache_options()
-    arrays = files.cached_arrays("tables", Path(path), options)
+    arrays = table_cache.cached_arrays("tables", Path(path), options)
     arrays["x0"] = arrays["x0"] + 5  # codes past the category spellings
-    files.cache_arrays("tables", Path(path), options, arrays)
+    table_cache.cache_arrays("tables", Path(path), options, arrays)
     assert_same_read(task._read(), good)

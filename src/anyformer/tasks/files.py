@@ -1,5 +1,5 @@
 """Reading user files for the tasks: CSV tables, text in the file's encoding, numbers,
-package data, and a cache of parsed arrays.
+and package data.
 
 Every error is a DataError of one line naming `file:line` (for a byte that does not decode,
 its offset too), what is wrong and how to fix it. CSV files are read by pyarrow's columnar,
@@ -8,14 +8,7 @@ decode, a blank header, a shape it might split differently) is read again by the
 whose single pass knows every row's line, so every message names the line and the slow pass
 is paid only by files that are about to fail (or are odd). pyarrow is imported when a CSV is
 read, not when the tasks are registered: `anyformer list` need not load it.
-
-The cache keeps what a task parsed from a large file as numpy arrays in an .npz file (written
-with np.savez, read with allow_pickle=False: never a pickle) under the user cache directory,
-`$ANYFORMER_CACHE_DIR/tables/` or `$XDG_CACHE_HOME/anyformer/tables/` (`~/.cache/...`);
-`ANYFORMER_CACHE_DIR=off` turns it off. An entry is keyed by the file's absolute path and the
-reader's options, and holds the file's size and mtime_ns: a changed file misses and its entry
-is rewritten. Entries are written to a temporary name and renamed; an unreadable, stale or
-corrupt entry is ignored (and rewritten), a cache that cannot be written is only slower.
+(The cache of parsed tables is `anyformer.tasks.table_cache`.)
 """
 from __future__ import annotations
 
@@ -24,13 +17,9 @@ import contextlib
 import csv
 import encodings.aliases
 import gc
-import hashlib
 import importlib.util
-import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,9 +33,6 @@ if TYPE_CHECKING:
 
 csv.field_size_limit(1 << 30)  # text columns may hold whole documents
 
-CACHE_ENV = "ANYFORMER_CACHE_DIR"
-CACHE_MIN_BYTES = 1 << 20  # parsing a smaller file takes milliseconds: not worth an entry
-CACHE_VERSION = 1
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (?!string)")
 BLOCK_SIZE = 1 << 20
 _TYPE_RETRIES = 3
@@ -326,67 +312,6 @@ def _read_csv_rows(p: Path, delimiter: str, encoding: str, encoding_option: str 
     if header is None:
         raise DataError(f"{p}: the file is empty; it needs a header row and data rows")
     return header, rows
-
-
-# -- the cache of parsed arrays
-def cache_dir(kind: str) -> Path | None:
-    """Where entries of `kind` live, or None when the cache is off."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    if env.lower() == "off":
-        return None
-    root = Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anyformer"
-    return root / kind
-
-
-def _entry(kind: str, path: Path, options: dict[str, Any]) -> tuple[Path, str] | None:
-    folder = cache_dir(kind)
-    if folder is None:
-        return None
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    if st.st_size < CACHE_MIN_BYTES:
-        return None
-    where = json.dumps({"kind": kind, "path": str(path.resolve()), "options": options}, sort_keys=True)
-    key = json.dumps({"where": where, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CACHE_VERSION}, sort_keys=True)
-    return folder / (hashlib.sha256(where.encode()).hexdigest()[:32] + ".npz"), key
-
-
-def cached_arrays(kind: str, path: Path, options: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The arrays saved for this file and these options, or None (off, missing, stale, corrupt)."""
-    entry = _entry(kind, path, options)
-    if entry is None or not entry[0].is_file():
-        return None
-    try:
-        with np.load(entry[0], allow_pickle=False) as z:
-            if str(z["__key__"]) != entry[1]:
-                return None
-            return {name: z[name] for name in z.files if name != "__key__"}
-    except Exception:  # a corrupt entry (truncated zip, bad header, ...) is a miss, never an error
-        return None
-
-
-def cache_arrays(kind: str, path: Path, options: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Save `arrays` (numeric or fixed-width unicode: never objects) for this file and options."""
-    entry = _entry(kind, path, options)
-    if entry is None:
-        return
-    if any(a.dtype.kind not in "biufU" for a in arrays.values()):
-        raise TypeError("the table cache stores numbers and fixed-width strings only")
-    target, key = entry
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, __key__=np.array(key), **arrays)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError:
-        return  # a read-only or full cache directory only makes the next load slower
 
 
 # -- columns and numbers

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
-from array import array
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,157 +14,18 @@ from pydantic import Field
 from anyformer.errors import ConfigError, DataError, suggest
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
-from anyformer.tasks.files import (Unreadable, arrow_table, cache_arrays, cached_arrays, check_encoding, csv_schema,
-                                   decode_error, existing_file, python_codec, record_lines)
+from anyformer.tasks.files import (Unreadable, arrow_table, check_encoding, csv_schema, decode_error, existing_file,
+                                   python_codec, record_lines)
+from anyformer.tasks.table_cache import cache_arrays, cached_arrays
 from anyformer.tasks.splits import stratified_split
+from anyformer.tasks.tabular_columns import (NULLS, Column, dictionary, float_column, from_cache_arrays, parse_value,
+                                             text_column, to_cache_arrays, unique_names)
 
-MISSING = {"", "nan", "na", "n/a", "null", "none", "?"}
-# pyarrow matches null spellings exactly, so it is given every upper/lower-case spelling.
-NULLS = sorted({"".join(p) for m in MISSING for p in itertools.product(*({c.lower(), c.upper()} for c in m))})
 # Target spellings that are a missing value, not a class: 'nan' (pandas' astype(str) of a
 # NaN), 'null', '?' (the UCI archive's). 'NA', 'N/A' and 'None' stay classes ('not
 # applicable', 'no attack'): a label spelled like a missing feature value is still a label.
 MISSING_TARGET = {"nan", "null", "?"}
 READER = "tabular-csv/1"  # bump when what the reading pass returns changes: cache entries of older readers miss
-
-
-def _unique_names(header: list[str]) -> list[str]:
-    """Header names made unique as pandas does ('x', 'x.1'): CIC-IDS repeats a column."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in header:
-        if name in seen:
-            seen[name] += 1
-            out.append(f"{name}.{seen[name]}")
-        else:
-            seen[name] = 0
-            out.append(name)
-    return out
-
-
-def _number(value: str) -> float | None:
-    """float of a numeric field ('Infinity' and 'NaN' included), NaN when missing, None if text."""
-    if value.lower() in MISSING:
-        return math.nan
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-class _Column:
-    """One column read in a single pass: floats while every value is a number, else codes."""
-
-    def __init__(self, forced: str | None) -> None:
-        self.forced = forced
-        self.numbers: array | None = None if forced == "categorical" else array("d")
-        self.codes: array | None = array("i") if forced == "categorical" else None
-        self.values: dict[str, int] = {}
-
-    def code(self, value: str) -> int:
-        # One spelling per number ('1', '1.0' -> '1.0'), so a column that turns categorical
-        # part-way codes its earlier numbers and later text consistently.
-        x = _number(value)
-        return self.values.setdefault(value if x is None else repr(x), len(self.values))
-
-    def add(self, value: str, where: str, name: str) -> None:
-        if self.numbers is not None:
-            x = _number(value)
-            if x is not None:
-                self.numbers.append(x)
-                return
-            if self.forced == "numeric":
-                raise DataError(f"{where}: column {name!r} holds {value!r}, not a number; fix it or drop {name!r} from `numeric`")
-            # First text value: the column is categorical after all; recode what came before.
-            self.codes = array("i", (self.code(repr(v)) for v in self.numbers))
-            self.numbers = None
-        self.codes.append(self.code(value))
-
-    @classmethod
-    def of_numbers(cls, numbers: np.ndarray) -> "_Column":
-        col = cls(None)
-        col.numbers = numbers
-        return col
-
-    @classmethod
-    def of_codes(cls, codes: np.ndarray, values: dict[str, int]) -> "_Column":
-        col = cls("categorical")
-        col.codes, col.values = codes, values
-        return col
-
-
-def _float_column(column) -> np.ndarray:
-    """A float64 pyarrow column as one numpy array, its nulls (the MISSING spellings) NaN."""
-    import pyarrow.compute as pc
-    return pc.fill_null(column, math.nan).to_numpy()
-
-
-def _dictionary(column) -> tuple[np.ndarray, list[str]]:
-    """(each row's index into the distinct values, the distinct values in order of first appearance)."""
-    import pyarrow.compute as pc
-    encoded = pc.dictionary_encode(column.combine_chunks())
-    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
-
-
-def _text_column(indices: np.ndarray, distinct: list[str], forced: str | None) -> _Column | None:
-    """A text column decided on its distinct values, as _Column.add decides row by row:
-    numbers when each is one (unless forced categorical), else codes in order of first
-    appearance; None for a forced-numeric column holding text (the row pass names the row)."""
-    keys, numbers = [], []
-    for value in distinct:
-        value = value.strip()
-        x = _number(value)
-        numbers.append(x)
-        keys.append(value if x is None else repr(x))
-    if forced != "categorical" and all(x is not None for x in numbers):
-        return _Column.of_numbers(np.asarray(numbers, dtype=np.float64)[indices])
-    if forced == "numeric":
-        return None
-    values: dict[str, int] = {}
-    code_of = np.fromiter((values.setdefault(k, len(values)) for k in keys), dtype=np.int32, count=len(keys))
-    return _Column.of_codes(code_of[indices], values)
-
-
-def _to_cache(columns: dict[str, _Column], labels: list[str], n: int) -> dict[str, np.ndarray]:
-    """The reading pass as numpy arrays and one JSON string (names, category and label spellings)."""
-    vocab = list(dict.fromkeys(labels))
-    index = {v: k for k, v in enumerate(vocab)}
-    arrays = {"labels": np.fromiter((index[v] for v in labels), dtype=np.int32, count=n)}
-    meta = []
-    for k, (name, col) in enumerate(columns.items()):
-        if col.numbers is not None:
-            arrays[f"x{k}"] = np.frombuffer(col.numbers, dtype=np.float64)
-            meta.append([name, None])
-        else:
-            arrays[f"x{k}"] = np.frombuffer(col.codes, dtype=np.int32)
-            meta.append([name, list(col.values)])
-    arrays["meta"] = np.array(json.dumps({"n": n, "labels": vocab, "columns": meta}))
-    return arrays
-
-
-def _from_cache(arrays: dict[str, np.ndarray]) -> tuple[dict[str, _Column], list[str], int] | None:
-    """The reading pass back from `_to_cache`'s arrays, or None when they do not fit together."""
-    try:
-        meta = json.loads(str(arrays["meta"]))
-        n, vocab = int(meta["n"]), list(meta["labels"])
-        codes = arrays["labels"]
-        if codes.shape != (n,) or codes.dtype != np.int32 or n == 0 or codes.min() < 0 or codes.max() >= len(vocab):
-            return None
-        columns = {}
-        for k, (name, keys) in enumerate(meta["columns"]):
-            x = arrays[f"x{k}"]
-            if x.shape != (n,):
-                return None
-            if keys is None and x.dtype == np.float64:
-                columns[name] = _Column.of_numbers(x)
-            elif keys is not None and x.dtype == np.int32 and 0 <= x.min() and x.max() < len(keys):
-                columns[name] = _Column.of_codes(x, {str(v): i for i, v in enumerate(keys)})
-            else:
-                return None
-    except (KeyError, ValueError, TypeError):
-        return None
-    labels = np.asarray(vocab, dtype=object)[codes].tolist()
-    return columns, labels, n
 
 
 @register("task", "tabular-csv")
@@ -228,20 +87,20 @@ class TabularCSVTask(Task):
                 w.writerow([i * 3, ["tcp", "udp"][i % 2], "Infinity" if i == 5 else i / 7, ["BENIGN", "DoS"][i % 3 == 0]])
         return {"path": path, "target": "Label"}
 
-    def _read(self) -> tuple[dict[str, _Column], list[str], int]:
+    def _read(self) -> tuple[dict[str, Column], list[str], int]:
         """(feature columns, the target's labels, rows): from the cache, else pyarrow's
         columnar read, else the csv module's row pass (which names the line of what is wrong)."""
         path = existing_file(self.path, "tabular CSV")
         options = self._cache_options()
         cached = cached_arrays("tables", path, options)
-        read = None if cached is None else _from_cache(cached)
+        read = None if cached is None else from_cache_arrays(cached)
         if read is not None:
             return read
         try:
             read = self._read_arrow(path)
         except Unreadable:
             read = self._read_rows(path)
-        cache_arrays("tables", path, options, _to_cache(*read))
+        cache_arrays("tables", path, options, to_cache_arrays(*read))
         return read
 
     def _cache_options(self) -> dict[str, Any]:
@@ -264,7 +123,7 @@ class TabularCSVTask(Task):
     def _forced(self, name: str) -> str | None:
         return "categorical" if name in self.categorical else "numeric" if name in self.numeric else None
 
-    def _read_arrow(self, path: Path) -> tuple[dict[str, _Column], list[str], int]:
+    def _read_arrow(self, path: Path) -> tuple[dict[str, Column], list[str], int]:
         """pyarrow's read: columns that look numeric in the first block are parsed as float64
         (the MISSING spellings null), the rest as text decided on its distinct values.
         Unreadable for whatever only the row pass can name or skip: a bad row or byte, a blank
@@ -273,7 +132,7 @@ class TabularCSVTask(Task):
         import pyarrow.compute as pc
 
         spelled, inferred = csv_schema(path, self.encoding, null_values=NULLS)
-        names = _unique_names([h.strip() for h in spelled])
+        names = unique_names([h.strip() for h in spelled])
         if not any(names):  # a blank row above the header, which the row pass skips
             raise Unreadable("blank header row")
         keep, t = self._layout(path, names)
@@ -295,25 +154,25 @@ class TabularCSVTask(Task):
             raise DataError(f"{path}: no data rows below the header")
         arrays = table.columns
         del table  # each column's memory goes as soon as it is converted
-        codes, distinct = _dictionary(arrays[t])
+        codes, distinct = dictionary(arrays[t])
         distinct = [v.strip() for v in distinct]
         if not all(distinct):
             raise Unreadable("a blank target")
         labels = np.asarray(distinct, dtype=object)[codes].tolist()
-        columns: dict[str, _Column] = {}
+        columns: dict[str, Column] = {}
         for i, name in keep:
             column, arrays[i] = arrays[i], None
             if pa.types.is_floating(column.type):
-                columns[name] = _Column.of_numbers(_float_column(column))
+                columns[name] = Column.of_numbers(float_column(column))
                 continue
-            col = _text_column(*_dictionary(column), self._forced(name))
+            col = text_column(*dictionary(column), self._forced(name))
             if col is None:
                 raise Unreadable(f"text in numeric column {name!r}")
             columns[name] = col
         pa.default_memory_pool().release_unused()  # pyarrow's allocator keeps freed pages; the split tensors need them next
         return columns, labels, n
 
-    def _read_rows(self, path: Path) -> tuple[dict[str, _Column], list[str], int]:
+    def _read_rows(self, path: Path) -> tuple[dict[str, Column], list[str], int]:
         """The csv module's single pass over the rows, for files pyarrow refuses: it skips
         blank rows and names the line (and byte offset) of what is wrong."""
         try:
@@ -322,9 +181,9 @@ class TabularCSVTask(Task):
                 header = next((r for r in reader if any(f.strip() for f in r)), None)
                 if header is None:
                     raise DataError(f"{path}: the file is empty; it needs a header row and data rows")
-                names = _unique_names([h.strip() for h in header])
+                names = unique_names([h.strip() for h in header])
                 keep, t = self._layout(path, names)
-                columns = {n: _Column(self._forced(n)) for _, n in keep}
+                columns = {n: Column(self._forced(n)) for _, n in keep}
                 labels: list[str] = []
                 for fields in reader:
                     if not fields or all(not f.strip() for f in fields):
@@ -385,7 +244,7 @@ class TabularCSVTask(Task):
         columns, labels, n = self._read()
         self._missing_target(labels)
         def order(c: str) -> tuple:  # numeric class names in numeric order
-            x = _number(c)
+            x = parse_value(c)
             return (0, x, "") if x is not None and not math.isnan(x) else (1, 0.0, c)
         self.classes = sorted(set(labels), key=order)
         require_classes(self.classes, str(Path(self.path).expanduser()), f"the target column {self.target!r}")
