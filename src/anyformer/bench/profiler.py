@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from anyformer.bench.flops import count_flops
+from anyformer.bench.guard import check_fits
 from anyformer.bench.memory import peak_bytes
 from anyformer.errors import AnyformerError, TrainingError
 from anyformer.runtime import (autocast, decide_precision, free_memory, is_out_of_memory, probe_key, resolve_device,
@@ -141,9 +142,11 @@ def profile(model: nn.Module, example_input: Any, *, mask: torch.Tensor | None =
 
     `compile` times a `torch.compile`d copy (FLOPs and memory are counted on the eager
     model, which the dispatch-level counters can see; the first compiled call's time is
-    reported as `compile_s`). An out-of-memory failure raises TrainingError naming the
-    batch and tokens that did not fit."""
+    reported as `compile_s`). A batch and length estimated not to fit in the memory free
+    (`bench.guard`) are refused first with a ConfigError; an out-of-memory failure raises
+    TrainingError naming the batch and tokens that did not fit."""
     dev = resolve_device(device)
+    check_fits(model, example_input, dev, train_step)  # before the model moves or runs
     model = model.to(dev)
     x = to_device(example_input, dev)
     mask = mask.to(dev) if mask is not None else None

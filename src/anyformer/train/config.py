@@ -13,12 +13,18 @@ from anyformer.errors import ConfigError, suggest
 from anyformer.tasks.naming import task_spec
 
 
+# The most examples one optimizer step may take: 500x the largest published batch (CLIP's
+# 32,768). Past it a typo (1e11) would only iterate the data order for minutes before the
+# memory estimate of the first step could refuse it.
+MAX_BATCH = 2**24
+
+
 class TrainConfig(BaseModel):
     """How a model is trained: optimiser, schedule, budget, evaluation and checkpoints."""
 
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(1000, ge=1, description="optimizer steps")
-    batch_size: int = Field(64, ge=1, description="examples per optimizer step (over all accumulation steps and processes)")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="examples per optimizer step (over all accumulation steps and processes)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     min_lr: float = Field(0.0, ge=0, description="learning rate at the end of a cosine or linear decay")
@@ -41,6 +47,11 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where this machine runs this model faster (a GPU with native bf16; a CPU where timing the model's own training step finds bf16 >= 1.2x fp32, e.g. a wide model on AVX512-BF16 or AMX units), else fp32; fp32 or bf16 force it (bf16 is very slow on CPUs without bf16 units)")
     compile: bool = Field(False, description="torch.compile the model")
     progress: bool = Field(True, description="show a progress bar on a terminal")
+
+    def micro_batch(self, world: int = 1) -> int:
+        """The most examples one forward/backward pass takes: the batch split over
+        grad_accum micro-batches and `world` processes (what activations are sized by)."""
+        return -(-self.batch_size // (self.grad_accum * world))
 
 
 # Settings that change how a run executes, not what it is: a resumed run, or a finished one

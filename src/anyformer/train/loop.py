@@ -13,8 +13,9 @@ from torch import nn
 
 from anyformer import catalog, rundir
 from anyformer.errors import ConfigError, TrainingError, suggest
-from anyformer.runtime import (autocast, describe, is_out_of_memory, probe_key, resolve_device, restore_rng,
-                               rng_meta, rng_tensors, seed_everything, step_probe)
+from anyformer.nn.step_memory import check_run
+from anyformer.rng import restore_rng, rng_meta, rng_tensors, seed_everything
+from anyformer.runtime import autocast, describe, is_out_of_memory, probe_key, resolve_device, step_probe
 from anyformer.tasks.base import Task
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
@@ -107,6 +108,8 @@ class Trainer:
             )
         seed_everything(self.cfg.seed)
         self.model = catalog.create(self.model_cfg).to(self.device)
+        check_run(self.model, self.cfg.micro_batch(self.dist.world), self.device, optimizer=True,
+                  subject=f"train.batch_size={self.cfg.batch_size}", fix="lower train.batch_size or raise train.grad_accum")
         self.precision: str | None = None  # a resumed `auto` run takes its checkpoint's
         self.aux = AuxLosses(self.model)
         self.optimizer = make_optimizer(self.model, self.cfg)
