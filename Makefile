@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean chromium
+.PHONY: demo test bench clean chromium fuzz
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,14 @@ chromium:
 test: $(STAMP) chromium
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+# The long property-based fuzz campaign: 2,000 random configs drawn from the registry (the
+# strategy of tests/test_fuzz.py, which CI runs on a small fixed budget), each in one of 2
+# worker processes with a 60 s limit; prints built-and-ran / clean errors / crashes /
+# timeouts and fails on any crash. FUZZ_ARGS adds options, e.g. FUZZ_ARGS="--seed 3 --large".
+FUZZ_ARGS ?=
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz_campaign --configs 2000 --workers 2 --timeout 60 $(FUZZ_ARGS)
 
 # Benchmarks get their own venv: the baselines they compare against (x-transformers) are never
 # dependencies of the library. Suites write benchmarks/results/*.json; the README table is regenerated.

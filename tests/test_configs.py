@@ -36,3 +36,43 @@ def test_config_parses_and_resolves(path):
     batch = task.splits()["test"].batch(__import__("torch").arange(2))
     out = model(batch.inputs, **({"mask": batch.mask} if batch.mask is not None else {}))
     assert float(task.loss(out, batch.target).detach()) >= 0
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dim", 0, "model.dim must be >= 1, got 0"),
+    ("depth", -1, "model.depth must be >= 1, got -1"),
+    ("heads", 0, "model.heads must be >= 1, got 0"),
+    ("max_len", 0, "model.max_len must be >= 1, got 0"),
+    ("dropout", 1.0, r"model.dropout must be in \[0, 1\), got 1.0"),
+    ("dropout", float("nan"), r"model.dropout must be a finite number in \[0, 1\), got nan"),
+    ("drop_path", float("inf"), r"model.drop_path must be a finite number in \[0, 1\), got inf"),
+    ("heads", 3, r"model.dim 16 is not divisible by model.heads 3; heads could be one of \[1, 2, 4, 8, 16\]"),
+])
+def test_model_fields_outside_their_range_name_field_and_range(field, value, message):
+    with pytest.raises(af.ConfigError, match=message) as err:
+        af.model_config("gpt", **{"dim": 16, "heads": 2, field: value})
+    assert "\n" not in str(err.value)
+
+
+def test_a_schedule_field_outside_its_range_names_its_path():
+    with pytest.raises(af.ConfigError, match=r"^model.schedule.share must be >= 1, got 0$"):
+        af.model_config("gpt", schedule={"share": 0})
+
+
+def test_component_options_are_named_by_their_config_path():
+    with pytest.raises(af.ConfigError, match=r"^model.schedule.overrides\[0\].ffn.dropout must be in \[0, 1\), got 1.5 \(ffn 'mlp'\)$"):
+        af.model_config("gpt", depth=2, schedule={"overrides": [{"layers": 0, "ffn": {"name": "mlp", "dropout": 1.5}}]})
+    with pytest.raises(af.ConfigError, match=r"^model.ffn: ffn 'mlp' has no option 'drop' \(did you mean 'dropout'\?\)"):
+        af.model_config("gpt", ffn={"name": "mlp", "drop": 0.1})
+    with pytest.raises(af.ConfigError, match=r"^model.mixer.feature_map must be one of 'elu', 'relu', got 'rleu' \(did you mean 'relu'"):
+        af.model_config("gpt", mixer={"name": "linear", "feature_map": "rleu"})
+
+
+def test_every_component_annotation_resolves_into_its_option_schema():
+    # options_schema falls back to untyped options when an annotation cannot be resolved,
+    # which would silently drop every declared range of that component.
+    import typing
+
+    for kind in registry.KINDS:
+        for name in af.list_components(kind):
+            typing.get_type_hints(registry.get(kind, name).__init__, include_extras=True)

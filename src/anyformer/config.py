@@ -35,10 +35,13 @@ class ComponentSpec(BaseModel):
         return dict(self.model_extra or {})
 
     def check(self, kind: str, path: str) -> None:
+        """Validate the options against component `name` of `kind`; errors name each option
+        by its path under `path` ('model.ffn.dropout must be ...')."""
         try:
-            clean = registry.validate_options(kind, self.name, self.options)
+            registry.get(kind, self.name)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+        clean = registry.validate_options(kind, self.name, self.options, where=path)
         for k, v in clean.items():
             setattr(self, k, v)
 
@@ -106,7 +109,7 @@ class ScheduleConfig(BaseModel):
 class ModelConfig(BaseModel):
     """The whole model: encoder -> layer schedule -> final norm -> head."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
     preset: str | None = Field(None, description="preset this config started from (informational once resolved)")
     arch: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="stack"), description="model-level architecture (see `anyformer list arch`); 'stack' is encoder -> layers -> head")
     dim: int = Field(128, ge=1, description="width of every token")
@@ -333,6 +336,22 @@ def with_component_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"})
+
+
+def _field_at(loc: tuple[Any, ...]) -> Any:
+    """The FieldInfo a validation error's location points at (None inside lists or specs)."""
+    target: Any = ModelConfig
+    info = None
+    for part in loc:
+        fields = getattr(target, "model_fields", None)
+        if not isinstance(part, str) or fields is None or part not in fields:
+            return None
+        info = fields[part]
+        target = info.annotation
+    return info
+
+
 def _explain(err: pydantic.ValidationError) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
@@ -348,6 +367,11 @@ def _explain(err: pydantic.ValidationError) -> ConfigError:
         valid = sorted(target.model_fields)
         return ConfigError(f"{path}: unknown field{suggest(field_name, valid)}; valid: {', '.join(valid)}")
     ctx = first.get("ctx", {})
+    field = _field_at(first["loc"])
+    bounds = registry.value_range(field.metadata) if field is not None else ""
+    if bounds and first["type"] in _RANGE_ERRORS:
+        finite = "a finite number " if first["type"] == "finite_number" else ""
+        return ConfigError(f"{path} must be {finite}{bounds}, got {first.get('input')!r}")
     if "expected" in ctx:
         return ConfigError(f"{path}: must be one of {ctx['expected']} (got {first.get('input')!r})")
     return ConfigError(f"{path}: {first['msg']} (got {first.get('input')!r})")

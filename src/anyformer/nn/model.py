@@ -17,6 +17,7 @@ from anyformer.config import ComponentSpec, ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.block import BlockContext, NormFn, make_block
 from anyformer.nn.ensemble import self_ensembled
+from anyformer.nn.footprint import check_build
 from anyformer.nn.stack import BlockFn, LayerStack, parameter_counter
 
 HeadFn = Callable[[ModelConfig, nn.Module, int], nn.Module]
@@ -27,10 +28,13 @@ def _build(kind: str, spec: ComponentSpec, **context: Any) -> nn.Module:
 
 
 def require_parts(config: ModelConfig) -> None:
-    """An encoder and a head must be named (a task fills them in when unset)."""
+    """What every arch checks before it builds anything: an encoder and a head must be named
+    (a task fills them in when unset), and the model must fit in the memory free (counted
+    on the meta device first, so an absurd size is refused before it is allocated)."""
     if config.encoder is None or config.head is None:
         missing = "encoder" if config.encoder is None else "head"
         raise ConfigError(f"model.{missing} is not set; name one (see `anyformer list {missing}`) or train on a task, which supplies it")
+    check_build(config)
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:
@@ -63,6 +67,10 @@ def build_head(config: ModelConfig, encoder: nn.Module, num_tokens: int) -> nn.M
     accepted = registry.option_names(head_cls)
     hints = {k: v for k, v in encoder.head_hints().items() if k not in config.head.options and k in accepted}
     head = _build("head", config.head, dim=config.dim, num_tokens=num_tokens, **hints)
+    # Every arch gives one hidden state per layer of model.depth (FIT: per FIT block).
+    check = getattr(head, "check_hidden_states", None)
+    if check is not None:
+        check(config.depth)
     if getattr(head, "tie", False):
         emb = getattr(encoder, "embedding", None)
         if emb is None or emb.weight.shape != head.fc.weight.shape:

@@ -4,12 +4,14 @@ inside attention-family mixers; `bias` modules add to the attention scores."""
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from anyformer.errors import ConfigError
+from anyformer.nn.ranges import FrequencyBase, InitStd
 from anyformer.registry import register
 
 
@@ -35,7 +37,7 @@ class LearnedPosition(Position):
 
     paper = "Attention Is All You Need (learned variant: BERT, Devlin et al. 2019)"
 
-    def __init__(self, dim: int, num_tokens: int, init_std: float = 0.02) -> None:
+    def __init__(self, dim: int, num_tokens: int, init_std: InitStd = 0.02) -> None:
         super().__init__()
         self.num_tokens = num_tokens
         self.weight = nn.Parameter(torch.randn(num_tokens, dim) * init_std)
@@ -60,7 +62,7 @@ class SinusoidalPosition(Position):
 
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
 
-    def __init__(self, dim: int, num_tokens: int, base: float = 10000.0) -> None:
+    def __init__(self, dim: int, num_tokens: int, base: FrequencyBase = 10000.0) -> None:
         super().__init__()
         self.register_buffer("table", sinusoid_table(num_tokens, dim, base), persistent=False)
 
@@ -75,8 +77,8 @@ class RotaryPosition(Position):
     applies_to = "qk"
     paper = "RoFormer: Enhanced Transformer with Rotary Position Embedding (Su et al. 2021)"
 
-    def __init__(self, dim: int, heads: int, num_tokens: int, base: float = 10000.0,
-                 fraction: float = 1.0) -> None:
+    def __init__(self, dim: int, heads: int, num_tokens: int, base: FrequencyBase = 10000.0,
+                 fraction: Annotated[float, Field(gt=0.0, le=1.0, description="share of each head's dims that rotate")] = 1.0) -> None:
         super().__init__()
         head_dim = dim // heads
         rot = int(head_dim * fraction) // 2 * 2

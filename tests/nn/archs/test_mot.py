@@ -54,3 +54,28 @@ def test_modality_id_outside_range_is_a_config_error():
     assert torch.allclose(model(ids), model(ids, modality_ids=torch.zeros(2, 12, dtype=torch.long)), atol=1e-6)
     with pytest.raises(ConfigError, match=r"prefix_modality 3 outside the valid range 0\.\.1"):
         af.create("bert", **BASE, arch={"name": "mot", "modalities": 2, "prefix_modality": 3})
+
+
+@pytest.mark.parametrize("layout", ["sequential", "parallel", "macaron"])
+def test_without_an_ffn_every_layer_is_routed_attention_alone(layout):
+    # Reported as a bare StopIteration; the absent ffn routes as absent (no norms, no branch).
+    model = af.create("gpt", **{**BASE, "depth": 2}, ffn="none", layout=layout, arch={"name": "mot", "modalities": 2})
+    assert all(block.path("ffn").absent for block in model.stack.blocks)
+    ids = torch.randint(0, 50, (2, 12))
+    out = model(ids, modality_ids=torch.randint(0, 2, (2, 12)))
+    out.sum().backward()
+    assert out.shape == (2, 12, 50) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("mixer", [{"name": "random-feature"}, {"name": "minimal", "collapse_qk": True, "no_value": True}])
+def test_collapsed_query_key_projections_route_by_modality(mixer):
+    # Found by the fuzz campaign: the collapsed W_qk read only [B, L, D], and MoT hands each
+    # modality's tokens over as [N, D] (a raw einsum RuntimeError).
+    model = af.create("gpt", **{**BASE, "depth": 1}, mixer=mixer, arch={"name": "mot", "modalities": 2})
+    ids = torch.randint(0, 50, (2, 12))
+    modality = torch.zeros(2, 12, dtype=torch.long)
+    modality[:, 6:] = 1
+    out = model(ids, modality_ids=modality)
+    assert out.shape == (2, 12, 50) and torch.isfinite(out).all()
+    # One modality throughout equals the dense path through modality 0's matrices.
+    assert torch.allclose(model(ids, modality_ids=torch.zeros(2, 12, dtype=torch.long)), model(ids), atol=1e-5)

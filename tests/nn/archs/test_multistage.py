@@ -53,3 +53,12 @@ def test_recursion_runs_inside_stages():
         af.create("vit", **IMG, depth=3, arch={"name": "multistage", "stages": 2}, schedule={"repeat": 2})
     with pytest.raises(ConfigError, match="does not take model.schedule.share or transition"):
         af.create("vit", **IMG, depth=4, arch={"name": "multistage", "stages": 2}, schedule={"share": 2})
+
+
+def test_a_huge_stage_count_is_refused_without_building_its_power_of_two():
+    # Before: 2 ** (stages - 1) was built first (a huge stages never returned) and printed
+    # in full in the message.
+    with pytest.raises(ConfigError, match=r"^arch 'multistage': stages 1000000 halve the grid 999999 times, which needs the token grid 8x8 divisible by 2\^999999; valid stages: 1\.\.4$"):
+        af.create("vit", **IMG, depth=2, arch={"name": "multistage", "stages": 10 ** 6})
+    with pytest.raises(ConfigError, match=r"model.arch.stages must be >= 1, got 0"):
+        af.create("vit", **IMG, depth=2, arch={"name": "multistage", "stages": 0})

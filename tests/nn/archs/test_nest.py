@@ -61,3 +61,10 @@ def test_block_size_that_does_not_divide_the_grid_is_a_config_error():
         af.create("vit", dim=32, depth=2, image_size=16, arch={"name": "nest", "levels": 2, "block_size": 2})
     with pytest.raises(ConfigError, match="2-D token grid"):
         af.create("bert", dim=32, depth=2, arch={"name": "nest"})
+
+
+def test_a_huge_level_count_is_refused_without_building_its_power_of_two():
+    with pytest.raises(ConfigError, match=r"^arch 'nest': levels 1000000 halve the token grid 8x8 999999 times; at most 4 levels fit it$"):
+        af.create("vit", **BASE, depth=2, arch={"name": "nest", "levels": 10 ** 6, "block_size": 2})
+    with pytest.raises(ConfigError, match=r"model.arch.block_size must be >= 1, got 0 \(arch 'nest'\)"):
+        af.create("vit", **BASE, depth=2, arch={"name": "nest", "levels": 2, "block_size": 0})

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from anyformer import registry
 from anyformer.errors import ConfigError
-from anyformer.nn.ffn.kan import GroupRational, group_rational, group_rational_naive
+from anyformer.nn.ffn.kan import RATIONAL_INIT, GroupRational, group_rational, group_rational_naive
 
 
 def test_rational_is_p_over_q_for_given_coefficients():
@@ -63,3 +63,17 @@ def test_groups_must_divide_dim():
         registry.build("ffn", "kan", dim=32, groups=5)
     with pytest.raises(ConfigError, match="did you mean"):
         registry.build("ffn", "kan", dim=32, activation="gelux")
+
+
+def test_large_inputs_give_the_rationals_value_not_nan():
+    # Found by the fuzz campaign: Horner's x^5 left float32 past |x| = 2e7 and inf / inf was
+    # NaN where the rational is nearly linear; far from 0 it is evaluated in t = 1 / x.
+    a = torch.tensor(RATIONAL_INIT["gelu"][0])[None]
+    b = torch.tensor(RATIONAL_INIT["gelu"][1])[None]
+    x = torch.tensor([[3e7, -1e8, 1e9, 2.0, -0.5]])
+    want = group_rational_naive(x.double(), a.double(), b.double())
+    got = group_rational(x, a, b)
+    assert torch.isfinite(got).all() and torch.allclose(got.double(), want, rtol=1e-5)
+    assert not torch.isfinite(group_rational_naive(x, a, b)).all()  # the direct form overflows
+    z = (torch.randn(2, 8, dtype=torch.float64) * 3).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: group_rational(v, a.double(), b.double()), (z,))

@@ -51,3 +51,19 @@ def test_heads_reachable_from_config():
     for head in ({"name": "multilayer", "token": "first"}, {"name": "mlp-cls", "layers": 2}):
         model = af.create("vit", image_size=8, patch_size=2, channels=1, dim=32, depth=2, head={**head, "num_classes": 10})
         assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_max_layers_below_depth_is_refused_at_build_with_the_config_path():
+    # Before: the model built and its first forward raised a ShapeError.
+    spec = dict(dim=D, heads=2, depth=3, max_len=8, head={"name": "multilayer", "num_classes": 2, "max_layers": 2})
+    with pytest.raises(ConfigError, match=r"^model.head.max_layers 2 is below the 3 layer outputs the model gives \(model.depth 3\); set head.max_layers to at least 3$"):
+        af.create("bert", **spec)
+    # FIT gives one output per FIT block, model.depth of them too.
+    fit = dict(spec, depth=2, arch={"name": "fit", "group_size": 4, "latents": 1}, max_len=8,
+               encoder={"name": "patches", "image_size": 8, "patch_size": 2, "channels": 1, "cls_token": False})
+    with pytest.raises(ConfigError, match=r"max_layers 2 is below the 3 layer outputs"):
+        af.create("vit", **dict(fit, depth=3))
+    model = af.create("vit", **fit)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 2)
+    model = af.create("bert", **dict(spec, head=dict(spec["head"], max_layers=3)))
+    assert model(torch.randint(0, 256, (2, 8))).shape == (2, 2)

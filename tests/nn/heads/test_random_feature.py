@@ -130,9 +130,10 @@ def test_query_is_the_first_token_and_keys_are_a_set():
 
 @pytest.mark.parametrize("options,message", [
     ({"num_heads": 0}, "num_heads must be >= 1"),
-    ({"qk_std": -0.1}, "qk_std must be >= 0"),
-    ({"normalization": "sofmax"}, "unknown normalization of head 'random-feature' 'sofmax'"),
-    ({"scale": "avg"}, "unknown scale of head 'random-feature'"),
+    ({"qk_std": -0.1}, r"qk_std must be in \[0, 8\], got -0.1"),
+    ({"qk_mean": 9.0}, r"qk_mean must be in \[-8, 8\], got 9.0"),
+    ({"normalization": "sofmax"}, r"normalization must be one of 'length', 'softmax', got 'sofmax' \(did you mean 'softmax'\?\)"),
+    ({"scale": "avg"}, "scale must be one of 'mean', 'sum', got 'avg'"),
     ({"num_classes": 0}, "num_classes must be >= 1"),
 ])
 def test_bad_options_are_one_line_config_errors(options, message):

@@ -133,6 +133,18 @@ def test_causal_linear_forms_agree(length, chunk):
     assert torch.allclose(causal_linear_attention_chunked(q, k, v, 1e-6, chunk), rec, atol=1e-5)
 
 
+def test_a_chunk_longer_than_the_input_is_not_padding_to_allocate():
+    # A chunk of 10^12 positions padded a 5-step input to 10^12 steps (an allocation
+    # failure); the chunk now stops at the input length, with the same values.
+    q, k = (_phi(torch.randn(1, 2, 5, 4)) for _ in range(2))
+    v = torch.randn(1, 2, 5, 3)
+    rec = causal_linear_attention_recurrent(q, k, v, 1e-6)
+    assert torch.allclose(causal_linear_attention_chunked(q, k, v, 1e-6, 10 ** 12), rec, atol=1e-5)
+    for name in ("linear", "performer", "sla"):
+        m = af.build("mixer", name, dim=D, heads=H, max_len=L, causal=True, chunk=10 ** 12).eval()
+        assert torch.isfinite(m(torch.randn(1, L, D))).all()
+
+
 def test_linear_relu_feature_map_option():
     m = af.build("mixer", "linear", dim=D, heads=H, max_len=L, feature_map="relu").eval()
     assert m(torch.randn(1, L, D)).shape == (1, L, D)

@@ -198,3 +198,16 @@ def test_large_inputs_and_masks_stay_finite_and_exact(causal):
             keep = slice(None) if m is None else m
             assert torch.isfinite(got).all()
             assert ((got - want)[keep].norm() / want[keep].norm()) < 1e-4
+
+
+def test_a_block_shared_across_depth_may_redraw_between_its_layers():
+    # Found by the fuzz campaign: the in-place redraw modified a projection the previous
+    # layer's backward still needed (RuntimeError: ... modified by an inplace operation).
+    model = af.create("gpt", dim=32, heads=2, depth=3, max_len=8, schedule={"share": 1},
+                      mixer={"name": "performer", "features": 8, "redraw": 1})
+    mixer = model.stack.blocks[0].mixer
+    before = mixer.projection.clone()
+    model.train()
+    model(torch.randint(0, 256, (2, 8))).sum().backward()
+    assert not torch.equal(mixer.projection, before)
+    assert "stack.blocks.0.sublayers.0.fn.projection" in model.state_dict()

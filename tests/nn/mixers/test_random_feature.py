@@ -38,7 +38,7 @@ def test_sampling_mean_and_std():
     assert abs(off.mean().item()) < 0.01 and abs(off.std().item() - 0.1) < 0.01
     assert abs(W.diagonal(dim1=-2, dim2=-1).mean().item() - 0.5) < 0.02
     assert af.build("mixer", "random-feature", dim=64, heads=8, max_len=L).qk_std == 0.5
-    with pytest.raises(ConfigError, match="qk_std must be >= 0"):
+    with pytest.raises(ConfigError, match=r"qk_std must be in \[0, 8\], got -1.0"):
         af.build("mixer", "random-feature", dim=D, heads=H, max_len=L, qk_std=-1.0)
 
 

@@ -14,8 +14,9 @@ from anyformer.errors import ConfigError, unknown
 from anyformer.nn.archs.informer import forecast_projection, forecast_shape
 from anyformer.nn.block import BlockContext, LayerSpec, drop_branch, make_block
 from anyformer.nn.ensemble import self_ensembled
-from anyformer.nn.mixers.fedformer import CROSS_ACTIVATIONS, FrequencyEnhancedCrossAttention
+from anyformer.nn.mixers.fedformer import CROSS_ACTIVATIONS, CrossActivation, FrequencyEnhancedCrossAttention, ModeSelect
 from anyformer.nn.model import AnyFormer
+from anyformer.nn.ranges import Count, NonNegativeInt
 from anyformer.nn.stack import parameter_counter
 
 
@@ -141,11 +142,9 @@ class FEDformer(AnyFormer):
 
     paper = "FEDformer: Frequency Enhanced Decomposed Transformer for Long-term Series Forecasting (Zhou et al. 2022)"
 
-    def __init__(self, config: ModelConfig, label_len: int = 48, horizon: int | None = None,
-                 decoder_depth: int = 1, moving_avg: int = 24, modes: int | None = None,
-                 mode_select: str | None = None, cross_activation: str = "tanh") -> None:
-        if label_len < 0 or decoder_depth < 1 or moving_avg < 1:
-            raise ConfigError(f"arch 'fedformer': label_len >= 0, decoder_depth >= 1 and moving_avg >= 1 needed (got {label_len}, {decoder_depth}, {moving_avg})")
+    def __init__(self, config: ModelConfig, label_len: NonNegativeInt = 48, horizon: Count | None = None,
+                 decoder_depth: Count = 1, moving_avg: Count = 24, modes: Count | None = None,
+                 mode_select: ModeSelect | None = None, cross_activation: CrossActivation = "tanh") -> None:
         if cross_activation not in CROSS_ACTIVATIONS:
             raise ConfigError(f"arch 'fedformer': cross_activation must be one of {', '.join(CROSS_ACTIVATIONS)}, got {cross_activation!r}")
         super().__init__(config, block_fn=partial(decomposition_block, kernel=moving_avg),

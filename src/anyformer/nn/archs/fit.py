@@ -10,6 +10,7 @@ from anyformer.errors import ConfigError
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import (accept_old_keys, block_context, build_encoder, build_head, build_position, norm_fn,
                                 parameter_report, read_out, require_parts)
+from anyformer.nn.ranges import Count, NonNegativeInt
 from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
 
@@ -56,8 +57,8 @@ class FarReachingInterleavedTransformer(nn.Module):
 
     paper = "FIT: Far-reaching Interleaved Transformers (Chen & Li 2023)"
 
-    def __init__(self, config: ModelConfig, group_size: int = 16, latents: int = 4,
-                 local_layers: int = 1, global_layers: int = 1) -> None:
+    def __init__(self, config: ModelConfig, group_size: Count = 16, latents: Count = 4,
+                 local_layers: NonNegativeInt = 1, global_layers: NonNegativeInt = 1) -> None:
         super().__init__()
         self.config = c = config
         require_parts(c)
@@ -65,8 +66,6 @@ class FarReachingInterleavedTransformer(nn.Module):
             raise ConfigError("arch 'fit' is built in encoder mode and cannot be causal; set model.causal: false")
         if c.schedule.share or c.schedule.transition is not None or c.schedule.overrides or c.schedule.repeat > 1:
             raise ConfigError("arch 'fit' builds its own layer layout; model.schedule.share/repeat/overrides/transition are not supported")
-        if latents < 1 or local_layers < 0 or global_layers < 0:
-            raise ConfigError(f"arch 'fit': latents >= 1, local_layers >= 0, global_layers >= 0 (got {latents}, {local_layers}, {global_layers})")
         self.encoder = build_encoder(c)
         L = self.encoder.num_tokens
         if group_size < 1 or L % group_size:

@@ -15,6 +15,7 @@ from anyformer.nn.block import NormFn, Sublayer
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.mixers.base import AttentionMixer
 from anyformer.nn.model import AnyFormer, norm_fn
+from anyformer.nn.ranges import Count, NonNegativeInt
 
 
 def cross_attention(attn: AttentionMixer, x: torch.Tensor, memory: torch.Tensor,
@@ -95,10 +96,8 @@ class Informer(AnyFormer):
 
     paper = "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al. 2021)"
 
-    def __init__(self, config: ModelConfig, label_len: int = 48, horizon: int | None = None,
-                 decoder_depth: int = 1) -> None:
-        if label_len < 0 or decoder_depth < 1:
-            raise ConfigError(f"arch 'informer': label_len must be >= 0 and decoder_depth >= 1 (got {label_len}, {decoder_depth})")
+    def __init__(self, config: ModelConfig, label_len: NonNegativeInt = 48, horizon: Count | None = None,
+                 decoder_depth: Count = 1) -> None:
         super().__init__(config, head_fn=partial(forecast_projection, horizon=horizon, arch="informer"))
         c = config
         self.horizon, self.channels_out = forecast_shape(c, self.encoder, horizon, "informer")

@@ -11,6 +11,7 @@ from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.block import Block, BlockContext, LayerSpec, make_block
 from anyformer.nn.model import AnyFormer
+from anyformer.nn.ranges import Count, NonNegativeInt
 from anyformer.registry import register
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -103,9 +104,7 @@ class MixtureOfTransformers(AnyFormer):
 
     paper = "Mixture-of-Transformers: A Sparse and Scalable Architecture for Multi-Modal Foundation Models (Liang et al. 2024)"
 
-    def __init__(self, config: ModelConfig, modalities: int = 2, prefix_modality: int = 0) -> None:
-        if modalities < 1:
-            raise ConfigError(f"arch 'mot': modalities must be >= 1, got {modalities}")
+    def __init__(self, config: ModelConfig, modalities: Count = 2, prefix_modality: NonNegativeInt = 0) -> None:
         if not 0 <= prefix_modality < modalities:
             raise ConfigError(f"arch 'mot': prefix_modality {prefix_modality} outside the valid range 0..{modalities - 1}")
         if config.schedule.transition is not None:

@@ -10,6 +10,7 @@ from anyformer.errors import ConfigError
 from anyformer.nn.archs.hierarchy import from_image, image_encoder, split_depth, to_image
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
+from anyformer.nn.ranges import Count, NonNegativeInt
 from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
 
@@ -49,17 +50,17 @@ class MultiStageTransformer(nn.Module):
 
     paper = "Searching for Efficient Multi-Stage Vision Transformers (Liao et al. 2021)"
 
-    def __init__(self, config: ModelConfig, stages: int = 3, depths: list[int] | None = None) -> None:
+    def __init__(self, config: ModelConfig, stages: Count = 3, depths: list[NonNegativeInt] | None = None) -> None:
         super().__init__()
         self.config = c = config
         self.encoder = image_encoder(c, "multistage", recursion=True)
         H, W = self.encoder.grid
-        if stages < 1:
-            raise ConfigError(f"arch 'multistage': stages must be >= 1, got {stages}")
-        span = 2 ** (stages - 1)
-        if H % span or W % span:
-            valid = [s for s in range(1, 8) if H % 2 ** (s - 1) == 0 and W % 2 ** (s - 1) == 0]
-            raise ConfigError(f"arch 'multistage': stages {stages} halve the grid {stages - 1} times, which needs the token grid {H}x{W} divisible by {span}; valid stages: 1..{max(valid)}")
+        # Stage s works on the grid halved s - 1 times: H and W divisible by 2^(stages - 1). The
+        # most stages are counted first, so a huge `stages` never builds 2 ** (stages - 1).
+        most = max(s for s in range(1, min(H, W).bit_length() + 1) if H % 2 ** (s - 1) == 0 and W % 2 ** (s - 1) == 0)
+        if stages > most:
+            span = 2 ** (stages - 1) if stages <= 64 else f"2^{stages - 1}"
+            raise ConfigError(f"arch 'multistage': stages {stages} halve the grid {stages - 1} times, which needs the token grid {H}x{W} divisible by {span}; valid stages: 1..{most}")
         self.stages = stages
         self.stage_depths = split_depth(c.depth, stages, depths, "multistage")
         r = c.schedule.repeat

@@ -13,6 +13,7 @@ from anyformer.nn.archs.hierarchy import blockify, from_image, image_encoder, sp
 from anyformer.nn.block import BlockContext, LayerSpec, make_block
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.model import accept_old_keys, block_context, build_head, build_position, norm_fn, parameter_report, read_out
+from anyformer.nn.ranges import Count, NonNegativeInt
 from anyformer.nn.stack import LayerStack
 from anyformer.registry import register
 
@@ -44,14 +45,16 @@ class NestedTransformer(nn.Module):
 
     paper = "Nested Hierarchical Transformer: Towards Accurate, Data-Efficient and Interpretable Visual Understanding (Zhang et al. 2022)"
 
-    def __init__(self, config: ModelConfig, levels: int = 3, block_size: int = 4,
-                 depths: list[int] | None = None) -> None:
+    def __init__(self, config: ModelConfig, levels: Count = 3, block_size: Count = 4,
+                 depths: list[NonNegativeInt] | None = None) -> None:
         super().__init__()
         self.config = c = config
         self.encoder = image_encoder(c, "nest")
         H, W = self.encoder.grid
-        if levels < 1 or block_size < 1:
-            raise ConfigError(f"arch 'nest': levels and block_size must be >= 1 (got {levels}, {block_size})")
+        # Each level halves the grid: checked by bit count first, so a huge `levels` never
+        # builds 2 ** (levels - 1).
+        if levels > min(H, W).bit_length():
+            raise ConfigError(f"arch 'nest': levels {levels} halve the token grid {H}x{W} {levels - 1} times; at most {min(H, W).bit_length()} levels fit it")
         span = block_size * 2 ** (levels - 1)
         if H % span or W % span:
             raise ConfigError(

@@ -6,6 +6,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError
 from anyformer.nn.encoders.patches import PatchEncoder, pair
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -46,11 +47,12 @@ class SequentialOverlappingPatchEncoder(PatchEncoder):
 
     paper = "Bridging the Gap Between Vision Transformers and Convolutional Neural Networks on Small Datasets (Lu et al. 2022)"
 
-    def __init__(self, dim: int, image_size: int | tuple[int, int] = 32,
-                 patch_size: int | tuple[int, int] = 4, channels: int = 3,
+    def __init__(self, dim: int, image_size: Count | tuple[Count, Count] = 32,
+                 patch_size: Count | tuple[Count, Count] = 4, channels: Count = 3,
                  cls_token: bool = True) -> None:
         ph, pw = pair(patch_size)
         if ph != pw or ph < 2 or ph & (ph - 1):
             raise ConfigError(f"encoder 'dhvt-patches': patch_size must be a square power of two >= 2 (2, 4, 8, 16), got {ph}x{pw}")
         super().__init__(dim, image_size, patch_size, channels, cls_token)
         self.proj = make_sope(channels, dim, ph)
+        self.batch_normalised = True

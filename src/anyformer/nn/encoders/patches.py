@@ -7,6 +7,8 @@ from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.encoders.base import Encoder, expect
+from anyformer.nn.norms.batchnorm import require_batch_statistics
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -41,8 +43,8 @@ class PatchEncoder(Encoder):
     paper = "An Image is Worth 16x16 Words (Dosovitskiy et al. 2021)"
     modality = "images"
 
-    def __init__(self, dim: int, image_size: int | tuple[int, int] = 32,
-                 patch_size: int | tuple[int, int] = 4, channels: int = 3,
+    def __init__(self, dim: int, image_size: Count | tuple[Count, Count] = 32,
+                 patch_size: Count | tuple[Count, Count] = 4, channels: Count = 3,
                  cls_token: bool = True, conv_stem: bool = False) -> None:
         super().__init__()
         (H, W), (ph, pw) = pair(image_size), pair(patch_size)
@@ -52,6 +54,7 @@ class PatchEncoder(Encoder):
             )
         self.image_size, self.patch_size, self.channels = (H, W), (ph, pw), channels
         self.grid = (H // ph, W // pw)
+        self.batch_normalised = conv_stem and ph > 1  # a 1x1 patch stem has no stride-2 conv, no BatchNorm
         if conv_stem:
             if ph != pw or ph & (ph - 1):
                 raise ConfigError(f"encoder 'patches': conv_stem needs a square power-of-two patch size, got {ph}x{pw}")
@@ -70,6 +73,8 @@ class PatchEncoder(Encoder):
             raise ShapeError(
                 f"encoder 'patches' expects images [batch, {self.channels}, {self.image_size[0]}, {self.image_size[1]}], got {list(images.shape)}"
             )
+        if self.batch_normalised:  # the convolutional stems end in a BatchNorm over the grid
+            require_batch_statistics(images.shape[0] * self.grid[0] * self.grid[1], f"encoder {self.registry_name!r}", self.training)
         x = self.proj(images).flatten(2).transpose(1, 2)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)

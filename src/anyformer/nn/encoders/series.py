@@ -2,7 +2,7 @@
 (iTransformer), with optional reversible instance normalisation (RevIN)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +10,11 @@ from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError, unknown
 from anyformer.nn.encoders.base import Encoder, expect
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 MODES = ("step", "patch", "variate")
+Mode = Literal[MODES]
 
 
 class RevIN(nn.Module):
@@ -51,13 +53,11 @@ class SeriesEncoder(Encoder):
     paper = "PatchTST (Nie et al. 2023); iTransformer (Liu et al. 2024); RevIN (Kim et al. 2022)"
     modality = "series"
 
-    def __init__(self, dim: int, max_len: int, channels: int = 1, mode: str = "step",
-                 patch_len: int = 16, stride: int = 8, revin: bool = False) -> None:
+    def __init__(self, dim: int, max_len: int, channels: Count = 1, mode: Mode = "step",
+                 patch_len: Count = 16, stride: Count = 8, revin: bool = False) -> None:
         super().__init__()
         if mode not in MODES:
             raise unknown("mode of encoder 'series'", mode, MODES)
-        if channels < 1:
-            raise ConfigError(f"encoder 'series': channels must be >= 1, got {channels}")
         self.channels, self.mode, self.input_len = channels, mode, max_len
         self.revin = RevIN(channels) if revin else None
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -65,7 +65,7 @@ class SeriesEncoder(Encoder):
             self.proj = nn.Linear(channels, dim)
             self.num_tokens = max_len
         elif mode == "patch":
-            if not 1 <= patch_len <= max_len or stride < 1:
+            if patch_len > max_len:
                 raise ConfigError(
                     f"encoder 'series': patch_len {patch_len} / stride {stride} do not fit input length {max_len}"
                 )

@@ -8,6 +8,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.encoders.base import Encoder, expect
+from anyformer.nn.ranges import Count, NonNegativeInt
 from anyformer.registry import register
 
 
@@ -22,7 +23,7 @@ class TabularEncoder(Encoder):
     modality = "tabular"
     example_options = {"num_numeric": 3, "categories": [4, 2]}
 
-    def __init__(self, dim: int, num_numeric: int = 0, categories: list[int] | None = None,
+    def __init__(self, dim: int, num_numeric: NonNegativeInt = 0, categories: list[Count] | None = None,
                  cls_token: bool = True) -> None:
         super().__init__()
         categories = list(categories or [])

@@ -8,6 +8,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.encoders.base import Encoder, expect
+from anyformer.nn.ranges import Count, InitStd, NonNegativeInt
 from anyformer.registry import register
 
 
@@ -20,11 +21,9 @@ class TokenEncoder(Encoder):
     paper = "BERT (Devlin et al. 2019) / byte-level models"
     modality = "tokens"
 
-    def __init__(self, dim: int, max_len: int, vocab_size: int = 256, pad_id: int | None = None,
-                 cls_token: bool = False, init_std: float = 0.02) -> None:
+    def __init__(self, dim: int, max_len: int, vocab_size: Count = 256, pad_id: NonNegativeInt | None = None,
+                 cls_token: bool = False, init_std: InitStd = 0.02) -> None:
         super().__init__()
-        if vocab_size < 1:
-            raise ConfigError(f"encoder 'tokens': vocab_size must be >= 1, got {vocab_size}")
         if pad_id is not None and not 0 <= pad_id < vocab_size:
             raise ConfigError(f"encoder 'tokens': pad_id {pad_id} outside the vocabulary [0, {vocab_size})")
         self.vocab_size, self.pad_id, self.max_len = vocab_size, pad_id, max_len

@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError
-from anyformer.nn.ffn.mlp import get_activation, hidden_size
+from anyformer.nn.ffn.mlp import Activation, get_activation, hidden_size
+from anyformer.nn.norms.batchnorm import require_batch_statistics
+from anyformer.nn.ranges import Count, PositiveFloat
 from anyformer.registry import register
 
 
@@ -25,9 +27,9 @@ class DynamicAggregationFFN(nn.Module):
     needs_grid = True
     accepts_grid = True
 
-    def __init__(self, dim: int, grid: tuple[int, int] | None = None, ratio: float = 4.0,
-                 hidden: int | None = None, kernel_size: int = 3, activation: str = "gelu",
-                 se_reduction: int = 4) -> None:
+    def __init__(self, dim: int, grid: tuple[int, int] | None = None, ratio: PositiveFloat = 4.0,
+                 hidden: Count | None = None, kernel_size: Count = 3, activation: Activation = "gelu",
+                 se_reduction: Count = 4) -> None:
         super().__init__()
         if grid is None:
             raise ConfigError("ffn 'conv' needs a 2-D token grid (image patches); use it with an image encoder such as 'patches' or 'dhvt-patches', or pick ffn 'mlp'")
@@ -52,6 +54,7 @@ class DynamicAggregationFFN(nn.Module):
         if x.dim() != 3 or x.shape[1] < H * W:
             raise ShapeError(f"ffn 'conv' expects [batch, prefix + {H}*{W}, dim] tokens, got {list(x.shape)}")
         B, L, D = x.shape
+        require_batch_statistics(B * H * W, "ffn 'conv'", self.training)
         prefix, tokens = x[:, : L - H * W], x[:, L - H * W:]
         g = tokens.transpose(1, 2).reshape(B, D, H, W)
         g = self.act(self.bn1(self.expand(g)))

@@ -1,14 +1,18 @@
 """Gated linear unit feed-forward networks."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from anyformer.errors import unknown
 from anyformer.nn.ffn.mlp import ACTIVATIONS, hidden_size
+from anyformer.nn.ranges import Count, Dropout, PositiveFloat
 from anyformer.registry import register
 
 VARIANTS = {"geglu": "gelu", "swiglu": "silu", "reglu": "relu"}
+Variant = Literal[tuple(VARIANTS)]
 
 
 @register("ffn", "glu")
@@ -19,9 +23,9 @@ class GLUFeedForward(nn.Module):
 
     paper = "GLU Variants Improve Transformer (Shazeer 2020)"
 
-    def __init__(self, dim: int, ratio: float = 4.0, hidden: int | None = None,
-                 variant: str = "swiglu", match_params: bool = True, bias: bool = False,
-                 dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, ratio: PositiveFloat = 4.0, hidden: Count | None = None,
+                 variant: Variant = "swiglu", match_params: bool = True, bias: bool = False,
+                 dropout: Dropout = 0.0) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise unknown("variant of ffn 'glu'", variant, VARIANTS)

@@ -2,11 +2,14 @@
 not the B-spline KAN of Liu et al. 2024 / KindXiaoming/pykan)."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.ffn.mlp import hidden_size
+from anyformer.nn.ranges import Count, Dropout, PositiveFloat
 from anyformer.registry import register
 
 # Safe Pade coefficients (numerator degree 5, denominator degree 4) least-squares fitted to
@@ -24,6 +27,7 @@ RATIONAL_INIT: dict[str, tuple[list[float], list[float]]] = {
              [-1.097462739e-06, 3.971929228, -1.261389702e-06, 0.3005926893]),
 }
 RATIONAL_INIT["swish"] = RATIONAL_INIT["silu"]
+RationalInit = Literal[tuple(RATIONAL_INIT)]
 
 
 def group_rational_naive(x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -38,19 +42,34 @@ def group_rational_naive(x: torch.Tensor, numerator: torch.Tensor, denominator: 
     return P / Q
 
 
+def _polynomial(c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """sum_i c[..., i] z^i by Horner's rule; c [G, 1, k] broadcasts against z [..., G, C/G]."""
+    out = c[..., -1].expand_as(z)
+    for i in range(c.shape[-1] - 2, -1, -1):
+        out = out * z + c[..., i]
+    return out
+
+
 def group_rational(x: torch.Tensor, numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """The same function as `group_rational_naive`, by Horner's rule on a [..., G, C/G] view
-    (no per-channel copies of the coefficients, no powers)."""
+    (no per-channel copies of the coefficients, no powers).
+
+    For |x| > 1 numerator and denominator are divided by |x|^n first and evaluated in
+    t = 1 / x: F(x) = x^(m-n) sign(x)^n P~(t) / (|t|^n + |S~(t)|), P~(t) = sum_i a_i t^(m-i),
+    S~(t) = sum_j b_j t^(n-j). The same value, but no power of x is formed: x^5 leaves
+    float32 past |x| = 2e7, and inf / inf was NaN where F is nearly linear."""
     G = numerator.shape[0]
     xg = x.unflatten(-1, (G, x.shape[-1] // G))
     a, b = numerator[:, None], denominator[:, None]  # [G, 1, m+1], [G, 1, n]
-    P = a[..., -1].expand_as(xg)
-    for i in range(a.shape[-1] - 2, -1, -1):
-        P = P * xg + a[..., i]
-    S = b[..., -1].expand_as(xg)
-    for j in range(b.shape[-1] - 2, -1, -1):
-        S = S * xg + b[..., j]
-    return (P / (1 + (S * xg).abs())).flatten(-2)
+    m, n = a.shape[-1] - 1, b.shape[-1]
+    big = xg.abs() > 1
+    # Each branch reads x only where it is taken, so the other's gradient is exactly 0, not NaN.
+    xs = torch.where(big, torch.zeros_like(xg), xg)
+    near = _polynomial(a, xs) / (1 + (_polynomial(b, xs) * xs).abs())
+    xb = torch.where(big, xg, torch.ones_like(xg))
+    t = 1 / xb
+    far = xb ** (m - n) * xb.sign() ** n * _polynomial(a.flip(-1), t) / (t.abs() ** n + _polynomial(b.flip(-1), t).abs())
+    return torch.where(big, far, near).flatten(-2)
 
 
 class GroupRational(nn.Module):
@@ -110,9 +129,9 @@ class GroupRationalKAN(nn.Module):
 
     paper = "Kolmogorov-Arnold Transformer (Yang & Wang 2024)"
 
-    def __init__(self, dim: int, ratio: float = 4.0, hidden: int | None = None, groups: int = 8,
-                 activation: str = "gelu", first_activation: str = "identity", bias: bool = True,
-                 dropout: float = 0.0, variance_preserving: bool = True) -> None:
+    def __init__(self, dim: int, ratio: PositiveFloat = 4.0, hidden: Count | None = None, groups: Count = 8,
+                 activation: RationalInit = "gelu", first_activation: RationalInit = "identity", bias: bool = True,
+                 dropout: Dropout = 0.0, variance_preserving: bool = True) -> None:
         super().__init__()
         h = hidden_size(dim, ratio, hidden, "kan")
         if groups < 1 or dim % groups or h % groups:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anyformer.errors import ConfigError, unknown
+from anyformer.nn.ranges import Count, Dropout, PositiveFloat
 from anyformer.registry import register
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -16,6 +18,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu2": lambda t: F.relu(t).square(),  # Primer (So et al. 2021)
     "silu": F.silu,
 }
+# The choices as a type: the option schema checks them and `anyformer show` lists them.
+Activation = Literal[tuple(ACTIVATIONS)]
 
 
 def get_activation(name: str, owner: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -37,8 +41,8 @@ class MLP(nn.Module):
 
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
 
-    def __init__(self, dim: int, ratio: float = 4.0, hidden: int | None = None,
-                 activation: str = "gelu", bias: bool = True, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, ratio: PositiveFloat = 4.0, hidden: Count | None = None,
+                 activation: Activation = "gelu", bias: bool = True, dropout: Dropout = 0.0) -> None:
         super().__init__()
         self.act = get_activation(activation, "mlp")
         h = hidden_size(dim, ratio, hidden, "mlp")

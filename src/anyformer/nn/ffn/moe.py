@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from anyformer.errors import ConfigError
-from anyformer.nn.ffn.mlp import MLP, get_activation, hidden_size
+from anyformer.nn.ffn.mlp import MLP, Activation, get_activation, hidden_size
+from anyformer.nn.ranges import Count, Dropout, NonNegativeFloat, PositiveFloat
 from anyformer.registry import register
 
 
@@ -67,19 +68,13 @@ class MixtureOfExperts(nn.Module):
     paper = "Switch Transformers: Scaling to Trillion Parameter Models with Simple and Efficient Sparsity (Fedus et al. 2022)"
     example_options = {"experts": 4, "top_k": 2, "ratio": 1.0}
 
-    def __init__(self, dim: int, experts: int = 8, top_k: int = 1, capacity_factor: float | None = None,
-                 ratio: float = 4.0, hidden: int | None = None, activation: str = "gelu",
-                 bias: bool = True, dropout: float = 0.0, renormalize: bool = False,
-                 balance_weight: float = 0.01, z_weight: float = 0.001) -> None:
+    def __init__(self, dim: int, experts: Count = 8, top_k: Count = 1, capacity_factor: PositiveFloat | None = None,
+                 ratio: PositiveFloat = 4.0, hidden: Count | None = None, activation: Activation = "gelu",
+                 bias: bool = True, dropout: Dropout = 0.0, renormalize: bool = False,
+                 balance_weight: NonNegativeFloat = 0.01, z_weight: NonNegativeFloat = 0.001) -> None:
         super().__init__()
-        if experts < 1:
-            raise ConfigError(f"ffn 'moe': experts must be >= 1, got {experts}")
         if not 1 <= top_k <= experts:
             raise ConfigError(f"ffn 'moe': top_k {top_k} outside the valid range 1..{experts} (experts={experts})")
-        if capacity_factor is not None and capacity_factor <= 0:
-            raise ConfigError(f"ffn 'moe': capacity_factor must be > 0 (or null for no limit), got {capacity_factor}")
-        if balance_weight < 0 or z_weight < 0:
-            raise ConfigError(f"ffn 'moe': balance_weight and z_weight must be >= 0, got {balance_weight}, {z_weight}")
         get_activation(activation, "moe")
         h = hidden_size(dim, ratio, hidden, "moe")
         self.num_experts, self.top_k, self.capacity_factor = experts, top_k, capacity_factor

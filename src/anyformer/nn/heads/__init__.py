@@ -1,7 +1,9 @@
 """Task heads, one module per family; every module here is imported so that its heads
 register. Contract: `(tokens [B, L, D], mask Bool[B, L] | None, hidden_states) -> output`;
-`hidden_states` holds every layer's output for heads that pool across layers. A head's
-`problem` class attribute names its family (classification, lm, forecast).
+`hidden_states` holds every layer's output for heads that pool across layers; such a head
+may declare `check_hidden_states(count)`, which the model calls at build with the number of
+layer outputs it will pass (model.depth). A head's `problem` class attribute names its
+family (classification, lm, forecast).
 
 The names below are re-exported so that `from anyformer.nn.heads import ClsHead` (the path
 of the former single module) keeps working."""

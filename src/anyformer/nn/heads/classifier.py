@@ -6,7 +6,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from anyformer.errors import ConfigError
+from anyformer.nn.ranges import Count, Dropout
 from anyformer.registry import register
 
 
@@ -19,11 +19,9 @@ class ClassifierHead(nn.Module):
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "classification"
 
-    def __init__(self, dim: int, num_classes: int = 2, multi_label: bool = False,
-                 dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False,
+                 dropout: Dropout = 0.0) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ConfigError(f"head: num_classes must be >= 1, got {num_classes}")
         self.num_classes, self.multi_label = num_classes, multi_label
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes)
@@ -80,8 +78,8 @@ class AttentionPoolHead(ClassifierHead):
 
     paper = "Set Transformer: pooling by multihead attention (Lee et al. 2019)"
 
-    def __init__(self, dim: int, num_classes: int = 2, multi_label: bool = False,
-                 dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False,
+                 dropout: Dropout = 0.0) -> None:
         super().__init__(dim, num_classes, multi_label, dropout)
         self.query = nn.Parameter(torch.randn(dim) * dim ** -0.5)
         self.key = nn.Linear(dim, dim)

@@ -6,7 +6,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from anyformer.errors import ConfigError, ShapeError
+from anyformer.errors import ShapeError
+from anyformer.nn.ranges import Count, Dropout
 from anyformer.registry import register
 
 
@@ -21,11 +22,9 @@ class ForecastHead(nn.Module):
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "forecast"
 
-    def __init__(self, dim: int, num_tokens: int, horizon: int = 96, channels: int = 1,
-                 per_token: bool = False, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_tokens: int, horizon: Count = 96, channels: Count = 1,
+                 per_token: bool = False, dropout: Dropout = 0.0) -> None:
         super().__init__()
-        if horizon < 1 or channels < 1:
-            raise ConfigError(f"head 'forecast': horizon and channels must be >= 1 (got {horizon}, {channels})")
         self.horizon, self.channels, self.per_token = horizon, channels, per_token
         self.drop = nn.Dropout(dropout)
         if per_token:

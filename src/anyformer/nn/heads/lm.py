@@ -6,6 +6,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -19,7 +20,7 @@ class LMHead(nn.Module):
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "lm"
 
-    def __init__(self, dim: int, vocab_size: int = 256, tie: bool = True, bias: bool = False) -> None:
+    def __init__(self, dim: int, vocab_size: Count = 256, tie: bool = True, bias: bool = False) -> None:
         super().__init__()
         self.vocab_size, self.tie = vocab_size, tie
         self.fc = nn.Linear(dim, vocab_size, bias=bias)

@@ -3,16 +3,19 @@ deeper multi-label classifier (mlp-cls). Both give logits [B, K]."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError, unknown
-from anyformer.nn.ffn.mlp import get_activation
+from anyformer.nn.ffn.mlp import Activation, get_activation
 from anyformer.nn.heads.classifier import ClassifierHead, LastHead, MeanHead
+from anyformer.nn.ranges import Count, Dropout
 from anyformer.registry import register
 
 TOKEN_POOLS = ("last", "first", "mean")
+TokenPool = Literal[TOKEN_POOLS]
 
 
 def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
@@ -34,8 +37,8 @@ class MultiLayerPoolingHead(ClassifierHead):
 
     paper = "Pooling And Attention: What Are Effective Designs For LLM-Based Embedding Models? (Tang & Yang 2024)"
 
-    def __init__(self, dim: int, num_classes: int = 2, multi_label: bool = False, dropout: float = 0.0,
-                 heads: int = 4, token: str = "last", max_layers: int = 64) -> None:
+    def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False, dropout: Dropout = 0.0,
+                 heads: int = 4, token: TokenPool = "last", max_layers: Count = 64) -> None:
         super().__init__(dim, num_classes, multi_label, dropout)
         if token not in TOKEN_POOLS:
             raise unknown("token pool of head 'multilayer'", token, TOKEN_POOLS)
@@ -45,6 +48,15 @@ class MultiLayerPoolingHead(ClassifierHead):
         self.layer_embedding = nn.Parameter(torch.zeros(max_layers, dim))
         self.query = nn.Parameter(torch.randn(1, 1, dim) * dim ** -0.5)
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def check_hidden_states(self, count: int) -> None:
+        """The model gives `count` layer outputs (one per layer, model.depth): refuse at build
+        what forward would refuse at the first batch."""
+        if count > self.max_layers:
+            raise ConfigError(
+                f"model.head.max_layers {self.max_layers} is below the {count} layer outputs the model gives "
+                f"(model.depth {count}); set head.max_layers to at least {count}"
+            )
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
                 hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -68,11 +80,9 @@ class MLPClassifierHead(ClassifierHead):
 
     paper = "SwinCheX: Multi-label classification on chest X-ray images with transformers (Taslimi et al. 2022)"
 
-    def __init__(self, dim: int, num_classes: int = 2, multi_label: bool = True, dropout: float = 0.0,
-                 layers: int = 3, hidden: int | None = None, activation: str = "relu") -> None:
+    def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = True, dropout: Dropout = 0.0,
+                 layers: Count = 3, hidden: Count | None = None, activation: Activation = "relu") -> None:
         super().__init__(dim, num_classes, multi_label, dropout)
-        if layers < 1:
-            raise ConfigError(f"head 'mlp-cls': layers must be >= 1, got {layers}")
         act = get_activation(activation, "mlp-cls")
         width = hidden or dim
         blocks: list[nn.Module] = []

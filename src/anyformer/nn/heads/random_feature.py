@@ -2,17 +2,19 @@
 through M frozen random query-key matrices; only the value vectors train (Fu et al. 2023)."""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError, unknown
+from anyformer.errors import unknown
+from anyformer.nn.ranges import Count, Dropout, QKMean, QKStd
 from anyformer.registry import register
 
 NORMALIZATIONS = ("length", "softmax")
 SCALES = ("mean", "sum")
+Normalization, Scale = Literal[NORMALIZATIONS], Literal[SCALES]
 DEFAULT_HEADS = 1024
 # The default M is capped so the frozen W buffer [M, D, D] holds at most 2^24 entries
 # (64 MiB in float32): 1024 heads up to D = 128, 256 at D = 256, 64 at D = 512.
@@ -64,17 +66,11 @@ class RandomFeatureAttentionHead(nn.Module):
     # Small enough for the generic head suite; a real run wants the default M.
     example_options: ClassVar[dict] = {"num_heads": 64}
 
-    def __init__(self, dim: int, num_classes: int = 2, multi_label: bool = False, dropout: float = 0.0,
-                 num_heads: int | None = None, qk_mean: float = 0.0, qk_std: float = 0.5,
-                 normalization: str = "length", scale: str = "mean") -> None:
+    def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False, dropout: Dropout = 0.0,
+                 num_heads: Count | None = None, qk_mean: QKMean = 0.0, qk_std: QKStd = 0.5,
+                 normalization: Normalization = "length", scale: Scale = "mean") -> None:
         super().__init__()
         M = default_num_heads(dim) if num_heads is None else num_heads
-        if num_classes < 1:
-            raise ConfigError(f"head 'random-feature': num_classes must be >= 1, got {num_classes}")
-        if M < 1:
-            raise ConfigError(f"head 'random-feature': num_heads must be >= 1, got {num_heads}")
-        if qk_std < 0:
-            raise ConfigError(f"head 'random-feature': qk_std must be >= 0, got {qk_std}")
         if normalization not in NORMALIZATIONS:
             raise unknown("normalization of head 'random-feature'", normalization, NORMALIZATIONS)
         if scale not in SCALES:

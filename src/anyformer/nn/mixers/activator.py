@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -9,6 +10,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.mixers.base import TokenMixer
+from anyformer.nn.ranges import Epsilon, PositiveFloat
 from anyformer.registry import register
 
 # The paper's ablation: GEGLU (its default), SwiGLU and ReGLU gates.
@@ -17,6 +19,7 @@ GATE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "relu": F.relu,
 }
+GateActivation = Literal[tuple(GATE_ACTIVATIONS)]
 
 
 @register("mixer", "activator")
@@ -41,8 +44,8 @@ class ActivatorGatingUnit(TokenMixer):
     paper = "Activator: GLU Activations as The Core Functions of a Vision Transformer (Abdullah & Aydin 2024)"
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
-                 grid: tuple[int, int] | None = None, expansion: float = 2.0,
-                 activation: str = "gelu", bias: bool = True, eps: float = 1e-5) -> None:
+                 grid: tuple[int, int] | None = None, expansion: PositiveFloat = 2.0,
+                 activation: GateActivation = "gelu", bias: bool = True, eps: Epsilon = 1e-5) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         if activation not in GATE_ACTIVATIONS:
             raise unknown("activation of mixer 'activator'", activation, GATE_ACTIVATIONS)

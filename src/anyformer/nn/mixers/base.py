@@ -78,6 +78,14 @@ class TokenMixer(nn.Module):
     def name(self) -> str:
         return getattr(self, "registry_name", type(self).__name__)
 
+    def activation_elements(self, batch: int, length: int) -> int:
+        """Elements one call on [batch, length, dim] keeps for backward beyond the few
+        [batch, length, dim] tensors every layer keeps (nn/footprint.py counts those), for
+        memory guards. None by default: fused attention (SDPA's flash and memory-efficient
+        kernels) and subquadratic mixers keep no more. A mixer that keeps its attention
+        weights (an explicit softmax) returns batch * self.heads * length ** 2."""
+        return 0
+
     def input_linears(self) -> list[nn.Linear]:
         """The linear layers that read this mixer's input x [B, L, D] directly, when nothing
         else reads it: an affine map applied to x (a folded BatchNorm) can then move into

@@ -1,17 +1,21 @@
 """FEDformer's frequency-enhanced block (FEB-f) and cross attention (FEA-f)."""
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.mixers.base import TokenMixer
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 MODE_SELECTS = ("random", "low")
 # 'tanh': complex tanh (the reference); 'softmax': softmax of |.| (the reference's other
 # branch); 'split_tanh': tanh of real and imaginary parts apart (bounded, see the class).
 CROSS_ACTIVATIONS = ("tanh", "softmax", "split_tanh")
+ModeSelect, CrossActivation = Literal[MODE_SELECTS], Literal[CROSS_ACTIVATIONS]
 
 
 def frequency_modes(length: int, modes: int, mode_select: str) -> torch.Tensor:
@@ -74,12 +78,10 @@ class FrequencyEnhancedBlock(TokenMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 modes: int = 64, mode_select: str = "random") -> None:
+                 modes: Count = 64, mode_select: ModeSelect = "random") -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         if dim % heads:
             raise ConfigError(f"dim {dim} is not divisible by heads {heads}; pick heads among the divisors of {dim}")
-        if modes < 1:
-            raise ConfigError(f"mixer 'fedformer': modes must be >= 1, got {modes}")
         self.head_dim = dim // heads
         self.mode_select = mode_select
         self.register_buffer("index", frequency_modes(max_len, modes, mode_select))
@@ -129,8 +131,8 @@ class FrequencyEnhancedCrossAttention(nn.Module):
 
     paper = "FEDformer: Frequency Enhanced Decomposed Transformer for Long-term Series Forecasting (Zhou et al. 2022)"
 
-    def __init__(self, dim: int, heads: int, query_len: int, memory_len: int, modes: int = 64,
-                 mode_select: str = "random", activation: str = "tanh", bias: bool = True) -> None:
+    def __init__(self, dim: int, heads: int, query_len: int, memory_len: int, modes: Count = 64,
+                 mode_select: ModeSelect = "random", activation: str = "tanh", bias: bool = True) -> None:
         super().__init__()
         if activation not in CROSS_ACTIVATIONS:
             raise unknown("activation of FEDformer cross attention", activation, CROSS_ACTIVATIONS)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -9,9 +10,11 @@ from torch import nn
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.mixers.base import TokenMixer, allowed_pairs
+from anyformer.nn.ranges import Count, PositiveFloat
 from anyformer.registry import register
 
 SCORE_FNS = ("relu2", "softmax")
+Scores = Literal[SCORE_FNS]
 
 
 @register("mixer", "gau")
@@ -41,14 +44,14 @@ class GatedAttentionUnit(TokenMixer):
     paper = "Transformer Quality in Linear Time (Hua et al. 2022)"
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
-                 grid: tuple[int, int] | None = None, expansion: float = 2.0,
-                 qk_dim: int = 128, scores: str = "relu2", bias: bool = True) -> None:
+                 grid: tuple[int, int] | None = None, expansion: PositiveFloat = 2.0,
+                 qk_dim: Count = 128, scores: Scores = "relu2", bias: bool = True) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         if scores not in SCORE_FNS:
             raise unknown("scores of mixer 'gau'", scores, SCORE_FNS)
         e = int(round(dim * expansion))
-        if e < 1 or qk_dim < 1:
-            raise ConfigError(f"mixer 'gau': expansion * dim and qk_dim must be >= 1 (got {e}, {qk_dim})")
+        if e < 1:
+            raise ConfigError(f"mixer 'gau': expansion * dim must be >= 1 (got {expansion} x {dim}); raise expansion")
         self.scores, self.qk_dim = scores, qk_dim
         self.uv_proj = nn.Linear(dim, 2 * e, bias=bias)
         self.z_proj = nn.Linear(dim, qk_dim, bias=bias)

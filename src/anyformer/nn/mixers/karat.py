@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -44,10 +44,8 @@ class FourierKArAt(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 grid_size: int = 3, rank: int = 12) -> None:
+                 grid_size: Count = 3, rank: Count = 12) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
-        if grid_size < 1 or rank < 1:
-            raise ConfigError(f"mixer 'karat': grid_size and rank must be >= 1, got {grid_size} and {rank}")
         self.grid_size, self.rank = grid_size, rank
         N = max_len
         # The paper's basis table: a, b ~ N(0, 1), deliberately not scaled by 1 / sqrt(N G).

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError, unknown
+from anyformer.errors import unknown
 from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.ranges import Count, Epsilon
 from anyformer.registry import register
 
 FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "elu": lambda t: F.elu(t) + 1.0,
     "relu": F.relu,
 }
+FeatureMap = Literal[tuple(FEATURE_MAPS)]
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
     """Non-causal: y_i = q_i^T S / (q_i^T z), S = sum_j k_j v_j^T, z = sum_j k_j.
@@ -54,6 +57,7 @@ def causal_linear_attention_chunked(q, k, v, eps: float, chunk: int = 64) -> tor
     O(L * Dh + Dh * Dv) per head and matmul-shaped work."""
     B, H, L, Dh = q.shape
     Dv = v.shape[-1]
+    chunk = max(1, min(chunk, L))  # a chunk past the end would only be padding to allocate
     n = -(-L // chunk)
     pad = n * chunk - L
     if pad:
@@ -87,12 +91,10 @@ class LinearAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 feature_map: str = "elu", eps: float = 1e-6, chunk: int = 64) -> None:
+                 feature_map: FeatureMap = "elu", eps: Epsilon = 1e-6, chunk: Count = 64) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         if feature_map not in FEATURE_MAPS:
             raise unknown("feature_map of mixer 'linear'", feature_map, FEATURE_MAPS)
-        if chunk < 1:
-            raise ConfigError(f"mixer 'linear': chunk must be >= 1, got {chunk}")
         self.feature_map = feature_map
         self.eps = eps
         self.chunk = chunk

@@ -9,6 +9,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError, unknown
 from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 # Parameter sharing of the paper's section 4: "none" one E_i, F_i per head; "headwise" one
@@ -38,13 +39,11 @@ class LinformerAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 k: int = 256, sharing: str = "headwise") -> None:
+                 k: Count = 256, sharing: str = "headwise") -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         if sharing not in SHARING:
             hint = "; 'layerwise' sharing spans layers: use model.schedule.share for shared blocks" if sharing == "layerwise" else ""
             raise ConfigError(str(unknown("sharing of mixer 'linformer'", sharing, SHARING)) + hint)
-        if k < 1:
-            raise ConfigError(f"mixer 'linformer': k must be >= 1, got {k}")
         self.k = min(k, max_len)
         self.sharing = sharing
         shape = (heads, self.k, max_len) if sharing == "none" else (1, self.k, max_len)

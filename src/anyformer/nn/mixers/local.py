@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.ranges import Count, NonNegativeFloat
 from anyformer.registry import register
 
 
@@ -27,10 +27,8 @@ class LocalAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 window: int = 64, distance_penalty: float = 0.0) -> None:
+                 window: Count = 64, distance_penalty: NonNegativeFloat = 0.0) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
-        if window < 1:
-            raise ConfigError(f"mixer 'local': window must be >= 1, got {window}")
         self.window = window
         self.distance_penalty = distance_penalty
 

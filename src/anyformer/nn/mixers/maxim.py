@@ -7,6 +7,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import TokenMixer
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -78,8 +79,8 @@ class MultiAxisGatedMLP(TokenMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, num_tokens: int | None = None,
-                 block_size: int = 4, grid_size: int = 4, input_factor: int = 2,
-                 block_factor: int = 2, grid_factor: int = 2, bias: bool = True) -> None:
+                 block_size: Count = 4, grid_size: Count = 4, input_factor: Count = 2,
+                 block_factor: Count = 2, grid_factor: Count = 2, bias: bool = True) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         H, W = self.grid
         self.check_grid_tokens(num_tokens, built=True)

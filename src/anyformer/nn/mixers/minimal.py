@@ -13,7 +13,7 @@ from anyformer.registry import register
 
 
 class CollapsedQueryKey(nn.Module):
-    """x -> x W_qk^h for every head h ([..., D] -> [..., H * D]): the product W_q^h W_k^h^T
+    """x -> x W_qk^h for every head h ([..., D] -> [..., H * D], token-wise): the product W_q^h W_k^h^T
     stored as one D x D matrix per head. `symmetric` keeps only the upper triangle
     (D(D+1)/2 free entries per head) and mirrors it, so W_qk^h = W_qk^h^T."""
 
@@ -38,7 +38,9 @@ class CollapsedQueryKey(nn.Module):
         return W + W.transpose(-1, -2) - torch.diag_embed(W.diagonal(dim1=-2, dim2=-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bld,hde->blhe", x, self.matrix()).flatten(2)
+        # Token-wise over any leading dims, as a Linear: MoT routes the tokens of each
+        # modality through their own copy as a [N, D] batch.
+        return torch.einsum("...d,hde->...he", x, self.matrix()).flatten(-2)
 
 
 @register("mixer", "minimal")

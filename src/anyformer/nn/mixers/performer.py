@@ -6,9 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer
 from anyformer.nn.mixers.linear import linear_attention
+from anyformer.nn.ranges import Count, Epsilon, NonNegativeInt
 from anyformer.registry import register
 
 MAX_FEATURE_BYTES = 16 * 2**20
@@ -77,6 +77,7 @@ def causal_favor_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tens
     phi_q, phi_k [B, h, L, m], v [B, h, L, Dv] -> [B, h, L, Dv]."""
     B, H, L, m = phi_q.shape
     Dv = v.shape[-1]
+    chunk = max(1, min(chunk, L))  # a chunk past the end would only be padding to allocate
     n = -(-L // chunk)
     pad = n * chunk - L
     if pad:
@@ -163,19 +164,13 @@ class PerformerAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 features: int | None = None, redraw: int = 1000, eps: float = 1e-6,
-                 chunk: int = 64) -> None:
+                 features: Count | None = None, redraw: NonNegativeInt = 1000, eps: Epsilon = 1e-6,
+                 chunk: Count = 64) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         if features is None:
             # The paper's m = Theta(d log d) per head (d = head dim), as its reference code
             # defaults to; a fixed 256 made short sequences several times dearer than softmax.
             features = max(8, round(self.head_dim * math.log(max(self.head_dim, 2))))
-        if features < 1:
-            raise ConfigError(f"mixer 'performer': features must be >= 1, got {features}")
-        if redraw < 0:
-            raise ConfigError(f"mixer 'performer': redraw must be >= 0 (0 = never), got {redraw}")
-        if chunk < 1:
-            raise ConfigError(f"mixer 'performer': chunk must be >= 1, got {chunk}")
         self.features, self.redraw, self.eps, self.chunk = features, redraw, eps, chunk
         # A buffer, not a parameter: the projection is sampled, never trained, but saved with
         # the model so a reloaded model computes the same function.
@@ -186,7 +181,10 @@ class PerformerAttention(AttentionMixer):
     def redraw_projection(self) -> None:
         """Draw a fresh random projection (from torch's global generator)."""
         fresh = orthogonal_gaussian_projection(self.features, self.head_dim)
-        self.projection.copy_(fresh.to(self.projection))
+        # A new tensor, not an in-place copy: a block shared across depth (schedule.share /
+        # repeat) may redraw between two of its layers, and the earlier layer's backward
+        # still needs the projection it used.
+        self.projection = fresh.to(self.projection)
         self.calls_since_redraw = 0
 
     def feature_maps(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None

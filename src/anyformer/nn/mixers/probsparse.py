@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 # Eval-mode key sampling uses its own generator with this seed, so a trained model answers
@@ -104,10 +104,8 @@ class ProbSparseAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 factor: int = 5) -> None:
+                 factor: Count = 5) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
-        if factor < 1:
-            raise ConfigError(f"mixer 'probsparse': factor must be >= 1, got {factor}")
         self.factor = factor
 
     def _sample_index(self, length: int, samples: int, device: torch.device) -> torch.Tensor:

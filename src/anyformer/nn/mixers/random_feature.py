@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.minimal import MinimalAttention
+from anyformer.nn.ranges import QKMean, QKStd
 from anyformer.registry import register
 
 
@@ -36,10 +36,8 @@ class RandomFeatureAttention(MinimalAttention):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 qk_mean: float = 0.0, qk_std: float = 0.5) -> None:
+                 qk_mean: QKMean = 0.0, qk_std: QKStd = 0.5) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias, collapse_qk=True)
-        if qk_std < 0:
-            raise ConfigError(f"mixer 'random-feature': qk_std must be >= 0, got {qk_std}")
         self.qk_mean, self.qk_std = qk_mean, qk_std
         with torch.no_grad():
             W = self.q_proj.weight  # [H, D, D]

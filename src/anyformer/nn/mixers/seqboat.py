@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError, unknown
+from anyformer.errors import unknown
 from anyformer.nn.mixers.base import TokenMixer
-from anyformer.nn.mixers.gau import SCORE_FNS, GatedAttentionUnit
+from anyformer.nn.mixers.gau import SCORE_FNS, GatedAttentionUnit, Scores
+from anyformer.nn.ranges import Count, PositiveFloat
 from anyformer.registry import register
 
 
@@ -101,14 +102,12 @@ class SeqBoat(TokenMixer):
     example_options = {"qk_dim": 16, "ema_dim": 4, "window": 4}
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
-                 grid: tuple[int, int] | None = None, ema_dim: int = 16, window: int = 64,
-                 expansion: float = 2.0, qk_dim: int = 128, scores: str = "relu2",
+                 grid: tuple[int, int] | None = None, ema_dim: Count = 16, window: Count = 64,
+                 expansion: PositiveFloat = 2.0, qk_dim: Count = 128, scores: Scores = "relu2",
                  bias: bool = True) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         if scores not in SCORE_FNS:
             raise unknown("scores of mixer 'seqboat'", scores, SCORE_FNS)
-        if ema_dim < 1 or window < 1:
-            raise ConfigError(f"mixer 'seqboat': ema_dim and window must be >= 1 (got {ema_dim}, {window})")
         self.window = window
         self.ema = DampedEMA(dim, ema_dim, bidirectional=not causal)
         self.router = nn.Linear(dim, 2, bias=bias)  # the latent configurator's two options

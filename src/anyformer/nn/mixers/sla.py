@@ -8,6 +8,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError
 from anyformer.nn.mixers.linear import LinearAttention
+from anyformer.nn.ranges import Count, Epsilon
 from anyformer.registry import register
 
 
@@ -35,8 +36,8 @@ class SimplifiedLinearAttention(LinearAttention):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, num_tokens: int | None = None,
-                 bias: bool = True, conv: bool = True, kernel_size: int = 5,
-                 eps: float = 1e-6, chunk: int = 64) -> None:
+                 bias: bool = True, conv: bool = True, kernel_size: Count = 5,
+                 eps: Epsilon = 1e-6, chunk: Count = 64) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias, feature_map="relu",
                          eps=eps, chunk=chunk)
         if kernel_size < 1 or kernel_size % 2 == 0:

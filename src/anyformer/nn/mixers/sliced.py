@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -42,11 +42,9 @@ class SlicedGroupAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, layer: int = 0, bias: bool = True,
-                 groups: int = 4, permuted_groups: int | None = None) -> None:
+                 groups: Count = 4, permuted_groups: Count | None = None) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         permuted_groups = groups if permuted_groups is None else permuted_groups
-        if groups < 1 or permuted_groups < 1:
-            raise ConfigError(f"mixer 'sliced': groups and permuted_groups must be >= 1, got {groups} and {permuted_groups}")
         self.groups, self.permuted_groups, self.layer = groups, permuted_groups, layer
 
     def input_linears(self) -> list[nn.Linear]:

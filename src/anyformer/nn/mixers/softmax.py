@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.ranges import Dropout
 from anyformer.registry import register
 
 
@@ -21,7 +22,7 @@ class SoftmaxAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 attn_dropout: float = 0.0) -> None:
+                 attn_dropout: Dropout = 0.0) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         self.attn_dropout = attn_dropout
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from anyformer.nn.mixers.base import TokenMixer
+from anyformer.nn.ranges import InitStd
 from anyformer.registry import register
 
 
@@ -54,7 +55,7 @@ class GlobalFilter(TokenMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, num_tokens: int | None = None,
-                 init_std: float = 0.02) -> None:
+                 init_std: InitStd = 0.02) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         if self.grid is not None:
             H, W = self.grid

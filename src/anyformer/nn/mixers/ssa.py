@@ -2,11 +2,14 @@
 sub-model of a model's eval-time self-ensemble."""
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.ranges import NonNegativeInt
 from anyformer.registry import register
 
 
@@ -36,12 +39,9 @@ class SubsampledSelfAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 keep: float = 0.5, eval_samples: int = 0, eval_seed: int = 0) -> None:
+                 keep: Annotated[float, Field(gt=0.0, le=1.0, description="share of the keys each sequence keeps in training")] = 0.5,
+                 eval_samples: NonNegativeInt = 0, eval_seed: int = 0) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
-        if not 0.0 < keep <= 1.0:
-            raise ConfigError(f"mixer 'ssa': keep must be in (0, 1], got {keep}")
-        if eval_samples < 0:
-            raise ConfigError(f"mixer 'ssa': eval_samples must be >= 0, got {eval_samples}")
         self.keep, self.eval_samples, self.eval_seed = keep, eval_samples, eval_seed
         self.member_seed: int | None = None  # set by the model for one ensemble pass
         self._generator: torch.Generator | None = None

@@ -7,6 +7,7 @@ from torch import nn
 
 from anyformer.errors import ConfigError
 from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -34,12 +35,10 @@ class WindowAttention(AttentionMixer):
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, num_tokens: int | None = None,
-                 layer: int = 0, bias: bool = True, window: int = 7, shift: bool = False,
+                 layer: int = 0, bias: bool = True, window: Count = 7, shift: bool = False,
                  relative_bias: bool = True) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         gh, gw = self.grid
-        if window < 1:
-            raise ConfigError(f"mixer 'window': window must be >= 1, got {window}")
         self.check_grid_tokens(num_tokens, built=True)
         if window >= min(gh, gw):
             window, shift = min(gh, gw), False

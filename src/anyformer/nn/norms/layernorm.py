@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anyformer.nn.ranges import Epsilon
 from anyformer.registry import register
 
 
@@ -13,7 +14,7 @@ class LayerNorm(nn.LayerNorm):
 
     paper = "Layer Normalization (Ba et al. 2016)"
 
-    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+    def __init__(self, dim: int, eps: Epsilon = 1e-5, bias: bool = True) -> None:
         super().__init__(dim, eps=eps, bias=bias)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

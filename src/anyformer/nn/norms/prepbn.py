@@ -13,6 +13,7 @@ from torch import nn
 from anyformer.errors import ConfigError
 from anyformer.nn.norms.batchnorm import TokenBatchNorm
 from anyformer.nn.norms.layernorm import LayerNorm
+from anyformer.nn.ranges import Epsilon, Fraction
 from anyformer.registry import register
 
 # SLAB-DeiT/Swin decay lambda over 60k iterations (step=60000 in models/slab_deit.py and
@@ -22,19 +23,12 @@ PAPER_DECAY = 60_000 / 375_000
 _SUM_SLACK = 1e-9
 
 
-def _fraction(option: str, value: float) -> float:
-    """`value` as a float in [0, 1], else a ConfigError naming `option`."""
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"norm 'prepbn': {option} must be in [0, 1], got {value}")
-    return float(value)
-
-
 class RepBatchNorm(nn.Module):
     """RepBN (SLAB, Guo et al. 2024): BN(x) + eta * x with a learnable scalar eta (init 1).
     x: [B, L, D] -> same. In eval mode it is a per-channel affine map x * scale + shift,
     hence foldable."""
 
-    def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, dim: int, eps: Epsilon = 1e-5, momentum: Fraction = 0.1) -> None:
         super().__init__()
         self.bn = TokenBatchNorm(dim, eps=eps, momentum=momentum)
         self.eta = nn.Parameter(torch.ones(1))
@@ -73,12 +67,10 @@ class ProgressiveRepBatchNorm(nn.Module):
 
     paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
 
-    def __init__(self, dim: int, warmup: float = 0.0, decay: float = PAPER_DECAY, r0: float = 1.0,
-                 eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(self, dim: int, warmup: Fraction = 0.0, decay: Fraction = PAPER_DECAY, r0: Fraction = 1.0,
+                 eps: Epsilon = 1e-5, momentum: Fraction = 0.1) -> None:
         super().__init__()
-        self.warmup = _fraction("warmup", warmup)
-        self.decay = _fraction("decay", decay)
-        self.r0 = _fraction("r0", r0)
+        self.warmup, self.decay, self.r0 = float(warmup), float(decay), float(r0)
         if self.warmup + self.decay > 1.0 + _SUM_SLACK:
             raise ConfigError(f"norm 'prepbn': warmup + decay must be at most 1 (the whole training), got {warmup} + {decay}")
         self.layer_norm = LayerNorm(dim, eps=eps)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer.errors import ShapeError
+from anyformer.nn.norms.batchnorm import require_batch_statistics
 from anyformer.registry import register
 
 
@@ -43,6 +44,7 @@ class DistillingTransition(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ShapeError(f"transition 'distill' expects [batch, length, {self.dim}], got {list(x.shape)}")
+        require_batch_statistics(x.shape[0] * x.shape[1], "transition 'distill'", self.training)
         h = x.transpose(1, 2)
         if mask is not None:
             h = h * mask[:, None, :].to(h.dtype)
