@@ -13,9 +13,11 @@ line (see `run_case` for the overflow of activations that grew unbounded).
 Shared by the CI property test (tests/test_fuzz.py, a fixed budget of examples) and the
 long campaign (`make fuzz`, tests/fuzz_campaign.py, thousands of cases in worker processes).
 
-Sizes stay small: drawn counts of unbounded options (hidden widths, experts, ranks) stop at
-`Sizes.largest`, and values past them are drawn only where an option declares an upper
-bound. Absurd sizes (dim 1e9) are the memory estimate's to refuse, not drawn here.
+Valid draws stay small: counts of unbounded options (hidden widths, experts, ranks) stop at
+`Sizes.largest`. Invalid draws include absurd sizes (1e12, 1e18, 1e30) for every numeric
+option: past a declared bound they are range errors, for unbounded sizes the memory guard
+(nn/footprint.py) must refuse them before anything is allocated. Sizes between the two,
+which fit some machines and not others, are not drawn.
 """
 from __future__ import annotations
 
@@ -160,8 +162,7 @@ def valid_value(d: Domain, sizes: Sizes) -> st.SearchStrategy:
 
 
 def invalid_value(d: Domain) -> st.SearchStrategy:
-    """A value outside the declared domain, or of the wrong type. Past an upper bound only
-    where one is declared: an unbounded size drawn huge is the memory estimate's job."""
+    """A value outside the declared domain, of the wrong type, or absurdly large."""
     bad: list[Any] = list(WRONG_TYPES)
     if d.base in (int, float):
         bad += list(NON_FINITE)
@@ -170,7 +171,10 @@ def invalid_value(d: Domain) -> st.SearchStrategy:
         else:
             bad += [-(10 ** 18)]
         if d.hi is not None:
-            bad += [d.hi + 1, 1e30, 10 ** 18] + ([d.hi] if d.hi_open else [])
+            bad += [d.hi + 1] + ([d.hi] if d.hi_open else [])
+        # Absurd sizes: past a bound, or for an unbounded size more than any machine holds,
+        # which the memory guard (nn/footprint.py) refuses before allocating.
+        bad += [10 ** 12, 10 ** 18, 1e30]
         if d.base is int:
             bad += [0.5, 2.5]
     if d.base is list:

@@ -85,8 +85,8 @@ def test_a_value_outside_the_range_is_a_one_line_error_naming_option_and_range(k
     ({"position": {"name": "rotary", "base": -2.0}}, "model.position.base must be > 1, got -2.0"),
     ({"norm": {"name": "batchnorm", "momentum": 1.5}}, r"model.norm.momentum must be in \[0, 1\], got 1.5"),
     ({"norm": {"name": "prepbn", "momentum": 2}}, r"model.norm.momentum must be in \[0, 1\], got 2"),
-    ({"norm": {"name": "layernorm", "eps": 0}}, "model.norm.eps must be >= 1e-30, got 0"),
-    ({"norm": {"name": "rmsnorm", "eps": -1e-6}}, "model.norm.eps must be >= 1e-30, got -1e-06"),
+    ({"norm": {"name": "layernorm", "eps": 0}}, "model.norm.eps must be >= 1e-12, got 0"),
+    ({"norm": {"name": "rmsnorm", "eps": -1e-6}}, "model.norm.eps must be >= 1e-12, got -1e-06"),
     ({"ffn": {"name": "mlp", "dropout": 1.5}}, r"model.ffn.dropout must be in \[0, 1\), got 1.5 \(ffn 'mlp'\)"),
     ({"ffn": {"name": "kan", "dropout": -0.1}}, r"model.ffn.dropout must be in \[0, 1\), got -0.1"),
     ({"ffn": {"name": "moe", "dropout": 1.0}}, r"model.ffn.dropout must be in \[0, 1\), got 1.0"),
@@ -128,8 +128,8 @@ def test_declared_ranges_are_shown_with_the_options():
 def test_the_edges_of_each_reported_range_build_and_stay_finite():
     # Inside the ranges nothing turns into NaN: the extreme momentum and a tiny eps train.
     torch.manual_seed(0)
-    for norm in ({"name": "batchnorm", "momentum": 1.0, "eps": 1e-30}, {"name": "prepbn", "momentum": 0.0},
-                 {"name": "layernorm", "eps": 1e-30}):
+    for norm in ({"name": "batchnorm", "momentum": 1.0, "eps": 1e-12}, {"name": "prepbn", "momentum": 0.0},
+                 {"name": "layernorm", "eps": 1e-12}):
         model = af.create("vit", dim=16, heads=2, depth=1, norm=norm, image_size=8, patch_size=4)
         images = torch.randn(2, 3, 8, 8)
         model.train()
@@ -137,3 +137,14 @@ def test_the_edges_of_each_reported_range_build_and_stay_finite():
         assert torch.isfinite(model.eval()(images)).all()
     position = af.build("position", "sinusoidal", dim=8, num_tokens=16, base=1.0001)
     assert torch.isfinite(position.table).all()
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"ffn": {"name": "mlp", "ratio": 1e30}}, r"^ffn 'mlp': ratio x dim = 1.6e\+31 is wider than any tensor can be; lower ratio$"),
+    ({"ffn": {"name": "glu", "ratio": 1e-9}}, r"^ffn 'glu': ratio x dim must be >= 1 \(got 1e-09 x 16\); raise ratio$"),
+    ({"mixer": {"name": "gau", "expansion": 1e25}}, r"^mixer 'gau': expansion x dim = 1.6e\+26 is wider than any tensor can be"),
+])
+def test_a_width_scaled_past_any_tensor_is_a_config_error(spec, message):
+    # Before: nn.Linear raised a raw TypeError ("Overflow when unpacking long long") of many lines.
+    with pytest.raises(ConfigError, match=message):
+        af.create("gpt", dim=16, heads=2, depth=1, max_len=8, **spec)

@@ -22,9 +22,10 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 # Scales, widths relative to dim, epsilons, temperatures: zero is degenerate or divides by 0.
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0)]
-# An epsilon added to a variance or a denominator, one float32 still holds (its smallest normal
-# number is 1.2e-38): a smaller one rounds away, and a constant row gives 0 * rsqrt(0) = NaN.
-Epsilon = Annotated[float, Field(ge=1e-30, description="added to the variance / denominator for numerical stability")]
+# An epsilon added to a variance or a denominator. 1e-12 (BERT's LayerNorm) is the smallest
+# in use; below it a channel whose variance is 0 (one seen in eval, a dropped-out one) is
+# scaled by 1 / sqrt(eps) > 1e6 and the next layers overflow float32.
+Epsilon = Annotated[float, Field(ge=1e-12, description="added to the variance / denominator for numerical stability")]
 # Sizes and counts of things that must exist (heads, experts, ranks, window widths).
 Count = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]

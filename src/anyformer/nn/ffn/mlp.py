@@ -28,11 +28,26 @@ def get_activation(name: str, owner: str) -> Callable[[torch.Tensor], torch.Tens
     return ACTIVATIONS[name]
 
 
-def hidden_size(dim: int, ratio: float, hidden: int | None, owner: str) -> int:
-    size = hidden if hidden is not None else int(round(dim * ratio))
+# Past this no tensor dimension fits torch's int64 sizes (a ratio of 1e30 made nn.Linear raise
+# a raw TypeError); smaller absurd widths are the memory guard's (nn/footprint.py) to refuse.
+MAX_WIDTH = 2 ** 62
+
+
+def scaled_width(dim: int, scale: float, owner: str, option: str) -> int:
+    """round(dim * scale) as a layer width, >= 1 and addressable, else a ConfigError naming
+    `option` of `owner` (e.g. "ffn 'mlp'", 'ratio')."""
+    size = int(round(dim * scale))
     if size < 1:
-        raise ConfigError(f"ffn {owner!r}: hidden size must be >= 1 (dim {dim} x ratio {ratio})")
+        raise ConfigError(f"{owner}: {option} x dim must be >= 1 (got {scale} x {dim}); raise {option}")
+    if size > MAX_WIDTH:
+        raise ConfigError(f"{owner}: {option} x dim = {size:.3g} is wider than any tensor can be; lower {option}")
     return size
+
+
+def hidden_size(dim: int, ratio: float, hidden: int | None, owner: str) -> int:
+    if hidden is not None:
+        return hidden
+    return scaled_width(dim, ratio, f"ffn {owner!r}", "ratio")
 
 
 @register("ffn", "mlp")

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError, unknown
+from anyformer.errors import unknown
+from anyformer.nn.ffn.mlp import scaled_width
 from anyformer.nn.mixers.base import TokenMixer
 from anyformer.nn.ranges import Epsilon, PositiveFloat
 from anyformer.registry import register
@@ -49,9 +50,7 @@ class ActivatorGatingUnit(TokenMixer):
         super().__init__(dim, heads, max_len, causal, grid)
         if activation not in GATE_ACTIVATIONS:
             raise unknown("activation of mixer 'activator'", activation, GATE_ACTIVATIONS)
-        e = int(round(dim * expansion))
-        if e < 1:
-            raise ConfigError(f"mixer 'activator': expansion * dim must be >= 1 (got {expansion} x {dim})")
+        e = scaled_width(dim, expansion, "mixer 'activator'", "expansion")
         self.act = GATE_ACTIVATIONS[activation]
         self.u_proj = nn.Linear(dim, e, bias=bias)
         self.v_proj = nn.Linear(dim, e, bias=bias)

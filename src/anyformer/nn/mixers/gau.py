@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.errors import ConfigError, unknown
+from anyformer.errors import unknown
+from anyformer.nn.ffn.mlp import scaled_width
 from anyformer.nn.mixers.base import TokenMixer, allowed_pairs
 from anyformer.nn.ranges import Count, PositiveFloat
 from anyformer.registry import register
@@ -49,9 +50,7 @@ class GatedAttentionUnit(TokenMixer):
         super().__init__(dim, heads, max_len, causal, grid)
         if scores not in SCORE_FNS:
             raise unknown("scores of mixer 'gau'", scores, SCORE_FNS)
-        e = int(round(dim * expansion))
-        if e < 1:
-            raise ConfigError(f"mixer 'gau': expansion * dim must be >= 1 (got {expansion} x {dim}); raise expansion")
+        e = scaled_width(dim, expansion, "mixer 'gau'", "expansion")
         self.scores, self.qk_dim = scores, qk_dim
         self.uv_proj = nn.Linear(dim, 2 * e, bias=bias)
         self.z_proj = nn.Linear(dim, qk_dim, bias=bias)
