@@ -115,7 +115,7 @@ class Pool:
                 if w["conn"] in ready:
                     try:
                         index, status, detail, seconds = w["conn"].recv()
-                    except EOFError:  # the worker died (killed by the OS, a hard crash)
+                    except (EOFError, OSError):  # the worker died (killed by the OS, a hard crash)
                         index, status, detail, seconds = w["job"][0], "crash", "worker process died", now - w["since"]
                         self._replace(i)
                     report(index, status, detail, seconds)

@@ -66,6 +66,13 @@ def build_head(config: ModelConfig, encoder: nn.Module, num_tokens: int) -> nn.M
     head_cls = registry.get("head", config.head.name)
     accepted = registry.option_names(head_cls)
     hints = {k: v for k, v in encoder.head_hints().items() if k not in config.head.options and k in accepted}
+    tied = "tie" in accepted and config.head.options.get("tie", registry.options_schema(head_cls).model_fields["tie"].default)
+    clash = [k for k, v in encoder.head_hints().items() if config.head.options.get(k, v) != v]
+    if tied and (getattr(encoder, "embedding", None) is None or clash):
+        # Refused before the head is built: an untieable vocab_size of 1e12 was allocated first.
+        raise ConfigError(
+            f"head {config.head.name!r} tie=true needs a token encoder with the same vocabulary; set head.tie=false"
+        )
     head = _build("head", config.head, dim=config.dim, num_tokens=num_tokens, **hints)
     # Every arch gives one hidden state per layer of model.depth (FIT: per FIT block).
     check = getattr(head, "check_hidden_states", None)

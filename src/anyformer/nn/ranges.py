@@ -15,6 +15,11 @@ from typing import Annotated
 
 from pydantic import Field
 
+# Past this no tensor dimension fits torch's int64 sizes (a ratio of 1e30 made nn.Linear raise
+# a raw TypeError of many lines): a width or token count computed from options is checked
+# against it; smaller absurd sizes are the memory guard's (nn/footprint.py) to refuse.
+MAX_WIDTH = 2 ** 62
+
 # A dropout probability: 1 would zero every activation and divide the kept ones by 0.
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0, description="dropout probability in training")]
 # A share of something: 0 and 1 both meaningful (a schedule fraction, a BatchNorm momentum).

@@ -34,8 +34,19 @@ class MovingAverage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         back = (self.kernel - 1) // 2
         front = self.kernel - 1 - back
-        padded = torch.cat([x[:, :1].expand(-1, front, -1), x, x[:, -1:].expand(-1, back, -1)], dim=1)
-        return F.avg_pool1d(padded.transpose(1, 2), self.kernel, stride=1).transpose(1, 2)
+        L = x.shape[1]
+        if self.kernel <= L:
+            padded = torch.cat([x[:, :1].expand(-1, front, -1), x, x[:, -1:].expand(-1, back, -1)], dim=1)
+            return F.avg_pool1d(padded.transpose(1, 2), self.kernel, stride=1).transpose(1, 2)
+        # A window wider than the series: the same average by prefix sums, the repeated ends
+        # counted rather than materialised (a kernel of 1e12 allocated terabytes of padding).
+        i = torch.arange(L, device=x.device)
+        lo, hi = (i - front).clamp(0, L), (i + back + 1).clamp(0, L)
+        prefix = F.pad(x.cumsum(1), (0, 0, 1, 0))
+        n_first = (front - i).clamp(min=0).to(x.dtype)[None, :, None]
+        n_last = (i + back - (L - 1)).clamp(min=0).to(x.dtype)[None, :, None]
+        total = prefix[:, hi] - prefix[:, lo] + n_first * x[:, :1] + n_last * x[:, -1:]
+        return total / self.kernel
 
 
 class SeriesDecomposition(nn.Module):

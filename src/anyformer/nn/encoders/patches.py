@@ -8,7 +8,7 @@ from torch import nn
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.encoders.base import Encoder, expect
 from anyformer.nn.norms.batchnorm import require_batch_statistics
-from anyformer.nn.ranges import Count
+from anyformer.nn.ranges import MAX_WIDTH, Count
 from anyformer.registry import register
 
 
@@ -52,6 +52,8 @@ class PatchEncoder(Encoder):
             raise ConfigError(
                 f"encoder 'patches': image_size {H}x{W} is not divisible by patch_size {ph}x{pw}; pick a patch size that divides it"
             )
+        if (H // ph) * (W // pw) > MAX_WIDTH:
+            raise ConfigError(f"encoder 'patches': image_size {H}x{W} / patch_size {ph}x{pw} gives more tokens than any tensor holds; lower image_size")
         self.image_size, self.patch_size, self.channels = (H, W), (ph, pw), channels
         self.grid = (H // ph, W // pw)
         self.batch_normalised = conv_stem and ph > 1  # a 1x1 patch stem has no stride-2 conv, no BatchNorm

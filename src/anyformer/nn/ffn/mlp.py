@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer.errors import ConfigError, unknown
-from anyformer.nn.ranges import Count, Dropout, PositiveFloat
+from anyformer.nn.ranges import MAX_WIDTH, Count, Dropout, PositiveFloat
 from anyformer.registry import register
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -26,11 +26,6 @@ def get_activation(name: str, owner: str) -> Callable[[torch.Tensor], torch.Tens
     if name not in ACTIVATIONS:
         raise unknown(f"activation of ffn {owner!r}", name, ACTIVATIONS)
     return ACTIVATIONS[name]
-
-
-# Past this no tensor dimension fits torch's int64 sizes (a ratio of 1e30 made nn.Linear raise
-# a raw TypeError); smaller absurd widths are the memory guard's (nn/footprint.py) to refuse.
-MAX_WIDTH = 2 ** 62
 
 
 def scaled_width(dim: int, scale: float, owner: str, option: str) -> int:

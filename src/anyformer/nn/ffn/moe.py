@@ -36,10 +36,11 @@ def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 def expert_capacity(tokens: int, experts: int, top_k: int, capacity_factor: float | None) -> int:
-    """Most assignments one expert takes: ceil(factor * tokens * k / experts); all when None."""
+    """Most assignments one expert takes: ceil(factor * tokens * k / experts); all when None
+    (no expert can take more than all of them, so a huge factor is no limit either)."""
     if capacity_factor is None:
         return tokens * top_k
-    return max(1, math.ceil(capacity_factor * tokens * top_k / experts))
+    return min(tokens * top_k, max(1, math.ceil(capacity_factor * tokens * top_k / experts)))
 
 
 def keep_within_capacity(assigned: torch.Tensor, experts: int, capacity: int) -> torch.Tensor:

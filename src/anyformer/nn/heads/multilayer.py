@@ -85,10 +85,11 @@ class MLPClassifierHead(ClassifierHead):
         super().__init__(dim, num_classes, multi_label, dropout)
         act = get_activation(activation, "mlp-cls")
         width = hidden or dim
-        blocks: list[nn.Module] = []
+        # Appended one by one, so each layer is registered as it is built: the size guard's
+        # module count (nn/footprint.py) then stops an absurd `layers` at once.
+        self.mlp = nn.Sequential()
         for i in range(layers - 1):
-            blocks += [nn.Linear(dim if i == 0 else width, width), _Lambda(act), nn.Dropout(dropout)]
-        self.mlp = nn.Sequential(*blocks)
+            self.mlp.extend([nn.Linear(dim if i == 0 else width, width), _Lambda(act), nn.Dropout(dropout)])
         self.fc = nn.Linear(width if layers > 1 else dim, num_classes)
 
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

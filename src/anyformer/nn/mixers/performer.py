@@ -25,14 +25,13 @@ def orthogonal_gaussian_projection(features: int, head_dim: int,
     """[features, head_dim] rows w_r ~ N(0, I) made exactly orthogonal within each block of
     head_dim rows (QR of a Gaussian matrix), each row rescaled to the norm of an independent
     Gaussian vector so its marginal stays N(0, I) (Choromanski et al. 2021, section 2.4)."""
-    blocks = []
-    for _ in range(-(-features // head_dim)):
-        gaussian = torch.randn(head_dim, head_dim, generator=generator, dtype=torch.float64)
-        q, r = torch.linalg.qr(gaussian)
-        # Sign fix makes Q Haar-distributed (QR alone is not unique up to signs).
-        q = q * torch.sign(torch.diagonal(r))[None, :]
-        blocks.append(q.T)
-    rows = torch.cat(blocks, dim=0)[:features]
+    # All blocks in one batched draw and QR (the same draws as one block after another): a
+    # Python loop over blocks ran for ever on a huge `features` before any size guard saw it.
+    gaussian = torch.randn(-(-features // head_dim), head_dim, head_dim, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    # Sign fix makes Q Haar-distributed (QR alone is not unique up to signs).
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    rows = q.transpose(-1, -2).reshape(-1, head_dim)[:features]
     norms = torch.randn(features, head_dim, generator=generator, dtype=torch.float64).norm(dim=1)
     return (rows * norms[:, None]).float()
 

@@ -37,7 +37,8 @@ class DampedEMA(nn.Module):
         self.delta = nn.Parameter(truncated_normal(kernels, ndim, std=0.2))
         self.alpha = nn.Parameter(truncated_normal(kernels, ndim, std=0.2))
         # beta alternates +1, -1 (the reference finds it more stable), plus small noise.
-        sign = torch.tensor([1.0 if i % 2 == 0 else -1.0 for i in range(ndim)])
+        sign = torch.ones(ndim)
+        sign[1::2] = -1.0
         self.beta = nn.Parameter(truncated_normal(kernels, ndim, std=0.02) + sign)
         self.gamma = nn.Parameter(truncated_normal(kernels, ndim, std=1.0))
         self.omega = nn.Parameter(truncated_normal(dim, std=1.0))

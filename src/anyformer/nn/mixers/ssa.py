@@ -9,8 +9,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
-from anyformer.nn.ranges import NonNegativeInt
 from anyformer.registry import register
+
+
+# Each sub-model of the eval ensemble is a whole forward pass: past 1000 an evaluation costs
+# more than the training it checks (the paper averages a handful).
+EvalSamples = Annotated[int, Field(ge=0, le=1000, description="sub-models the eval-time self-ensemble averages (0: none)")]
 
 
 def ensemble_seed(eval_seed: int, index: int, layer: int) -> int:
@@ -40,7 +44,7 @@ class SubsampledSelfAttention(AttentionMixer):
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
                  keep: Annotated[float, Field(gt=0.0, le=1.0, description="share of the keys each sequence keeps in training")] = 0.5,
-                 eval_samples: NonNegativeInt = 0, eval_seed: int = 0) -> None:
+                 eval_samples: EvalSamples = 0, eval_seed: int = 0) -> None:
         super().__init__(dim, heads, max_len, causal, grid, bias=bias)
         self.keep, self.eval_samples, self.eval_seed = keep, eval_samples, eval_seed
         self.member_seed: int | None = None  # set by the model for one ensemble pass
