@@ -126,7 +126,7 @@ def test_pyarrow_read_matches_the_row_pass(tmp_path, monkeypatch):
                      "nan": "numbers", "late": "codes", "forced": "codes", "dup": "numbers", "dup.1": "numbers",
                      "cat": "codes"}
     assert np.isnan(np.frombuffer(columns["miss"].numbers)[::3]).all() and n == 60
-    assert set(labels) == {"None", "NA", "a"}  # a label spelled like a missing value is a label
+    assert set(labels.values) == {"None", "NA", "a"}  # a label spelled like a missing value is a label
     assert columns["cat"].values == {"tcp": 0, "udp": 1, "icmp": 2}
     assert list(columns["late"].values)[:2] == ["0.0", "1.0"] and columns["late"].values["text"] == 55
 
@@ -161,7 +161,7 @@ def test_pyarrow_read_agrees_with_the_row_pass_on_any_table(tmp_path, cols, labe
 def test_blank_rows_are_skipped_and_empty_targets_named(tmp_path):
     (tmp_path / "b.csv").write_text("a,label\n1,x\n,\n   \n2,y\n")
     columns, labels, n = TabularCSVTask(path=str(tmp_path / "b.csv"))._read()
-    assert n == 2 and labels == ["x", "y"] and np.frombuffer(columns["a"].numbers).tolist() == [1.0, 2.0]
+    assert n == 2 and labels.tolist() == ["x", "y"] and np.frombuffer(columns["a"].numbers).tolist() == [1.0, 2.0]
     (tmp_path / "e.csv").write_text("a,label\n1,x\n2, \n")
     with pytest.raises(DataError, match=r"e.csv:3: empty target 'label'; fill it or drop the row"):
         TabularCSVTask(path=str(tmp_path / "e.csv"))._read()
@@ -215,3 +215,28 @@ def test_a_cache_entry_that_does_not_fit_is_read_again(tmp_path, monkeypatch):
     arrays["x0"] = arrays["x0"] + 5  # codes past the category spellings
     table_cache.cache_arrays("tables", Path(path), options, arrays)
     assert_same_read(task._read(), good)
+
+
+def test_labels_spelled_with_spaces_are_one_class_in_both_readers(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("a,label\n" + "".join(f"{i},{[' DoS', 'DoS', 'ok ', 'ok'][i % 4]}\n" for i in range(12)))
+    task = TabularCSVTask(path=str(path))
+    fast, slow = task._read_arrow(path)[1], task._read_rows(path)[1]
+    assert fast == slow and fast.values == ["DoS", "ok"] and fast.codes.tolist() == [0, 0, 1, 1] * 3
+
+
+def test_the_stratified_split_draws_what_a_mask_per_class_drew():
+    from anyformer.tasks.splits import stratified_split
+
+    labels = torch.randint(0, 7, (500,), generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(5)
+    parts = [[], [], []]
+    for c in torch.unique(labels):  # the earlier implementation, class by class
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        cuts = (torch.tensor([0.0, 0.7, 0.1, 0.2]).cumsum(0) * len(idx)).round().long().tolist()
+        for p in range(3):
+            parts[p].append(idx[cuts[p]: cuts[p + 1]])
+    expected = [torch.cat(p).sort().values for p in parts]
+    got = stratified_split(labels, [0.7, 0.1, 0.2], seed=5)
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))

@@ -18,7 +18,7 @@ from anyformer.tasks.files import (Unreadable, arrow_table, check_encoding, csv_
                                    python_codec, record_lines)
 from anyformer.tasks.table_cache import cache_arrays, cached_arrays
 from anyformer.tasks.splits import stratified_split
-from anyformer.tasks.tabular_columns import (NULLS, Column, dictionary, float_column, from_cache_arrays, parse_value,
+from anyformer.tasks.tabular_columns import (NULLS, Column, Labels, dictionary, float_column, from_cache_arrays, parse_value,
                                              text_column, to_cache_arrays, unique_names)
 
 # Target spellings that are a missing value, not a class: 'nan' (pandas' astype(str) of a
@@ -87,7 +87,7 @@ class TabularCSVTask(Task):
                 w.writerow([i * 3, ["tcp", "udp"][i % 2], "Infinity" if i == 5 else i / 7, ["BENIGN", "DoS"][i % 3 == 0]])
         return {"path": path, "target": "Label"}
 
-    def _read(self) -> tuple[dict[str, Column], list[str], int]:
+    def _read(self) -> tuple[dict[str, Column], Labels, int]:
         """(feature columns, the target's labels, rows): from the cache, else pyarrow's
         columnar read, else the csv module's row pass (which names the line of what is wrong)."""
         path = existing_file(self.path, "tabular CSV")
@@ -123,7 +123,7 @@ class TabularCSVTask(Task):
     def _forced(self, name: str) -> str | None:
         return "categorical" if name in self.categorical else "numeric" if name in self.numeric else None
 
-    def _read_arrow(self, path: Path) -> tuple[dict[str, Column], list[str], int]:
+    def _read_arrow(self, path: Path) -> tuple[dict[str, Column], Labels, int]:
         """pyarrow's read: columns that look numeric in the first block are parsed as float64
         (the MISSING spellings null), the rest as text decided on its distinct values.
         Unreadable for whatever only the row pass can name or skip: a bad row or byte, a blank
@@ -154,11 +154,9 @@ class TabularCSVTask(Task):
             raise DataError(f"{path}: no data rows below the header")
         arrays = table.columns
         del table  # each column's memory goes as soon as it is converted
-        codes, distinct = dictionary(arrays[t])
-        distinct = [v.strip() for v in distinct]
-        if not all(distinct):
+        labels = Labels.of(*dictionary(arrays[t]))
+        if not all(labels.values):
             raise Unreadable("a blank target")
-        labels = np.asarray(distinct, dtype=object)[codes].tolist()
         columns: dict[str, Column] = {}
         for i, name in keep:
             column, arrays[i] = arrays[i], None
@@ -172,7 +170,7 @@ class TabularCSVTask(Task):
         pa.default_memory_pool().release_unused()  # pyarrow's allocator keeps freed pages; the split tensors need them next
         return columns, labels, n
 
-    def _read_rows(self, path: Path) -> tuple[dict[str, Column], list[str], int]:
+    def _read_rows(self, path: Path) -> tuple[dict[str, Column], Labels, int]:
         """The csv module's single pass over the rows, for files pyarrow refuses: it skips
         blank rows and names the line (and byte offset) of what is wrong."""
         try:
@@ -184,7 +182,7 @@ class TabularCSVTask(Task):
                 names = unique_names([h.strip() for h in header])
                 keep, t = self._layout(path, names)
                 columns = {n: Column(self._forced(n)) for _, n in keep}
-                labels: list[str] = []
+                labels: list[str] = []  # made Labels once read
                 for fields in reader:
                     if not fields or all(not f.strip() for f in fields):
                         continue
@@ -203,42 +201,55 @@ class TabularCSVTask(Task):
             raise DataError(f"{path}:{reader.line_num}: cannot read it as CSV ({err}); fix that row") from None
         if not labels:
             raise DataError(f"{path}: no data rows below the header")
-        return columns, labels, len(labels)
+        values: dict[str, int] = {}
+        codes = np.fromiter((values.setdefault(v, len(values)) for v in labels), dtype=np.int32, count=len(labels))
+        return columns, Labels(codes, list(values)), len(labels)
 
-    def _missing_target(self, labels: list[str]) -> None:
+    def _missing_target(self, labels: Labels) -> None:
         """Refuse a target that is missing (MISSING_TARGET: 'NaN', 'null', '?') in some row:
         such a row is no example of any class. Its line is found again from the file's bytes, only on this
         error path (the reading pass keeps no line numbers)."""
-        missing = [i for i, v in enumerate(labels) if v.lower() in MISSING_TARGET]
-        if not missing:
+        absent = [k for k, v in enumerate(labels.values) if v.lower() in MISSING_TARGET]
+        if not absent:
             return
+        missing = np.flatnonzero(np.isin(labels.codes, absent))
         path = Path(self.path).expanduser()
+        first_value = labels.values[int(labels.codes[missing[0]])]
         if len(missing) == len(labels):
-            raise DataError(f"{path}: the target column {self.target!r} holds no values (every row is {labels[0]!r}); "
+            raise DataError(f"{path}: the target column {self.target!r} holds no values (every row is {first_value!r}); "
                             "set target to the column holding the classes")
         lines = record_lines(path.read_bytes())
         first = (f"{path}:{int(lines[missing[0]])}" if lines is not None and len(lines) == len(labels)
                  else f"{path}: data row {missing[0] + 1}")
-        raise DataError(f"{first}: the target {self.target!r} is missing ({labels[missing[0]]!r}; {len(missing)} rows in all); "
+        raise DataError(f"{first}: the target {self.target!r} is missing ({first_value!r}; {len(missing)} rows in all); "
                         "fill those rows' target or drop them")
 
-    def _statistics(self, x: np.ndarray, finite: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """TRAIN mean and (population) std of each numeric column over its finite values, with
-        no numpy warning: a column with no finite value anywhere is refused (it is no feature;
-        `drop` it), one with none in the train split is centred on 0 with std 1."""
-        empty = ~finite.any(0)
-        if empty.any():
-            name = self.numeric_columns[int(np.argmax(empty))]
-            raise DataError(f"{Path(self.path).expanduser()}: column {name!r} holds no numbers (every value is missing or infinite); "
-                            f"fill it or drop it (--set task.drop={json.dumps([name])})")
-        fit, ok = x[train], finite[train]
-        fit[~ok] = 0.0  # a copy: x itself is untouched
-        count = np.maximum(ok.sum(0), 1)
-        mean = fit.sum(0) / count
-        fit -= mean
-        fit[~ok] = 0.0
-        std = np.sqrt(np.square(fit, out=fit).sum(0) / count)
-        return mean, np.where(std > 0, std, 1.0)  # a constant column stays 0 after centring
+    def _normalised(self, columns: dict[str, Column], train: np.ndarray) -> np.ndarray:
+        """The numeric columns z-scored with their TRAIN mean and (population) std over finite
+        values, missing and infinite values 0 (the train mean), as one float32 [n, k] array.
+        Column by column, each parsed column freed once written: no float64 copy of the
+        whole table (np.stack of them was the largest allocation of a load). A column with
+        no finite value anywhere is refused (it is no feature; `drop` it); one with none in
+        the train split is centred on 0 with std 1; a constant one stays 0."""
+        x = np.empty((len(train), 0), dtype=np.float32)
+        for j, name in enumerate(self.numeric_columns):
+            col = np.frombuffer(columns[name].numbers, dtype=np.float64)
+            if j == 0:
+                x = np.empty((len(col), len(self.numeric_columns)), dtype=np.float32, order="F")
+            finite = np.isfinite(col)
+            if not finite.any():
+                raise DataError(f"{Path(self.path).expanduser()}: column {name!r} holds no numbers (every value is missing or infinite); "
+                                f"fill it or drop it (--set task.drop={json.dumps([name])})")
+            fit = col[train]
+            fit = fit[np.isfinite(fit)]
+            mean = fit.mean() if len(fit) else 0.0
+            std = np.sqrt(np.square(fit - mean).mean()) if len(fit) else 1.0
+            z = col - mean
+            z /= std if std > 0 else 1.0
+            z[~finite] = 0.0
+            x[:, j] = z
+            columns[name] = None  # its memory goes now; the rest of the load needs it
+        return x
 
     def build_splits(self) -> dict[str, Split]:
         columns, labels, n = self._read()
@@ -246,23 +257,19 @@ class TabularCSVTask(Task):
         def order(c: str) -> tuple:  # numeric class names in numeric order
             x = parse_value(c)
             return (0, x, "") if x is not None and not math.isnan(x) else (1, 0.0, c)
-        self.classes = sorted(set(labels), key=order)
+        self.classes = sorted(labels.values, key=order)
         require_classes(self.classes, str(Path(self.path).expanduser()), f"the target column {self.target!r}")
-        index = {c: k for k, c in enumerate(self.classes)}
-        y = torch.tensor([index[c] for c in labels], dtype=torch.long)
+        rank = np.empty(len(self.classes), dtype=np.int64)
+        position = {v: i for i, v in enumerate(labels.values)}
+        rank[[position[c] for c in self.classes]] = np.arange(len(self.classes))
+        y = torch.from_numpy(rank[labels.codes])
         parts = stratified_split(y, self.fractions, self.split_seed)
         train = parts[0].numpy()
         self.numeric_columns = [c for c, col in columns.items() if col.numbers is not None]
         self.categorical_columns = [c for c, col in columns.items() if col.numbers is None]
-        inputs: dict[str, torch.Tensor] = {}
+        inputs: dict[str, np.ndarray] = {}
         if self.numeric_columns:
-            x = np.stack([np.frombuffer(columns[c].numbers, dtype=np.float64) for c in self.numeric_columns], 1)
-            finite = np.isfinite(x)
-            mean, std = self._statistics(x, finite, train)
-            x -= mean  # x is a fresh array (np.stack): normalised in place, large files are large
-            x /= std
-            x[~finite] = 0.0  # missing and infinite values: the train mean
-            inputs["numeric"] = torch.from_numpy(x.astype(np.float32))
+            inputs["numeric"] = self._normalised(columns, train)
         if self.categorical_columns:
             codes, self.cardinalities = [], []
             for c in self.categorical_columns:
@@ -272,8 +279,9 @@ class TabularCSVTask(Task):
                 remap[seen] = np.arange(1, len(seen) + 1)
                 codes.append(remap[raw])
                 self.cardinalities.append(len(seen) + 1)
-            inputs["categorical"] = torch.tensor(np.stack(codes, 1))
-        return {name: Split({k: v[idx] for k, v in inputs.items()}, y[idx])
+            inputs["categorical"] = np.stack(codes, 1)
+        # Each split gathered once, row-major, from the column-major arrays.
+        return {name: Split({k: torch.from_numpy(np.ascontiguousarray(v[idx.numpy()])) for k, v in inputs.items()}, y[idx])
                 for name, idx in zip(("train", "val", "test"), parts)}
 
     def model_defaults(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from array import array
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,10 +82,37 @@ class Column:
         return col
 
 
+@dataclass(eq=False)
+class Labels:
+    """The target column: each row's index into `values`, its distinct spellings (stripped)
+    in order of first appearance. Kept as codes: a list of one string per row cost more
+    than the rest of a 200k-row load after parsing."""
+
+    codes: np.ndarray  # int32 [n]
+    values: list[str]
+
+    @classmethod
+    def of(cls, codes: np.ndarray, spellings: list[str]) -> "Labels":
+        """From codes into raw spellings, merging those equal once stripped (' DoS', 'DoS')."""
+        values: dict[str, int] = {}
+        remap = np.fromiter((values.setdefault(v.strip(), len(values)) for v in spellings), dtype=np.int32, count=len(spellings))
+        return cls(remap[codes] if len(values) < len(spellings) else codes.astype(np.int32, copy=False), list(values))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Labels) and self.values == other.values
+                and np.array_equal(self.codes, other.codes))
+
+    def tolist(self) -> list[str]:
+        return np.asarray(self.values, dtype=object)[self.codes].tolist()
+
+
 def float_column(column) -> np.ndarray:
-    """A float64 pyarrow column as one numpy array, its nulls (the MISSING spellings) NaN."""
-    import pyarrow.compute as pc
-    return pc.fill_null(column, math.nan).to_numpy()
+    """A float64 pyarrow column as one numpy array, its nulls (the MISSING spellings) NaN
+    (a float array's nulls convert to NaN; 4x faster than fill_null and then converting)."""
+    return column.combine_chunks().to_numpy(zero_copy_only=False)
 
 
 def dictionary(column) -> tuple[np.ndarray, list[str]]:
@@ -113,11 +141,10 @@ def text_column(indices: np.ndarray, distinct: list[str], forced: str | None) ->
     return Column.of_codes(code_of[indices], values)
 
 
-def to_cache_arrays(columns: dict[str, Column], labels: list[str], n: int) -> dict[str, np.ndarray]:
+def to_cache_arrays(columns: dict[str, Column], labels: Labels, n: int) -> dict[str, np.ndarray]:
     """The reading pass as numpy arrays and one JSON string (names, category and label spellings)."""
-    vocab = list(dict.fromkeys(labels))
-    index = {v: k for k, v in enumerate(vocab)}
-    arrays = {"labels": np.fromiter((index[v] for v in labels), dtype=np.int32, count=n)}
+    vocab = labels.values
+    arrays = {"labels": np.asarray(labels.codes, dtype=np.int32)}
     meta = []
     for k, (name, col) in enumerate(columns.items()):
         if col.numbers is not None:
@@ -130,7 +157,7 @@ def to_cache_arrays(columns: dict[str, Column], labels: list[str], n: int) -> di
     return arrays
 
 
-def from_cache_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, Column], list[str], int] | None:
+def from_cache_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, Column], Labels, int] | None:
     """The reading pass back from `to_cache_arrays`'s arrays, or None when they do not fit together."""
     try:
         meta = json.loads(str(arrays["meta"]))
@@ -151,5 +178,4 @@ def from_cache_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, Column],
                 return None
     except (KeyError, ValueError, TypeError):
         return None
-    labels = np.asarray(vocab, dtype=object)[codes].tolist()
-    return columns, labels, n
+    return columns, Labels(codes, vocab), n
