@@ -250,7 +250,12 @@ class TextJSONLTask(TextFileTask):
             for key, option in ((self.text_column, "text_column"), (self.label_column, "label_column")):
                 if key not in obj:
                     raise DataError(f"{where}: no key {key!r}{suggest(key, obj)}; set {option} to one of: {', '.join(obj)}")
+            text = obj[self.text_column]
+            if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+                # str() would train on 'None', "{'a': 1}" or 'True' as if it were the text.
+                shown = "null" if text is None else f"a JSON {type(text).__name__.replace('dict', 'object')}"
+                raise DataError(f"{where}: the text in {self.text_column!r} is {shown}; give a string, or drop the row")
             split = obj.get(self.split_column)
-            out.append((line, str(obj[self.text_column]), self._labels(obj[self.label_column], where),
+            out.append((line, str(text), self._labels(obj[self.label_column], where),
                         None if split is None else self._split_of(split, where)))
         return out
