@@ -22,6 +22,8 @@ SMALL = dict(dim=16, heads=2, depth=1, max_len=8)
     ({"head": {"name": "lm", "vocab_size": 10 ** 12}}, r"^head 'lm' tie=true needs a token encoder with the same vocabulary"),
     # Built 10^12 Linear layers in a Python list (a hang).
     ({"head": {"name": "mlp-cls", "layers": 10 ** 12}}, r"the model would have over 30,000 modules"),
+    # On meta the strides overflowed first: a TypeError with no sizes, then a raw build error.
+    ({"mixer": {"name": "karat", "rank": 10 ** 18}}, r"^model.mixer.rank=1000000000000000000: the model needs over 8 EiB"),
     ({"mixer": {"name": "ssa", "eval_samples": 10 ** 12}}, r"^model.mixer.eval_samples must be in \[0, 1000\], got 1000000000000"),
 ])
 def test_absurd_values_are_refused_in_one_line(spec, message):

@@ -161,8 +161,10 @@ def _meta_model(config: ModelConfig) -> nn.Module | None:
                     return registry.build("arch", config.arch.name, config=config, **config.arch.options)
             except (_TooManyModules, MemoryError):
                 raise
-            except RuntimeError as err:
-                if "overflow" in str(err):  # 'Storage size calculation overflowed with sizes=[...]'
+            except (RuntimeError, TypeError) as err:
+                # 'Storage size calculation overflowed with sizes=[...]', or on meta, where the
+                # strides are computed first, 'Overflow when unpacking long long' (no sizes).
+                if "overflow" in str(err).lower():
                     raise _Overflow([int(n) for n in re.findall(r"\d+", str(err).partition("sizes=")[2])]) from None
             except Exception:  # noqa: BLE001 - ConfigError and the like: the real build reports it
                 return None
@@ -213,11 +215,13 @@ def where(device: torch.device) -> str:
 
 def _overflow_message(config: ModelConfig, sizes: list[int]) -> str:
     # The culprits are the size fields whose value is one of the tensor's sizes.
-    culprits = [f"{path}={value}" for path, value, _ in _size_fields(config) if value in sizes]
+    # Without the sizes (a stride overflowed first), sizes no model has: past 2^40.
+    culprits = [f"{path}={value}" for path, value, _ in _size_fields(config) if (value in sizes if sizes else value >= 2 ** 40)]
     subject = " / ".join(culprits) or f"model (dim={config.dim}, max_len={config.max_len}, {_knobs(config)})"
     device = torch.get_default_device()
-    need = human_bytes(math.prod(sizes) * 4) if sizes else "over 8 EiB"
-    return (f"{subject}: the model needs over {need} for its parameters (one tensor of {sizes} alone, more than torch "
+    need = human_bytes(math.prod(sizes) * 4) if sizes else "8 EiB"
+    tensor = f"one tensor of {sizes} alone" if sizes else "one tensor alone"
+    return (f"{subject}: the model needs over {need} for its parameters ({tensor}, more than torch "
             f"can address), {where(device)} {human_bytes(runtime.available_memory(device))} free; "
             f"lower {' or '.join(c.split('=')[0] for c in culprits) or 'them'}")
 
