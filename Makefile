@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,hf,onnx,hf-fixtures]"
 	touch $(STAMP)
 
 # The main job on embedded data: ViT and nine efficient variants, 3 seeds each (side by side on

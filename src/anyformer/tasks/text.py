@@ -22,12 +22,47 @@ PAD, UNK = 0, 1
 WORD = re.compile(r"\w+|[^\w\s]")
 
 
+class PretrainedTokenizer:
+    """A Hugging Face tokenizer.json read with the `tokenizers` library: its own vocabulary,
+    normaliser and special tokens (BERT's [CLS] ... [SEP]), cut to `max_len` ids with the
+    special tokens kept, as the model it came with was trained."""
+
+    def __init__(self, path: str, max_len: int) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ConfigError("tokenizer: reading a tokenizer.json needs the tokenizers library; pip install 'anyformer[hf]'") from None
+        file = existing_file(path, "tokenizer.json")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(file))
+        except Exception as err:  # noqa: BLE001 - the library raises a bare Exception on a malformed file
+            raise DataError(f"{file}: not a tokenizer.json the tokenizers library reads ({str(err).splitlines()[0]}); "
+                            "give the tokenizer.json saved with the model") from None
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_len)
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        pad = next((self.tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>", "<|padding|>")
+                    if self.tokenizer.token_to_id(t) is not None), None)
+        self.pad_id = 0 if pad is None else pad  # padded positions are masked: any id will do
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+
+def load_tokenizer(name: str, max_len: int) -> PretrainedTokenizer:
+    """The tokenizer option when it is not a built-in name: a tokenizer.json path."""
+    if not name.endswith(".json") and "/" not in name:
+        raise unknown("tokenizer", name, TOKENIZERS + ("PATH/tokenizer.json",))
+    return PretrainedTokenizer(name, max_len)
+
+
 class TextFileTask(Task):
     """Base of text-csv / text-jsonl: rows of (text, label[, split]) -> padded token ids.
 
     tokenizer 'bytes': UTF-8 bytes (vocabulary 256, byte 0 doubles as padding); 'words':
     lower-cased words and punctuation, vocabulary built on the TRAIN split only (the
-    `max_vocab` most frequent; 0 pad, 1 unknown). Texts are cut to `max_len` tokens.
+    `max_vocab` most frequent; 0 pad, 1 unknown); a tokenizer.json path: that tokenizer's
+    ids (its vocabulary and special tokens, its [PAD] as padding). Texts are cut to `max_len` tokens.
     A label holding a JSON list, or several labels joined by `label_delimiter`, makes the
     task multi-label (multi-hot targets, BCE loss, ROC-AUC / macro-F1). Labels that leave
     nothing to learn are refused: one class (multi-label: the same labels on every row), or
@@ -48,7 +83,8 @@ class TextFileTask(Task):
         path: Annotated[str, Field(description="the data file (CSV with a header row, or JSON lines)")],
         text_column: Annotated[str, Field(description="column (JSONL: key) holding the text")] = "text",
         label_column: Annotated[str, Field(description="column (JSONL: key) holding the label; a JSON list makes the task multi-label")] = "label",
-        tokenizer: Annotated[str, Field(description="'bytes' (UTF-8 bytes, vocabulary 256) or 'words' (vocabulary from the train split)")] = "bytes",
+        tokenizer: Annotated[str, Field(description="'bytes' (UTF-8 bytes, vocabulary 256), 'words' (vocabulary from the train split), "
+                                                "or the path of a tokenizer.json (a Hugging Face tokenizer, e.g. an imported BERT's)")] = "bytes",
         max_len: Annotated[int, Field(description="texts are cut to this many tokens")] = 512,
         max_vocab: Annotated[int, Field(description="'words' tokenizer: keep this many most frequent words (pad and unknown included)")] = 30000,
         label_delimiter: Annotated[str | None, Field(description="split a label on this string into several labels (multi-label), e.g. '|'")] = None,
@@ -60,8 +96,7 @@ class TextFileTask(Task):
     ) -> None:
         super().__init__()
         self.encoding = check_encoding(encoding, self.name)
-        if tokenizer not in TOKENIZERS:
-            raise unknown("tokenizer", tokenizer, TOKENIZERS)
+        self.pretrained = None if tokenizer in TOKENIZERS else load_tokenizer(tokenizer, max_len)
         if max_len < 1 or max_vocab < 3:
             raise ConfigError(f"task {self.name!r}: max_len must be >= 1 and max_vocab >= 3 (got {max_len}, {max_vocab})")
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -128,7 +163,13 @@ class TextFileTask(Task):
                             "a classifier needs rows whose labels differ")
 
     # -- tokens
+    @property
+    def pad_id(self) -> int:
+        return PAD if self.pretrained is None else self.pretrained.pad_id
+
     def tokenize(self, text: str) -> list[int]:
+        if self.pretrained is not None:
+            return self.pretrained.encode(text)
         if self.tokenizer == "bytes":
             return list(text.encode("utf-8")[: self.max_len])
         return [self.vocab.get(w, UNK) for w in WORD.findall(text.lower())[: self.max_len]]
@@ -162,7 +203,7 @@ class TextFileTask(Task):
         index = {c: k for k, c in enumerate(self.classes)}
         ids = [self.tokenize(r[1]) for r in rows]
         self._length = max(1, max(len(t) for t in ids))
-        tokens = torch.full((len(rows), self._length), PAD, dtype=torch.int32)
+        tokens = torch.full((len(rows), self._length), self.pad_id, dtype=torch.int32)
         for i, t in enumerate(ids):
             tokens[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
         mask = torch.zeros(len(rows), self._length, dtype=torch.bool)
@@ -179,12 +220,13 @@ class TextFileTask(Task):
 
     def _facts(self) -> tuple[int, int, int]:
         self.splits()
-        vocab = 256 if self.tokenizer == "bytes" else len(self.vocab) + 2
+        vocab = (self.pretrained.vocab_size if self.pretrained is not None
+                 else 256 if self.tokenizer == "bytes" else len(self.vocab) + 2)
         return vocab, len(self.classes), self._length
 
     def model_defaults(self) -> dict[str, Any]:
         vocab, classes, length = self._facts()
-        return {"encoder": {"name": "tokens", "vocab_size": vocab, "pad_id": PAD},
+        return {"encoder": {"name": "tokens", "vocab_size": vocab, "pad_id": self.pad_id},
                 "head": {"name": "mean", "num_classes": classes, "multi_label": self.multi_label}, "max_len": length}
 
     def required_options(self) -> dict[str, dict[str, Any]]:
