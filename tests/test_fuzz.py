@@ -96,4 +96,4 @@ def test_the_strategy_reads_declared_ranges_and_choices(annotation_case):
     if annotation_case == "image_size":
         assert d.pair
     if annotation_case == "activation":
-        assert set(d.choices) == {"gelu", "relu", "relu2", "silu"}
+        assert set(d.choices) == {"gelu", "gelu_tanh", "relu", "relu2", "silu"}

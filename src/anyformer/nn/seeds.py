@@ -261,8 +261,9 @@ def _check(models: list[nn.Module]) -> None:
             mixer, ffn = block.part("mixer"), block.part("ffn")
             if type(mixer) is not SoftmaxAttention:
                 raise _refuse("mixer", mixer)
-            if mixer.position is not None or mixer.attn_dropout or mixer.dim % mixer.heads:
-                raise ValueError("stack_seeds: softmax attention must have no position inside attention and no attention dropout")
+            if mixer.position is not None or mixer.attn_dropout or mixer.dim % mixer.heads or mixer.kv_heads != mixer.heads:
+                raise ValueError("stack_seeds: softmax attention must have no position inside attention, no attention dropout "
+                                 "and kv_heads equal to heads")
             if type(ffn) is not MLP:
                 raise _refuse("ffn", ffn)
             if ffn.drop.p:

@@ -23,7 +23,8 @@ def cross_attention(attn: AttentionMixer, x: torch.Tensor, memory: torch.Tensor,
     """Full softmax attention of queries from x [B, Lq, D] to keys/values from memory
     [B, Lk, D], through an attention mixer's q/k/v/o projections -> [B, Lq, D]."""
     q = attn.split(attn.q_proj(x))
-    k, v = attn.split(attn.k_proj(memory)), attn.split(attn.v_proj(memory))
+    # Keys/values at the mixer's kv_heads (grouped-query attention), repeated to its heads.
+    k, v = (attn.repeat_kv(attn.split(p(memory), attn.kv_heads)) for p in (attn.k_proj, attn.v_proj))
     allowed = None if memory_mask is None else memory_mask[:, None, None, :]
     return attn.o_proj(attn.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)))
 

@@ -15,6 +15,15 @@ VARIANTS = {"geglu": "gelu", "swiglu": "silu", "reglu": "relu"}
 Variant = Literal[tuple(VARIANTS)]
 
 
+def glu_hidden(dim: int, ratio: float = 4.0, hidden: int | None = None, match_params: bool = True) -> int:
+    """The hidden width of ffn 'glu': `hidden` when given, else ratio * dim, times 2/3 with
+    `match_params` (what a checkpoint exporter writes as the intermediate size)."""
+    h = hidden_size(dim, ratio, hidden, "glu")
+    if match_params and hidden is None:
+        h = max(1, int(round(h * 2 / 3)))
+    return h
+
+
 @register("ffn", "glu")
 class GLUFeedForward(nn.Module):
     """GLU FFN: (act(x W) * (x V)) W2 (Shazeer 2020, "GLU Variants Improve Transformer").
@@ -29,9 +38,7 @@ class GLUFeedForward(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise unknown("variant of ffn 'glu'", variant, VARIANTS)
-        h = hidden_size(dim, ratio, hidden, "glu")
-        if match_params and hidden is None:
-            h = max(1, int(round(h * 2 / 3)))
+        h = glu_hidden(dim, ratio, hidden, match_params)
         self.act = ACTIVATIONS[VARIANTS[variant]]
         self.gate = nn.Linear(dim, h, bias=bias)
         self.up = nn.Linear(dim, h, bias=bias)

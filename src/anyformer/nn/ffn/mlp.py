@@ -14,6 +14,8 @@ from anyformer.registry import register
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
+    # GELU's tanh approximation (Hendrycks & Gimpel 2016): GPT-2's "gelu_new".
+    "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
     "relu": F.relu,
     "relu2": lambda t: F.relu(t).square(),  # Primer (So et al. 2021)
     "silu": F.silu,

@@ -14,6 +14,7 @@ from torch import nn
 
 from anyformer import registry
 from anyformer.errors import ConfigError, ShapeError
+from anyformer.nn.ranges import Count
 
 
 def mixers_supporting(flag: str) -> str:
@@ -46,10 +47,14 @@ class TokenMixer(nn.Module):
     # or the past when causal): 1 for global attention, 2 for sliced groups (contiguous,
     # then permuted), None when the receptive field grows with depth (local windows).
     reach_layers: ClassVar[int | None] = 1
-    # Names of the q/k/v/o projections (dim -> dim) an attention-family mixer reads its input
-    # and writes its output through: what per-modality routing (MoT), weight swapping and
-    # head pruning act on. Empty for mixers without them.
+    # Names of the q/k/v/o projections an attention-family mixer reads its input and writes
+    # its output through (dim -> dim; k/v dim -> kv_heads * head_dim under grouped-query
+    # attention): what per-modality routing (MoT), weight swapping and head pruning act on.
+    # Empty for mixers without them.
     attention_projections: ClassVar[tuple[str, ...]] = ()
+    # True when the mixer takes `kv_heads` < heads (grouped-query attention, Ainslie et al.
+    # 2023): fewer key/value heads, each shared by heads // kv_heads query heads.
+    supports_kv_heads: ClassVar[bool] = False
     # True when the mixer acts differently by layer (SReT's sliced attention alternates
     # contiguous and permuted groups): it is built with `layer` (its first layer) and its
     # forward takes `layer=`, the index of the layer running it, since a shared block runs
@@ -139,36 +144,59 @@ class TokenMixer(nn.Module):
 
 
 class AttentionMixer(TokenMixer):
-    """Attention family: `q_proj`, `k_proj`, `v_proj`, `o_proj` (dim -> dim, shared names so
-    weights move between variants); queries/keys/values split into heads [B, H, L, Dh]."""
+    """Attention family: `q_proj`, `k_proj`, `v_proj`, `o_proj` (shared names so weights move
+    between variants); queries split into heads [B, H, L, Dh], keys/values into `kv_heads`
+    heads [B, Hkv, L, Dh] (GQA, Ainslie et al. 2023: k_proj/v_proj are dim -> Hkv * Dh; None
+    or kv_heads == heads is multi-head attention), which `qkv` repeats to H for the math."""
 
     supported_positions = frozenset({"rotary", "alibi"})
     attention_projections = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
-                 grid: tuple[int, int] | None = None, bias: bool = True) -> None:
+                 grid: tuple[int, int] | None = None, bias: bool = True,
+                 kv_heads: Count | None = None) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
         if dim % heads:
             raise ConfigError(f"dim {dim} is not divisible by heads {heads}; pick heads among the divisors of {dim}")
+        kv = heads if kv_heads is None else kv_heads
+        if kv != heads and not self.supports_kv_heads:
+            raise ConfigError(
+                f"mixer {self.name!r} cannot use kv_heads {kv} != heads {heads} (grouped-query attention); "
+                f"mixers that can: {mixers_supporting('supports_kv_heads')}"
+            )
+        if kv < 1 or heads % kv:
+            raise ConfigError(f"mixer {self.name!r}: heads {heads} must be a multiple of kv_heads {kv}; "
+                              f"kv_heads could be one of {[d for d in range(1, heads + 1) if heads % d == 0]}")
         self.head_dim = dim // heads
+        self.kv_heads = kv
         self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(dim, dim, bias=bias)
-        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, kv * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(dim, dim, bias=bias)
 
-    def split(self, t: torch.Tensor) -> torch.Tensor:
+    def split(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+        """[B, L, heads * Dh] -> [B, heads, L, Dh]; heads defaults to the query heads."""
         B, L, _ = t.shape
-        return t.view(B, L, self.heads, -1).transpose(1, 2)
+        return t.view(B, L, heads or self.heads, -1).transpose(1, 2)
 
     def merge(self, t: torch.Tensor) -> torch.Tensor:
         B, H, L, Dh = t.shape
         return t.transpose(1, 2).reshape(B, L, H * Dh)
 
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected, head-split q, k, v [B, H, L, Dh], rotary applied when attached."""
-        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
+    def repeat_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """Keys or values [B, Hkv, L, Dh] -> [B, H, L, Dh]: query head h reads kv head
+        h // (H / Hkv), the grouping of the GQA paper and of SDPA's enable_gqa."""
+        group = self.heads // t.shape[1]
+        return t if group == 1 else t.repeat_interleave(group, dim=1)
+
+    def qkv(self, x: torch.Tensor, expand: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, head-split q [B, H, L, Dh] and k, v [B, H, L, Dh] (or [B, Hkv, L, Dh]
+        when not `expand`, for kernels that group themselves), rotary applied when attached."""
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x), self.kv_heads), self.split(self.v_proj(x), self.kv_heads)
         if self.position is not None and self.position.applies_to == "qk":
             q, k = self.position(q, k)
+        if expand:
+            k, v = self.repeat_kv(k), self.repeat_kv(v)
         return q, k, v
 
     def score_bias(self, length: int, dtype: torch.dtype) -> torch.Tensor | None:

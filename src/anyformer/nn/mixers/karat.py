@@ -39,13 +39,15 @@ class FourierKArAt(AttentionMixer):
 
     complexity = "L^2*G*r"
     paper = "Kolmogorov-Arnold Attention: Is Learnable Attention Better For Vision Transformers? (Maity et al. 2025)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supported_positions = frozenset({"rotary"})
     example_options = {"rank": 4, "grid_size": 2}
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 grid_size: Count = 3, rank: Count = 12) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 grid_size: Count = 3, rank: Count = 12,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         self.grid_size, self.rank = grid_size, rank
         N = max_len
         # The paper's basis table: a, b ~ N(0, 1), deliberately not scaled by 1 / sqrt(N G).

@@ -87,12 +87,14 @@ class LinearAttention(AttentionMixer):
     complexity = "L"
     subquadratic = True
     paper = "Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention (Katharopoulos et al. 2020)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supported_positions = frozenset()
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 feature_map: FeatureMap = "elu", eps: Epsilon = 1e-6, chunk: Count = 64) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 feature_map: FeatureMap = "elu", eps: Epsilon = 1e-6, chunk: Count = 64,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         if feature_map not in FEATURE_MAPS:
             raise unknown("feature_map of mixer 'linear'", feature_map, FEATURE_MAPS)
         self.feature_map = feature_map

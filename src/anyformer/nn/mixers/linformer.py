@@ -33,14 +33,16 @@ class LinformerAttention(AttentionMixer):
     complexity = "L*k"
     subquadratic = True
     paper = "Linformer: Self-Attention with Linear Complexity (Wang et al. 2020)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supports_causal = False
     supported_positions = frozenset()
     example_options = {"k": 8}
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 k: Count = 256, sharing: str = "headwise") -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 k: Count = 256, sharing: str = "headwise",
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         if sharing not in SHARING:
             hint = "; 'layerwise' sharing spans layers: use model.schedule.share for shared blocks" if sharing == "layerwise" else ""
             raise ConfigError(str(unknown("sharing of mixer 'linformer'", sharing, SHARING)) + hint)

@@ -23,12 +23,14 @@ class LocalAttention(AttentionMixer):
     subquadratic = True
     reach_layers = None  # a window of tokens per layer: reach grows with depth
     paper = "Longformer (Beltagy et al. 2020) local window; Distance-based Self-Attention Network (Im & Cho 2017)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     example_options = {"window": 3}
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 window: Count = 64, distance_penalty: NonNegativeFloat = 0.0) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 window: Count = 64, distance_penalty: NonNegativeFloat = 0.0,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         self.window = window
         self.distance_penalty = distance_penalty
 

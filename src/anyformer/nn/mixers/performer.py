@@ -157,6 +157,7 @@ class PerformerAttention(AttentionMixer):
     complexity = "L"
     subquadratic = True
     paper = "Rethinking Attention with Performers (Choromanski et al. 2021)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supported_positions = frozenset({"rotary"})
     example_options = {"features": 16}
     stochastic_in_training = True
@@ -164,8 +165,9 @@ class PerformerAttention(AttentionMixer):
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
                  features: Count | None = None, redraw: NonNegativeInt = 1000, eps: Epsilon = 1e-6,
-                 chunk: Count = 64) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 chunk: Count = 64,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         if features is None:
             # The paper's m = Theta(d log d) per head (d = head dim), as its reference code
             # defaults to; a fixed 256 made short sequences several times dearer than softmax.

@@ -99,13 +99,15 @@ class ProbSparseAttention(AttentionMixer):
     complexity = "L log L"
     subquadratic = True
     paper = "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al. 2021)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supported_positions = frozenset({"rotary"})
     stochastic_in_training = True
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 factor: Count = 5) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 factor: Count = 5,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         self.factor = factor
 
     def _sample_index(self, length: int, samples: int, device: torch.device) -> torch.Tensor:

@@ -32,13 +32,15 @@ class SimplifiedLinearAttention(LinearAttention):
     # input_linears() (q/k/v) is inherited from 'linear' and holds here too: the depthwise
     # convolution reads the projected values, never x itself.
     paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     accepts_grid = True
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, num_tokens: int | None = None,
                  bias: bool = True, conv: bool = True, kernel_size: Count = 5,
-                 eps: Epsilon = 1e-6, chunk: Count = 64) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias, feature_map="relu",
+                 eps: Epsilon = 1e-6, chunk: Count = 64,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads, feature_map="relu",
                          eps=eps, chunk=chunk)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ConfigError(f"mixer 'sla': kernel_size must be a positive odd number, got {kernel_size}")

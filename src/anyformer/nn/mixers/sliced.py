@@ -38,12 +38,14 @@ class SlicedGroupAttention(AttentionMixer):
     reach_layers = 2
     stochastic_in_training = True  # a fresh permutation per call on permuted layers
     paper = "Sliced Recursive Transformer (Shen et al. 2022)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     example_options = {"groups": 4}
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, layer: int = 0, bias: bool = True,
-                 groups: Count = 4, permuted_groups: Count | None = None) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 groups: Count = 4, permuted_groups: Count | None = None,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         permuted_groups = groups if permuted_groups is None else permuted_groups
         self.groups, self.permuted_groups, self.layer = groups, permuted_groups, layer
 

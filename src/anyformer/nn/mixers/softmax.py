@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
-from anyformer.nn.ranges import Dropout
+from anyformer.nn.ranges import Count, Dropout
 from anyformer.registry import register
 
 
@@ -15,15 +15,17 @@ class SoftmaxAttention(AttentionMixer):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017). x: [B, L, D] -> [B, L, D].
 
     Uses `F.scaled_dot_product_attention`, which picks FlashAttention / memory-efficient
-    kernels on CUDA when no explicit mask is needed (causal alone uses `is_causal`)."""
+    kernels on CUDA when no explicit mask is needed (causal alone uses `is_causal`).
+    `kv_heads` < heads is grouped-query attention (Ainslie et al. 2023), SDPA's enable_gqa."""
 
     complexity = "L^2"
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
+    supports_kv_heads = True
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 attn_dropout: Dropout = 0.0) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 attn_dropout: Dropout = 0.0, kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         self.attn_dropout = attn_dropout
 
     def input_linears(self) -> list[nn.Linear]:
@@ -34,11 +36,13 @@ class SoftmaxAttention(AttentionMixer):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
         L = x.shape[1]
-        q, k, v = self.qkv(x)
+        # k, v stay at kv_heads: SDPA groups the query heads itself, without a repeated copy.
+        q, k, v = self.qkv(x, expand=False)
+        gqa = self.kv_heads != self.heads
         bias = self.score_bias(L, q.dtype)
         drop = self.attn_dropout if self.training else 0.0
         if mask is None and bias is None:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=self.causal, enable_gqa=gqa)
         else:
             allowed = allowed_pairs(L, mask, self.causal, x.device)
             attn_mask = allowed
@@ -46,5 +50,5 @@ class SoftmaxAttention(AttentionMixer):
                 attn_mask = bias[None]
                 if allowed is not None:
                     attn_mask = attn_mask.masked_fill(~allowed, float("-inf"))
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, enable_gqa=gqa)
         return self.o_proj(self.merge(out))

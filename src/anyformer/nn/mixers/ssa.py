@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
 
@@ -39,13 +40,15 @@ class SubsampledSelfAttention(AttentionMixer):
 
     complexity = "L^2"
     paper = "The Information Pathways Hypothesis: Transformers are Dynamic Self-Ensembles (Hossain et al. 2023)"
+    supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     stochastic_in_training = True
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
                  keep: Annotated[float, Field(gt=0.0, le=1.0, description="share of the keys each sequence keeps in training")] = 0.5,
-                 eval_samples: EvalSamples = 0, eval_seed: int = 0) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias)
+                 eval_samples: EvalSamples = 0, eval_seed: int = 0,
+                 kv_heads: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
         self.keep, self.eval_samples, self.eval_seed = keep, eval_samples, eval_seed
         self.member_seed: int | None = None  # set by the model for one ensemble pass
         self._generator: torch.Generator | None = None
