@@ -119,14 +119,22 @@ def test_depth_1e8_is_refused_before_anything_iterates_it(free):
 
 def test_a_layer_count_of_the_arch_is_bounded_by_the_module_budget(free, monkeypatch):
     monkeypatch.setattr(footprint, "MAX_MODULES", 2_000)
-    cfg = model_config("fit", arch={"name": "fit", "local_layers": 100_000})  # 300,000 layers
+    cfg = model_config("fit", arch={"name": "fit", "local_layers": 1_000})  # 3,003 layers
     with pytest.raises(ConfigError) as err:
         af.create(cfg)
-    assert one_line(err) == ("model.depth=3, model.arch.local_layers=100000, model.arch.group_size=16: the model would "
+    assert one_line(err) == ("model.depth=3, model.arch.local_layers=1000, model.arch.group_size=16: the model would "
                              "have over 2,000 modules (a 1,000-layer GPT has ~17,000) and take minutes to build; lower "
                              "model.depth or the arch's layer counts")
     assert getattr(footprint._BUILD, "modules", None) is None  # the counter is off again
     assert measure(af.create("fit", depth=1)).modules < 2_000  # and real builds are not counted
+
+
+def test_an_arch_declares_its_layer_count_and_past_max_depth_nothing_is_built(free, monkeypatch):
+    monkeypatch.setattr(footprint, "_meta_model", lambda config: pytest.fail("built before the layer count was checked"))
+    with pytest.raises(ConfigError) as err:
+        af.create("fit", arch={"name": "fit", "local_layers": 10 ** 6, "global_layers": 2})
+    assert one_line(err).startswith("model.depth=3, model.arch.local_layers=1000000, model.arch.group_size=16: "
+                                    "3,000,006 layers, over 10,000, is no model anyone trains")
 
 
 def test_inside_a_meta_build_the_guard_is_a_no_op(free):

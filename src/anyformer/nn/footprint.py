@@ -185,6 +185,15 @@ def estimate(config: ModelConfig) -> Footprint | None:
     if config.depth > MAX_DEPTH:
         raise ConfigError(f"model.depth={config.depth}: over {MAX_DEPTH:,} layers is no model anyone trains "
                           "(the deepest published Transformers have ~1,000); lower model.depth")
+    # An arch that builds several layers per model.depth declares how many (`layer_count`).
+    layer_count = getattr(registry.get("arch", config.arch.name), "layer_count", None)
+    try:
+        layers = layer_count(config, **config.arch.options) if layer_count is not None else config.depth
+    except TypeError:  # options of the wrong type: the real build names them
+        layers = config.depth
+    if isinstance(layers, int) and layers > MAX_DEPTH:
+        raise ConfigError(f"{_knobs(config)}: {layers:,} layers, over {MAX_DEPTH:,}, is no model anyone trains "
+                          "(the deepest published Transformers have ~1,000); lower model.depth or the arch's layer counts")
     try:
         model = _meta_model(config)
     except _TooManyModules:

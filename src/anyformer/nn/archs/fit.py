@@ -57,6 +57,12 @@ class FarReachingInterleavedTransformer(nn.Module):
 
     paper = "FIT: Far-reaching Interleaved Transformers (Chen & Li 2023)"
 
+    @staticmethod
+    def layer_count(config: ModelConfig, local_layers: int = 1, global_layers: int = 1, **_: object) -> int:
+        """Transformer layers this arch builds for `config`: read by the size guard before
+        anything is built (an absurd local_layers spent seconds laying out its stack)."""
+        return config.depth * (local_layers + global_layers)
+
     def __init__(self, config: ModelConfig, group_size: Count = 16, latents: Count = 4,
                  local_layers: NonNegativeInt = 1, global_layers: NonNegativeInt = 1) -> None:
         super().__init__()
