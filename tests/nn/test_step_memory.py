@@ -106,3 +106,11 @@ def test_parameters_not_yet_on_the_device_count():
     model = af.create("gpt", depth=1, dim=32, max_len=64)
     needs = run_needs(model, 1, "cuda", training=False)
     assert needs["model"] == measure(model).model_bytes and needs["state"] == 0
+
+
+@pytest.mark.parametrize("mixer", [{"name": "gau", "qk_dim": 16}, {"name": "karat", "rank": 4, "grid_size": 2},
+                                   {"name": "seqboat", "qk_dim": 16, "ema_dim": 4, "window": 4}])
+def test_mixers_that_materialise_length_squared_scores_declare_them(mixer):
+    block = af.create("transformer", depth=1, dim=32, heads=2, max_len=64, mixer=mixer).stack.blocks[0].part("mixer")
+    small, large = block.activation_elements(2, 16), block.activation_elements(2, 32)
+    assert small >= 2 * 16 ** 2 and large == 4 * small  # at least one [B, L, L] tensor, growing as L^2

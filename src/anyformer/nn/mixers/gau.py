@@ -100,6 +100,10 @@ class GatedAttentionUnit(TokenMixer):
         u, v = F.silu(self.uv_proj(x)).chunk(2, dim=-1)
         return self.o_proj(u * (self.attention(x, mask, allowed, normaliser) @ v))
 
+    def activation_elements(self, batch: int, length: int) -> int:
+        """The explicit [B, L, L] scores, their relu and its square (or the softmax) kept for backward."""
+        return 3 * batch * length ** 2
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
         return self.gated(x, mask)

@@ -73,6 +73,11 @@ class FourierKArAt(AttentionMixer):
             attn = attn * keep.to(attn.dtype)
         return attn
 
+    def activation_elements(self, batch: int, length: int) -> int:
+        """The [B, H, L, L] scores, their cos and sin at every grid frequency (the Fourier
+        features the operator mixes), and the learned attention, all kept for backward."""
+        return batch * self.heads * length ** 2 * (2 * self.grid_size + 2)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
         L = x.shape[1]

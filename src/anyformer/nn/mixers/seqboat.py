@@ -156,6 +156,11 @@ class SeqBoat(TokenMixer):
         h = h * real[..., None].to(h.dtype)
         return torch.zeros_like(m).scatter(1, order[..., None].expand(B, M, D), h)
 
+    def activation_elements(self, batch: int, length: int) -> int:
+        """The GAU's [B, L', L'] scores over the kept positions (at most L), masked to the
+        window but materialised whole, their relu and its square."""
+        return 3 * batch * length ** 2
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
         m = F.silu(self.ema(x, mask))
