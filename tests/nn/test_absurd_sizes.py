@@ -74,3 +74,13 @@ def test_the_batched_projection_draws_what_one_block_after_another_drew():
         blocks.append((q * torch.sign(torch.diagonal(r))[None, :]).T)
     norms = torch.randn(40, 16, dtype=torch.float64).norm(dim=1)
     assert torch.equal(got, (torch.cat(blocks)[:40] * norms[:, None]).float())
+
+
+def test_more_permuted_groups_than_tokens_is_one_token_per_group():
+    # The extra groups held only padding slots: 10^12 of them at forward.
+    torch.manual_seed(0)
+    model = af.create("transformer", dim=16, heads=2, depth=2, max_len=8, mixer={"name": "sliced", "groups": 2, "permuted_groups": 10 ** 12}).eval()
+    same = af.create("transformer", dim=16, heads=2, depth=2, max_len=8, mixer={"name": "sliced", "groups": 2, "permuted_groups": 8}).eval()
+    same.load_state_dict(model.state_dict())
+    x = model.encoder.example_input(3)
+    assert torch.allclose(model(x), same(x), atol=1e-6)
