@@ -76,3 +76,23 @@ def test_batch_size_is_bounded():
     assert TrainConfig(batch_size=MAX_BATCH).batch_size == MAX_BATCH
     with pytest.raises(ConfigError, match="train.batch_size: Input should be less than or equal to 16777216"):
         run_config(overrides={"train.batch_size": MAX_BATCH + 1})
+
+
+def test_the_trainer_refuses_an_eval_batch_that_cannot_fit(tmp_path, free):
+    from anyformer import catalog
+    from anyformer.nn.step_memory import run_needs
+
+    model = catalog.create({**SMALL, "num_classes": 10, "image_size": 8, "patch_size": 2, "channels": 1})
+    train_needs = sum(run_needs(model, 8, "cpu", optimizer=True).values())
+    eval_needs = sum(run_needs(model, 1258, "cpu", training=False).values())  # digits' train split, whole
+    assert eval_needs > train_needs
+    free.bytes = train_needs
+    run = run_config({"model": SMALL, "task": "digits",
+                      "train": {"steps": 1, "batch_size": 8, "eval_batch_size": 100_000, "precision": "fp32", "progress": False}})
+    with pytest.raises(ConfigError) as err:
+        Trainer(run, tmp_path / "a")
+    assert str(err.value).startswith("train.eval_batch_size=100000: ")
+    assert "a forward pass needs ~" in str(err.value) and "activations of 1258 x 17 tokens" in str(err.value)  # train split
+    assert "lower train.eval_batch_size" in str(err.value)
+    run.train = run.train.model_copy(update={"eval_batch_size": 8})
+    assert Trainer(run, tmp_path / "b").cfg.eval_batch_size == 8

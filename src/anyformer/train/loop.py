@@ -110,6 +110,11 @@ class Trainer:
         self.model = catalog.create(self.model_cfg).to(self.device)
         check_run(self.model, self.cfg.micro_batch(self.dist.world), self.device, optimizer=True,
                   subject=f"train.batch_size={self.cfg.batch_size}", fix="lower train.batch_size or raise train.grad_accum")
+        # Evaluation keeps no activations for backward, but its batches may be larger; a
+        # split smaller than eval_batch_size is one batch of its own size.
+        eval_batch = min(self.cfg.eval_batch_size, max(len(s) for s in self.splits.values()))
+        check_run(self.model, eval_batch, self.device, training=False,
+                  subject=f"train.eval_batch_size={self.cfg.eval_batch_size}", fix="lower train.eval_batch_size")
         self.precision: str | None = None  # a resumed `auto` run takes its checkpoint's
         self.aux = AuxLosses(self.model)
         self.optimizer = make_optimizer(self.model, self.cfg)
