@@ -12,7 +12,7 @@ independent trainings and are resampled independently.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats as st
@@ -120,3 +120,20 @@ def holm(pvalues: Sequence[float], alpha: float = 0.05) -> list[bool]:
             break
         rejected[i] = True
     return rejected
+
+
+def pareto_front(points: Sequence[tuple[float, float]],
+                 beats: Callable[[int, int], bool | None] | None = None) -> list[bool]:
+    """For (quality, cost) points, higher quality and lower cost better: True where no other
+    point is at most as costly and beats it. `beats(j, i)`: whether point j is better than
+    point i, None for the plain rule (higher quality, or the same quality and strictly
+    cheaper). A comparison passes a test of the difference, so that a model is off the
+    front only when a cheaper one is better beyond the noise."""
+    def better(j: int, i: int) -> bool:
+        verdict = beats(j, i) if beats is not None else None
+        if verdict is not None:
+            return verdict
+        return points[j][0] > points[i][0] or (points[j][0] == points[i][0] and points[j][1] < points[i][1])
+
+    return [not any(j != i and points[j][1] <= c and better(j, i) for j in range(len(points)))
+            for i, (_, c) in enumerate(points)]

@@ -10,7 +10,7 @@ from typing import Any
 from anyformer import rundir
 from anyformer.errors import DataError
 from anyformer.report import results as R
-from anyformer.report.pareto import pareto_front
+from anyformer.stats import pareto_front
 
 
 def _seed_order(path: Path) -> tuple:

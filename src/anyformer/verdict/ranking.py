@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from anyformer.stats import holm
+from anyformer.stats import holm, pareto_front
 from anyformer.verdict.noise import ALPHA, Noise, finite
 
 
@@ -49,17 +49,14 @@ def mark_pareto(rows: list[dict[str, Any]], noise: Noise | None = None, alpha: f
     most as costly and better beyond the noise (significantly, by `noise`'s test). Without
     a noise estimate, the plain front: better and no costlier, or as good and cheaper. A
     row without a score is on no front: however cheap, it has measured no quality."""
-    models = [r for r in rows if not r.get("baseline")]
-
-    def beats(o: dict, r: dict, co: float, cr: float) -> bool:
-        p = None if noise is None else noise.pvalue(o["model"], r["model"])[0]
-        if p is not None:
-            return goodness(o) > goodness(r) and p < alpha
-        return goodness(o) > goodness(r) or (goodness(o) == goodness(r) and co < cr)
-
+    models = [r for r in rows if not r.get("baseline") and finite(r["quality"])]
     for key, flag in (("latency_ms", "pareto_latency"), ("params", "pareto_params")):
-        cost = {id(r): r.get(key) if finite(r.get(key)) else math.inf for r in models}
+        points = [(goodness(r), r.get(key) if finite(r.get(key)) else math.inf) for r in models]
+
+        def beats(j: int, i: int) -> bool | None:  # None: no test for the pair, the plain rule
+            p = None if noise is None else noise.pvalue(models[j]["model"], models[i]["model"])[0]
+            return None if p is None else points[j][0] > points[i][0] and p < alpha
+
+        on = {id(r) for r, front in zip(models, pareto_front(points, beats)) if front}
         for r in rows:
-            r[flag] = bool(not r.get("baseline") and finite(r["quality"]) and not any(
-                o is not r and finite(o["quality"]) and cost[id(o)] <= cost[id(r)] and beats(o, r, cost[id(o)], cost[id(r)])
-                for o in models))
+            r[flag] = id(r) in on
