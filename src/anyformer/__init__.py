@@ -5,6 +5,7 @@ measure what each design choice buys and costs.
     model = af.create("vit", num_classes=10)
     mixer = af.build("mixer", "linear", dim=128, heads=4, max_len=512)
     af.list_components("mixer")
+    model, config = af.from_hf("path/to/hf-checkpoint")   # a local Hugging Face checkpoint
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from anyformer.catalog import create, load_run as load
 from anyformer.config import ModelConfig, model_config
 from anyformer.errors import AnyformerError, ConfigError, DataError, ShapeError, TrainingError
+from anyformer.interop.hf.convert import from_hf
 from anyformer.presets import list_presets
 from anyformer.registry import build, list_components, register
 
@@ -19,5 +21,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig",
-    "build", "create", "list_components", "list_presets", "load", "model_config", "register",
+    "build", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "register",
 ]

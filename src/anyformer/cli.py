@@ -1,6 +1,7 @@
 """The `anyformer` command. Errors print one line and exit 2; `--debug` shows the traceback."""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,6 +20,7 @@ from anyformer.budget import parse_duration
 from anyformer.compare import compare
 from anyformer.config import model_config, parse_assignments
 from anyformer.errors import AnyformerError, ConfigError, TrainingError, unknown
+from anyformer.interop.hf.convert import export_hf, export_notes, import_hf
 from anyformer.presets import list_presets, load_preset
 from anyformer.report.html import FIGURE_FILES, write_report
 from anyformer.report.sources import read_compare_dirs
@@ -26,7 +28,7 @@ from anyformer.runtime import resolve_device
 from anyformer.tasks import describe as task_describe
 from anyformer.train import train
 from anyformer.train.config import run_config
-from anyformer.train.evaluate import evaluate
+from anyformer.train.evaluate import evaluate_run
 from anyformer.verdict import OPTIMIZE, Constraints, results_table, write_csv
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -181,27 +183,41 @@ def _print_summary(summary: dict, out: str) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    run_dir: str = typer.Argument(..., help="a run directory written by `anyformer train`"),
+    run_dir: str = typer.Argument(..., help="a run directory written by `anyformer train` or `import-hf`"),
     split: list[str] = typer.Option(["test"], "--split", help="split(s) to evaluate"),
     device: str = typer.Option("auto", "--device"),
+    task: Optional[str] = typer.Option(None, "--task", help="evaluate on this task instead of the run's (an imported run has none)"),
 ) -> None:
-    """Evaluate a trained run on its task's splits."""
-    model, config = catalog.load_run(run_dir)
-    run = run_config({"task": config["task"]})
-    task = catalog.build_task(run.task)
-    dev = resolve_device(device)
-    model.to(dev)
-    # The precision the run was trained and evaluated in (what `auto` chose then).
-    summary = Path(run_dir) / "summary.json"
-    precision = rundir.read_json(summary).get("precision") if summary.exists() else None
-    precision = precision or config["train"].get("precision", "auto")
-    valid = list(task.splits())
-    results = {}
-    for s in split:
-        if s not in valid:
-            raise unknown("split", s, valid)
-        results[s] = evaluate(model, task, s, config["train"].get("eval_batch_size", 256), dev, precision)
-    _print_summary({"task": task.name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+    """Evaluate a trained run on its task's splits (or on --task)."""
+    name, results = evaluate_run(run_dir, split, device, task)
+    _print_summary({"task": name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+
+
+@app.command("import-hf")
+def import_hf_cmd(
+    source: str = typer.Argument(..., help="a local Hugging Face checkpoint folder (config.json + model.safetensors)"),
+    out: str = typer.Option(..., "--out", help="the run directory to write"),
+) -> None:
+    """Import a Hugging Face checkpoint (BERT/MiniLM, ViT, GPT-2, Llama) as a run directory."""
+    run_dir, config = import_hf(source, out)
+    left = ", ".join(config["imported"]["not_imported"])
+    console.print(f"imported {config['imported']['model_type']} into {run_dir}" + (f" (not imported: {left})" if left else ""), highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: str = typer.Argument(..., help="a run directory (trained or imported)"),
+    format_: str = typer.Option(..., "--format", help="hf (a transformers checkpoint folder) or onnx"),
+    out: str = typer.Option(..., "--out", help="the folder (hf) or .onnx file (onnx) to write"),
+) -> None:
+    """Export a run as a transformers checkpoint (AutoModel.from_pretrained loads it) or an ONNX graph."""
+    if format_ not in ("hf", "onnx"):
+        raise unknown("export format", format_, ("hf", "onnx"))
+    if format_ == "onnx":  # imported by name: torch.onnx and onnxscript load only for this branch
+        path, notes = importlib.import_module("anyformer.interop.onnx").export_onnx(Path(run_dir), Path(out)), []
+    else:
+        path, notes = export_hf(run_dir, out), export_notes(run_dir)
+    console.print(f"wrote {path}" + "".join(f"; note: {n}" for n in notes), highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- bench
@@ -225,7 +241,7 @@ def _ms(stats: dict | None) -> str:
 
 @app.command("bench")
 def bench_cmd(
-    source: str = typer.Argument(..., help="preset name or YAML path"),
+    source: str = typer.Argument(..., help="preset name, YAML path or run directory"),
     lengths: Optional[str] = typer.Option(None, "--lengths", help="comma-separated sequence lengths to sweep, e.g. 256,1024,4096"),
     batch: int = typer.Option(1, "--batch", min=1, help="samples per step"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
@@ -239,7 +255,7 @@ def bench_cmd(
     """Cost of a model: params, FLOPs, latency, throughput, peak memory and MFU, over lengths."""
     overrides = parse_assignments(set_)
     dev = resolve_device(device)
-    name = Path(source).stem if source.endswith((".yaml", ".yml")) else source
+    name = Path(source).stem if source.endswith((".yaml", ".yml")) or Path(source).is_dir() else source
     out_dir = Path(out) if out else Path("runs") / f"bench-{name}"
     length_list = _parse_lengths(lengths)
     if length_list is None:

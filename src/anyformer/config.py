@@ -167,7 +167,8 @@ COMPONENT_FIELDS = {"arch": "arch", "mixer": "mixer", "ffn": "ffn", "norm": "nor
 # ---------------------------------------------------------------- loading and merging
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """A YAML mapping; a run directory (trained or imported) reads as its config.yaml."""
+    path = Path(path) / "config.yaml" if Path(path).is_dir() else Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+import transformers
 
 import anyformer as af
 from anyformer.errors import ConfigError
+from anyformer.interop.hf import convert
 
-transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModel,
@@ -202,7 +203,6 @@ def test_export_refuses_what_llama_has_not(overrides, component):
 
 
 def test_through_from_hf_and_export_hf(tmp_path):
-    convert = pytest.importorskip("anyformer.interop.hf.convert")
     hf = hf_model()
     hf.save_pretrained(tmp_path / "in")
     model, config = convert.from_hf(tmp_path / "in")

@@ -60,3 +60,16 @@ def test_every_encoder_checks_through_the_base_class():
     with pytest.raises(ShapeError, match="encoder 'tabular' got a batch of 0 samples"):
         registry.build("encoder", "tabular", dim=8, num_numeric=1, categories=[3])(
             {"numeric": torch.zeros(0, 1), "categorical": torch.zeros(0, 1, dtype=torch.long)})
+
+
+@pytest.mark.parametrize("head", ["cls", "mean", "last", "attention", "multilayer", "mlp-cls", "random-feature"])
+def test_a_sample_of_padding_only_gives_finite_logits(head):
+    # The attention head's softmax over no real token was NaN (the fuzz campaign's last crash).
+    torch.manual_seed(0)
+    model = af.create("bert", depth=1, dim=16, heads=2, max_len=8, head={"name": head, "num_classes": 3},
+                      encoder={"name": "tokens", "vocab_size": 5, "pad_id": 0, "cls_token": False}).eval()
+    ids = torch.tensor([[0] * 8, [3, 4, 2, 0, 0, 0, 0, 0]])  # all padding; three real tokens
+    out = model(ids)
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+    alone = model(ids[1:])  # the padded-only neighbour changes nothing for the real sample
+    assert torch.allclose(out[1:], alone, atol=1e-6)

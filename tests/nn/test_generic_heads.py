@@ -1,5 +1,5 @@
 """Every registered head against its contract: `(tokens [B, L, D], mask, hidden_states) ->
-output` of the shape its problem family declares, and padding-mask invariance: the values of
+output` of the shape its problem family declares (features: [B, L, D] or pooled [B, D]), and padding-mask invariance: the values of
 padded tokens (in `tokens` and in every `hidden_states` entry) never change the output.
 
 Which part of the output must stay fixed is read from the head's declared `problem` (and, for
@@ -19,10 +19,11 @@ from .helpers import DIM, HEADS, LEN, padding_mask
 
 HEAD_NAMES = registry.list_components("head")
 B, LAYERS = 2, 3
-PROBLEMS = ("classification", "lm", "forecast")
+PROBLEMS = ("classification", "lm", "forecast", "features")
 # Further option sets that change which positions a head reads (each head also runs on
 # its declared example_options alone).
 VARIANTS: dict[str, list[dict]] = {
+    "features": [{"pool": "none", "pooler": False}, {"pool": "first"}, {"pool": "mean", "normalize": True}, {"pool": "last"}, {"pool": "pooler", "pooler": True}],
     "forecast": [{"per_token": True}, {"horizon": 3, "channels": 2}],
     "multilayer": [{"token": "first"}, {"token": "mean"}],
     "random-feature": [{"normalization": "softmax"}, {"qk_mean": 1.0, "scale": "sum"}],
@@ -41,7 +42,7 @@ def make(name: str, **options) -> torch.nn.Module:
 def per_token_axis(head) -> int | None:
     """The output axis that runs over input positions, or None for a pooled output."""
     problem = type(head).problem
-    if problem == "lm":
+    if problem == "lm" or (problem == "features" and head.per_token):
         return 1
     if problem == "forecast" and getattr(head, "per_token", False):
         return -1
@@ -54,6 +55,8 @@ def expected_shape(head) -> tuple[int, ...]:
         return (B, head.num_classes)
     if problem == "lm":
         return (B, LEN, head.vocab_size)
+    if problem == "features":
+        return (B, LEN, DIM) if head.per_token else (B, DIM)
     assert problem == "forecast"
     return (B, head.horizon, LEN) if head.per_token else (B, head.horizon, head.channels)
 

@@ -92,3 +92,27 @@ def model_for_task(source: str | dict[str, Any] | ModelConfig | None, task: Task
     if preset:
         merged["preset"] = preset
     return model_config(merged, **overrides)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # An image size may be written 8 or [8, 8].
+    pair = lambda v: [v, v] if isinstance(v, int) else list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return a == b or pair(a) == pair(b)
+
+
+def check_fits(model: dict[str, Any], task: Task) -> None:
+    """A ConfigError when an already built model (its resolved config dict) cannot run on
+    `task`: an encoder of another input kind, a head of another problem, or an option the
+    data fixes (classes, vocabulary, image size) set otherwise. For evaluating a run on a
+    task it was not trained on (an imported model)."""
+    for kind in ("encoder", "head"):
+        spec = _spec(model.get(kind))
+        if spec.get("name") and not _fits(kind, spec, task):
+            what = "inputs are " + task.modality if kind == "encoder" else "problem is " + task.problem
+            raise ConfigError(f"the model's {kind} {spec['name']!r} does not fit task {task.name!r} ({what}); "
+                              "train a model for it instead (`anyformer train --set task=...`)")
+    for kind, facts in task.required_options().items():
+        spec = _spec(model.get(kind))
+        for key, value in facts.items():
+            if key in spec and not _same(spec[key], value):
+                raise ConfigError(f"the model's {kind} {key}={spec[key]!r} does not fit task {task.name!r}, whose data needs {value!r}")

@@ -36,12 +36,21 @@ class ClassifierHead(nn.Module):
 
 @register("head", "cls")
 class ClsHead(ClassifierHead):
-    """Classify from the first token ([CLS], BERT / ViT). [B, L, D] -> [B, K]."""
+    """Classify from the first token ([CLS], BERT / ViT). [B, L, D] -> [B, K]. `pooler`
+    adds BERT's pooler, a dense layer + tanh on that token before the classifier
+    (BertForSequenceClassification)."""
 
     paper = "BERT (Devlin et al. 2019)"
 
+    def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False,
+                 dropout: Dropout = 0.0, pooler: bool = False) -> None:
+        super().__init__(dim, num_classes, multi_label, dropout)
+        # Only built when asked for: existing cls heads keep their state_dict keys.
+        self.pooler = nn.Linear(dim, dim) if pooler else None
+
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return tokens[:, 0]
+        first = tokens[:, 0]
+        return torch.tanh(self.pooler(first)) if self.pooler is not None else first
 
 
 @register("head", "mean")
@@ -86,6 +95,9 @@ class AttentionPoolHead(ClassifierHead):
 
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         scores = self.key(tokens) @ self.query / tokens.shape[-1] ** 0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        return (scores.softmax(-1)[..., None] * tokens).sum(1)
+        if mask is None:
+            return (scores.softmax(-1)[..., None] * tokens).sum(1)
+        # The lowest finite score, not -inf: a sample with no real token (all padding) gets
+        # weights 0 and pools to 0, as the mean head does, instead of a NaN softmax.
+        weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1) * mask
+        return (weights[..., None] * tokens).sum(1)
