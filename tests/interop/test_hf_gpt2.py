@@ -10,10 +10,10 @@ import anyformer as af
 from anyformer.errors import ConfigError
 from anyformer.interop.hf import convert
 
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2Model  # noqa: E402
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2Model
 
-from anyformer.interop.hf import gpt2  # noqa: E402
+from anyformer.interop.hf import gpt2
 
 V, L = 100, 32
 

@@ -12,8 +12,8 @@ import anyformer as af
 from anyformer.errors import ConfigError
 from anyformer.interop.hf import convert
 
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import (  # noqa: E402
+from safetensors.torch import load_file, save_file
+from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     LlamaConfig,
@@ -23,7 +23,7 @@ from transformers import (  # noqa: E402
     MistralForCausalLM,
 )
 
-from anyformer.interop.hf import llama  # noqa: E402
+from anyformer.interop.hf import llama
 
 V, L = 100, 64
 SIZES = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,

@@ -10,8 +10,8 @@ import anyformer as af
 from anyformer.errors import ConfigError
 from anyformer.interop.hf.convert import export_hf, export_notes
 
-from safetensors.torch import load_file  # noqa: E402
-from transformers import (AutoModel, AutoModelForImageClassification, ViTConfig,  # noqa: E402
+from safetensors.torch import load_file
+from transformers import (AutoModel, AutoModelForImageClassification, ViTConfig,
                           ViTForImageClassification, ViTModel)
 
 

@@ -61,7 +61,9 @@ class TabularEncoder(Encoder):
             if categorical.shape[1] != len(self.categories):
                 raise ShapeError(f"encoder 'tabular' expects {len(self.categories)} categorical columns, got {categorical.shape[1]}")
             limit = torch.tensor(self.categories, device=categorical.device)
-            if bool(((categorical < 0) | (categorical >= limit)).any()):
+            # Reading the check back to Python is a graph break when compiled and cannot be
+            # exported: traced graphs skip it (the code that feeds them validates the rows).
+            if not torch.compiler.is_compiling() and bool(((categorical < 0) | (categorical >= limit)).any()):
                 raise ShapeError("encoder 'tabular': a categorical code is outside its column's cardinality")
             parts.append(self.cat_embedding(categorical + self.offsets) + self.cat_bias)
         tokens = torch.cat(parts, dim=1)

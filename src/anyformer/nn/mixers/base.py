@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from anyformer import registry
@@ -134,6 +135,14 @@ class TokenMixer(nn.Module):
             return None
         if mask.shape != x.shape[:2] or mask.dtype != torch.bool:
             raise ShapeError(f"mask must be bool [batch, length] = {list(x.shape[:2])}, got {mask.dtype} {list(mask.shape)}")
+        if torch.compiler.is_exporting():
+            # An exported graph cannot branch on the mask's values: it keeps the mask (an
+            # all-True one masks nothing), and a mixer that cannot honour one is refused,
+            # since the graph could not tell a padded batch from a full one.
+            if not self.supports_mask:
+                raise ConfigError(f"mixer {self.name!r} cannot honour a padding mask, so a graph exported with padding cannot be checked pad-free; "
+                                  f"export the model without pad_id, or use a mixer that can: {mixers_supporting('supports_mask')}")
+            return mask
         if bool(mask.all()):
             return None
         if not self.supports_mask:
@@ -221,3 +230,23 @@ def allowed_pairs(length: int, mask: torch.Tensor | None, causal: bool,
         allowed = allowed & mask[:, None, None, :]
         allowed = allowed | torch.eye(length, dtype=torch.bool, device=device)
     return allowed
+
+
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """scaled_dot_product_attention over blocks: q [..., M, N, Dh], k and v [..., M, S, Dh],
+    attn_mask broadcastable to [..., M, N, S] -> [..., M, N, Dh]. The leading dims (windows,
+    groups) fold into the batch, since torch's fused kernels and the ONNX exporter take 4-D
+    inputs only; the mask is expanded over them, which the scores it masks already are."""
+    lead = q.shape[:-3]
+    if len(lead) <= 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+    def fold(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1, *t.shape[-3:])
+
+    if attn_mask is not None:
+        attn_mask = attn_mask.reshape((1,) * (q.dim() - attn_mask.dim()) + tuple(attn_mask.shape))
+        attn_mask = fold(attn_mask.expand(*lead, *attn_mask.shape[-3:]))
+    out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask)
+    return out.reshape(*lead, *out.shape[-3:])

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs, blocked_attention
 from anyformer.nn.ranges import Count, NonNegativeFloat
 from anyformer.registry import register
 
@@ -108,5 +108,5 @@ class LocalAttention(AttentionMixer):
         self_pos = dist == 0  # a padded query keeps itself
         keep = kreal[:, :, :, None, :] | self_pos[None, None]
         full_bias = full_bias.masked_fill(~keep, float("-inf"))
-        out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=full_bias)
+        out = blocked_attention(qb, kb, vb, attn_mask=full_bias)
         return out.reshape(B, H, n * w, Dh)[:, :, :L]

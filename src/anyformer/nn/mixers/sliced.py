@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs, blocked_attention
 from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
@@ -103,6 +103,6 @@ class SlicedGroupAttention(AttentionMixer):
             full = F.pad(bias, (0, T - L, 0, T - L))
             grouped = full[:, pos[:, :, None], pos[:, None, :]]  # [H, n, size, size]
             attn_mask = torch.where(allowed, grouped[None], float("-inf"))
-        out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=attn_mask)
+        out = blocked_attention(qg, kg, vg, attn_mask=attn_mask)
         out = out.reshape(B, self.heads, T, Dh)[:, :, torch.argsort(order)][:, :, :L]
         return self.o_proj(self.merge(out))

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from anyformer.errors import ConfigError
-from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.mixers.base import AttentionMixer, blocked_attention
 from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
@@ -104,8 +103,10 @@ class WindowAttention(AttentionMixer):
             allowed = keys if allowed is None else allowed & keys
         if allowed is not None:
             attn_bias = attn_bias.masked_fill(~allowed, float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)  # [B, nW, H, N, Dh]
-        out = self.merge_windows(out.transpose(2, 3).reshape(B, nW, N, D))
+        out = blocked_attention(q, k, v, attn_mask=attn_bias)  # [B, nW, H, N, Dh]
+        # An explicit copy, not reshape: the exporter traces reshape as a view that the strides
+        # of its decomposed attention do not allow.
+        out = self.merge_windows(out.transpose(2, 3).clone(memory_format=torch.contiguous_format).view(B, nW, N, D))
         if shift:
             out = out.roll((shift, shift), dims=(1, 2))
         return self.o_proj(out.reshape(B, L, D))
