@@ -15,7 +15,9 @@ from torch import nn
 from anyformer import registry
 from anyformer.config import ComponentSpec, ModelConfig
 from anyformer.errors import ConfigError
+from anyformer.nn import generation
 from anyformer.nn.block import BlockContext, NormFn, make_block
+from anyformer.nn.decoding import DecodeState
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.footprint import check_build
 from anyformer.nn.stack import BlockFn, LayerStack, parameter_counter
@@ -144,6 +146,8 @@ class AnyFormer(nn.Module):
     first sub-model's."""
 
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
+    # Set by nn/decoding.decoding() while generating: the tokens the caches already hold.
+    decode_state: DecodeState | None = None
 
     def __init__(self, config: ModelConfig, block_fn: BlockFn = make_block, head_fn: HeadFn = build_head) -> None:
         super().__init__()
@@ -180,7 +184,7 @@ class AnyFormer(nn.Module):
         """Encoder tokens [B, L, D] -> positions -> the stack -> final norm; returns the
         tokens, their mask (transitions may shorten both) and every layer's output."""
         if self.position.applies_to == "input":
-            tokens = self.position(tokens)
+            tokens = self.position(tokens, self.decode_state.offset if self.decode_state is not None else 0)
         tokens, mask, hidden = self.stack(self.input_drop(tokens), mask)
         if self.final_norm is not None:
             tokens = self.final_norm(tokens, mask)
@@ -189,3 +193,12 @@ class AnyFormer(nn.Module):
     def parameter_report(self) -> dict[str, int]:
         """Parameters per part (tied or shared tensors counted once, where first met)."""
         return parameter_report(self, self.position, self.stack.transitions)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 cache: bool = True) -> torch.Tensor:
+        """Continue `prompt_ids` [B, L] by `max_new_tokens` sampled tokens -> [B, L + new]
+        (temperature 0: greedy). Incremental, with each mixer's cache, where every mixer can
+        decode so; else by recomputing the whole sequence each step (nn/generation.py)."""
+        return generation.generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, cache)

@@ -16,6 +16,9 @@ from anyformer.registry import register
 
 
 class Position(nn.Module):
+    """Base of positions. Every one places tokens after `offset` earlier ones (0: the
+    sequence starts here), which incremental decoding needs."""
+
     applies_to: ClassVar[str] = "input"
     paper: ClassVar[str] = ""
 
@@ -42,8 +45,8 @@ class LearnedPosition(Position):
         self.num_tokens = num_tokens
         self.weight = nn.Parameter(torch.randn(num_tokens, dim) * init_std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight[: x.shape[1]].to(x.dtype)
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return x + self.weight[offset: offset + x.shape[1]].to(x.dtype)
 
 
 def sinusoid_table(length: int, dim: int, base: float = 10000.0) -> torch.Tensor:
@@ -66,8 +69,8 @@ class SinusoidalPosition(Position):
         super().__init__()
         self.register_buffer("table", sinusoid_table(num_tokens, dim, base), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.table[: x.shape[1]].to(x.dtype)
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return x + self.table[offset: offset + x.shape[1]].to(x.dtype)
 
 
 @register("position", "rotary")
@@ -90,17 +93,17 @@ class RotaryPosition(Position):
         self.register_buffer("cos", angle.cos().float(), persistent=False)
         self.register_buffer("sin", angle.sin().float(), persistent=False)
 
-    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+    def _rotate(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         L = x.shape[-2]
-        cos = self.cos[:L].to(x.dtype)
-        sin = self.sin[:L].to(x.dtype)
+        cos = self.cos[offset: offset + L].to(x.dtype)
+        sin = self.sin[offset: offset + L].to(x.dtype)
         xr, rest = x[..., : self.rot], x[..., self.rot:]
         x1, x2 = xr[..., : self.rot // 2], xr[..., self.rot // 2:]
         out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
         return torch.cat([out, rest], dim=-1)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._rotate(q), self._rotate(k)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._rotate(q, offset), self._rotate(k, offset)
 
 
 @register("position", "alibi")
@@ -129,7 +132,8 @@ class AlibiPosition(Position):
             s = pow2(low) + pow2(2 * low)[0::2][: heads - low]
         return torch.tensor(s, dtype=torch.float32)
 
-    def forward(self, length: int) -> torch.Tensor:
-        pos = torch.arange(length, device=self.slopes.device)
-        dist = (pos[None, :] - pos[:, None]).abs().float()
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        """[H, length, offset + length]: queries at offset.., keys from 0."""
+        keys = torch.arange(offset + length, device=self.slopes.device)
+        dist = (keys[None, :] - keys[offset:, None]).abs().float()
         return -self.slopes[:, None, None] * dist[None]

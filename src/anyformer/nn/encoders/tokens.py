@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from anyformer.errors import ConfigError, ShapeError
+from anyformer.nn.decoding import DecodeState
 from anyformer.nn.encoders.base import Encoder, expect
 from anyformer.nn.ranges import Count, Epsilon, InitStd, NonNegativeInt
 from anyformer.registry import register
@@ -28,6 +29,8 @@ class TokenEncoder(Encoder):
 
     paper = "BERT (Devlin et al. 2019) / byte-level models"
     modality = "tokens"
+    # Set while generating (nn/decoding.py): new ids sit after the cached ones.
+    decode_state: DecodeState | None = None
 
     def __init__(self, dim: int, max_len: int, vocab_size: Count = 256, pad_id: NonNegativeInt | None = None,
                  cls_token: bool = False, init_std: InitStd = 0.02, type_vocab_size: NonNegativeInt = 0,
@@ -58,8 +61,9 @@ class TokenEncoder(Encoder):
         if isinstance(ids, Mapping):
             ids, types = ids.get("ids"), ids.get("token_types")
         expect(ids, 2, "encoder 'tokens' input ids [batch, length]", floating=False)
-        if ids.shape[1] > self.max_len:
-            raise ConfigError(f"sequence length {ids.shape[1]} exceeds max_len {self.max_len}; raise model.max_len")
+        offset = self.decode_state.offset if self.decode_state is not None else 0
+        if offset + ids.shape[1] > self.max_len:
+            raise ConfigError(f"sequence length {offset + ids.shape[1]} exceeds max_len {self.max_len}; raise model.max_len")
         # The range check reads values back to Python, a graph break under torch.compile:
         # compiled graphs skip it (an out-of-range id still fails inside the embedding).
         if ids.numel() and not torch.compiler.is_compiling() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
@@ -73,13 +77,13 @@ class TokenEncoder(Encoder):
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
             if mask is not None:
                 mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
-        return self._embed_block(x, ids, types), mask
+        return self._embed_block(x, ids, types, offset), mask
 
-    def _embed_block(self, x: torch.Tensor, ids: torch.Tensor, types: torch.Tensor | None) -> torch.Tensor:
+    def _embed_block(self, x: torch.Tensor, ids: torch.Tensor, types: torch.Tensor | None, offset: int = 0) -> torch.Tensor:
         """BERT's sum of word, position and token-type embeddings, then its LayerNorm; the
         [CLS] token, when prepended, is position 0 and type 0."""
         if self.positions is not None:
-            x = x + self.positions.weight[: x.shape[1]].to(x.dtype)
+            x = x + self.positions.weight[offset: offset + x.shape[1]].to(x.dtype)
         if self.token_types is not None:
             if types is None:
                 x = x + self.token_types.weight[0].to(x.dtype)

@@ -15,6 +15,7 @@ from torch import nn
 
 from anyformer import registry
 from anyformer.errors import ConfigError, ShapeError
+from anyformer.nn.decoding import DecodeState
 from anyformer.nn.ranges import Count
 
 
@@ -61,6 +62,12 @@ class TokenMixer(nn.Module):
     # forward takes `layer=`, the index of the layer running it, since a shared block runs
     # at several.
     depth_aware: ClassVar[bool] = False
+    # True when a causal forward on new tokens alone, with this mixer's cache of the earlier
+    # ones (keys and values, a recurrent state), gives what a forward over the whole
+    # sequence gives at those tokens; generation recomputes the whole sequence otherwise.
+    supports_decoding: ClassVar[bool] = False
+    # Held while generating (nn/decoding.py) by mixers that support decoding.
+    decode_state: DecodeState | None = None
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None) -> None:
@@ -123,13 +130,25 @@ class TokenMixer(nn.Module):
             )
         self.position = position
 
+    @property
+    def decode_offset(self) -> int:
+        """Tokens this mixer's decode cache already holds (0 outside generation)."""
+        return self.decode_state.offset if self.decode_state is not None else 0
+
+    def decode_cache(self) -> dict | None:
+        """This call's cache while generating (None otherwise): a causal forward then sees
+        the new tokens only, and keeps in the cache what later tokens need."""
+        if self.decode_state is None:
+            return None
+        return self.decode_state.slot()
+
     def check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
         """Validate shapes; returns the mask, or None when it masks nothing."""
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ShapeError(f"mixer {self.name!r} expects [batch, length, {self.dim}], got {list(x.shape)}")
-        if x.shape[1] > self.max_len:
+        if self.decode_offset + x.shape[1] > self.max_len:
             raise ConfigError(
-                f"sequence length {x.shape[1]} exceeds max_len {self.max_len} of mixer {self.name!r}; raise model.max_len"
+                f"sequence length {self.decode_offset + x.shape[1]} exceeds max_len {self.max_len} of mixer {self.name!r}; raise model.max_len"
             )
         if mask is None:
             return None
@@ -203,15 +222,16 @@ class AttentionMixer(TokenMixer):
         when not `expand`, for kernels that group themselves), rotary applied when attached."""
         q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x), self.kv_heads), self.split(self.v_proj(x), self.kv_heads)
         if self.position is not None and self.position.applies_to == "qk":
-            q, k = self.position(q, k)
+            q, k = self.position(q, k, self.decode_offset)
         if expand:
             k, v = self.repeat_kv(k), self.repeat_kv(v)
         return q, k, v
 
     def score_bias(self, length: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """Additive score bias [H, L, L] from an attached ALiBi module, else None."""
+        """Additive score bias [H, L, offset + L] from an attached ALiBi module (queries
+        after the `decode_offset` cached keys), else None."""
         if self.position is not None and self.position.applies_to == "bias":
-            return self.position(length).to(dtype)
+            return self.position(length, self.decode_offset).to(dtype)
         return None
 
 
@@ -250,3 +270,20 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         attn_mask = fold(attn_mask.expand(*lead, *attn_mask.shape[-3:]))
     out = F.scaled_dot_product_attention(fold(q), fold(k), fold(v), attn_mask=attn_mask)
     return out.reshape(*lead, *out.shape[-3:])
+
+
+def cached_pairs(new: int, total: int, device: torch.device) -> torch.Tensor | None:
+    """Bool [new, total]: the causal pairs of `new` queries placed after total - new cached
+    keys (query i may attend key j <= total - new + i); None for one query, which may
+    attend every key."""
+    if new == 1:
+        return None
+    keys = torch.arange(total, device=device)
+    return keys[None, :] <= keys[total - new:, None]
+
+
+def refuse_padded_decoding(mixer: TokenMixer, mask: torch.Tensor | None) -> None:
+    """Generation feeds whole prompts of one length: a padding mask has no place in it."""
+    if mask is not None:
+        raise ConfigError(f"mixer {mixer.name!r}: generation takes prompts of one length without padding; "
+                          "generate each prompt on its own, or give prompts of equal length")

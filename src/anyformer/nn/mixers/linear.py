@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer.errors import unknown
-from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.mixers.base import AttentionMixer, refuse_padded_decoding
 from anyformer.nn.ranges import Count, Epsilon
 from anyformer.registry import register
 
@@ -55,6 +55,12 @@ def causal_linear_attention_chunked(q, k, v, eps: float, chunk: int = 64) -> tor
     """Causal prefix sums taken chunk by chunk: inside a chunk a masked L_c x L_c product,
     across chunks a running state (S, z). Same values as the cumsum form with memory
     O(L * Dh + Dh * Dv) per head and matmul-shaped work."""
+    return causal_linear_attention_from(q, k, v, eps, chunk)[0]
+
+def causal_linear_attention_from(q, k, v, eps: float, chunk: int = 64, state=None):
+    """The chunked causal form continued from a recurrent state (S [B, H, Dh, Dv], z
+    [B, H, Dh]) of earlier tokens (None: nothing before): returns (out, the state after
+    these tokens), the RNN view of the paper's section 3.4 that decoding runs on."""
     B, H, L, Dh = q.shape
     Dv = v.shape[-1]
     chunk = max(1, min(chunk, L))  # a chunk past the end would only be padding to allocate
@@ -70,12 +76,15 @@ def causal_linear_attention_chunked(q, k, v, eps: float, chunk: int = 64) -> tor
     S_prev = S_chunk.cumsum(dim=2) - S_chunk
     z_chunk = kc.sum(dim=3)
     z_prev = z_chunk.cumsum(dim=2) - z_chunk
+    if state is not None:
+        S_prev, z_prev = S_prev + state[0][:, :, None], z_prev + state[1][:, :, None]
     tri = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
     scores = torch.einsum("bhncd,bhnkd->bhnck", qc, kc).masked_fill(~tri, 0.0)
     num = torch.einsum("bhnck,bhnke->bhnce", scores, vc) + torch.einsum("bhncd,bhnde->bhnce", qc, S_prev)
     den = scores.sum(-1) + torch.einsum("bhncd,bhnd->bhnc", qc, z_prev)
     out = num / (den[..., None] + eps)
-    return out.reshape(B, H, n * chunk, Dv)[:, :, :L]
+    after = (S_prev[:, :, -1] + S_chunk[:, :, -1], z_prev[:, :, -1] + z_chunk[:, :, -1])
+    return out.reshape(B, H, n * chunk, Dv)[:, :, :L], after
 
 @register("mixer", "linear")
 class LinearAttention(AttentionMixer):
@@ -88,6 +97,7 @@ class LinearAttention(AttentionMixer):
     subquadratic = True
     paper = "Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention (Katharopoulos et al. 2020)"
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
+    supports_decoding = True  # the recurrent state (S, z): O(1) per new token
     supported_positions = frozenset()
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
@@ -119,5 +129,10 @@ class LinearAttention(AttentionMixer):
         mask = self.check_input(x, mask)
         q, k, v = self.qkv(x)
         phi = FEATURE_MAPS[self.feature_map]
-        out = self.attend(phi(q), phi(k), v, mask)
+        cache = self.decode_cache()
+        if cache is not None and self.causal:
+            refuse_padded_decoding(self, mask)
+            out, cache["state"] = causal_linear_attention_from(phi(q), phi(k), v, self.eps, self.chunk, cache.get("state"))
+        else:
+            out = self.attend(phi(q), phi(k), v, mask)
         return self.o_proj(self.merge(out))

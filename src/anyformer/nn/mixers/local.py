@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs, blocked_attention
+from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs, blocked_attention, refuse_padded_decoding
 from anyformer.nn.ranges import Count, NonNegativeFloat
 from anyformer.registry import register
 
@@ -24,6 +24,7 @@ class LocalAttention(AttentionMixer):
     reach_layers = None  # a window of tokens per layer: reach grows with depth
     paper = "Longformer (Beltagy et al. 2020) local window; Distance-based Self-Attention Network (Im & Cho 2017)"
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
+    supports_decoding = True  # a bounded cache: the last window - 1 keys and values
     example_options = {"window": 3}
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
@@ -54,11 +55,31 @@ class LocalAttention(AttentionMixer):
         mask = self.check_input(x, mask)
         L = x.shape[1]
         q, k, v = self.qkv(x)
+        cache = self.decode_cache()
+        if cache is not None and self.causal:
+            refuse_padded_decoding(self, mask)
+            return self.o_proj(self.merge(self._decode(q, k, v, cache)))
         if L <= 3 * self.window:
             out = self._full(q, k, v, mask)
         else:
             out = self._blocked(q, k, v, mask)
         return self.o_proj(self.merge(out))
+
+    def _decode(self, q, k, v, cache):
+        """New queries after the cached keys: only the last window - 1 of those can still be
+        attended, so the cache never holds more."""
+        T, offset = q.shape[2], self.decode_offset
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        qpos = torch.arange(offset, offset + T, device=q.device)
+        kpos = torch.arange(offset + T - k.shape[2], offset + T, device=q.device)
+        dist = qpos[:, None] - kpos[None, :]
+        bias = self._bias(dist, q.dtype)[None, None]
+        if self.position is not None and self.position.applies_to == "bias":
+            bias = bias - self.position.slopes.to(q.dtype)[None, :, None, None] * dist.abs().to(q.dtype)
+        keep = max(self.window - 1, 0)
+        cache["k"], cache["v"] = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
     def _full(self, q, k, v, mask):
         L = q.shape[2]

@@ -31,6 +31,7 @@ class SimplifiedLinearAttention(LinearAttention):
     subquadratic = True
     # input_linears() (q/k/v) is inherited from 'linear' and holds here too: the depthwise
     # convolution reads the projected values, never x itself.
+    supports_decoding = False  # its depthwise convolution keeps no cache of past values yet
     paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     accepts_grid = True

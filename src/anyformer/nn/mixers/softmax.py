@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs
+from anyformer.nn.mixers.base import AttentionMixer, allowed_pairs, cached_pairs, refuse_padded_decoding
 from anyformer.nn.ranges import Count, Dropout
 from anyformer.registry import register
 
@@ -21,6 +21,7 @@ class SoftmaxAttention(AttentionMixer):
     complexity = "L^2"
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
     supports_kv_heads = True
+    supports_decoding = True  # a key/value cache (kv_heads of them under GQA), rotary keys kept rotated
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
@@ -35,6 +36,10 @@ class SoftmaxAttention(AttentionMixer):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
+        cache = self.decode_cache()
+        if cache is not None:
+            refuse_padded_decoding(self, mask)
+            return self.o_proj(self.merge(self.decode(x, cache)))
         L = x.shape[1]
         # k, v stay at kv_heads: SDPA groups the query heads itself, without a repeated copy.
         q, k, v = self.qkv(x, expand=False)
@@ -52,3 +57,18 @@ class SoftmaxAttention(AttentionMixer):
                     attn_mask = attn_mask.masked_fill(~allowed, float("-inf"))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, enable_gqa=gqa)
         return self.o_proj(self.merge(out))
+
+    def decode(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """New tokens x [B, T, D] after the cached keys and values -> heads [B, H, T, Dh];
+        the cache grows by their keys and values [B, kv_heads, T, Dh]."""
+        q, k, v = self.qkv(x, expand=False)
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        T, S = q.shape[2], k.shape[2]
+        attn_mask = self.score_bias(T, q.dtype)
+        attn_mask = attn_mask[None] if attn_mask is not None else None
+        allowed = cached_pairs(T, S, x.device) if self.causal else None
+        if allowed is not None:
+            attn_mask = allowed if attn_mask is None else attn_mask.masked_fill(~allowed, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=self.kv_heads != self.heads)

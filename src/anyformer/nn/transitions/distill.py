@@ -21,6 +21,7 @@ class DistillingTransition(nn.Module):
     statistics still see them, so distilling is meant for pad-free series, as in Informer."""
 
     paper = "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al. 2021)"
+    supports_decoding = False  # it pools over the whole sequence
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -1,0 +1,125 @@
+"""Commands on one run: train, eval, import-hf, export, generate."""
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from anyformer.budget import parse_duration
+from anyformer.cli.app import app, console, err_console
+from anyformer.config import parse_assignments
+from anyformer.errors import ConfigError, unknown
+from anyformer.infer.generate import generate_text
+from anyformer.interop.hf.convert import export_hf, export_notes, import_hf
+from anyformer.nn.generation import RecomputeWarning
+from anyformer.train import train
+from anyformer.train.config import run_config
+from anyformer.train.evaluate import evaluate_run
+
+
+def _run_config(config: Optional[str], set_: list[str], **flags):
+    if config is not None and "=" in config and not Path(config).exists():
+        # `train --set a=1 b=2` leaves b=2 in the CONFIG slot: say the form that works.
+        raise ConfigError(f"stray argument {config!r}: --set takes one key=value, so repeat it (--set {(set_ or ['k=v'])[-1]} --set {config})")
+    overrides = parse_assignments(set_)
+    for key, value in flags.items():
+        if value is not None:
+            overrides[f"train.{key}"] = value
+    return run_config(config, overrides)
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[str] = typer.Argument(None, help="run YAML (model, task, train); omitted: vit on digits"),
+    set_: list[str] = typer.Option([], "--set", help="override, key=value, one --set per assignment: --set task=text-csv:data.csv --set train.lr=3e-4 --set mixer=linear"),
+    out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<preset>-<task>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out exactly"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="stop training after this long: seconds or 90s, 10m, 1h"),
+    max_time: Optional[str] = typer.Option(None, "--max-time", hidden=True, help="old name of --budget"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    skip_nonfinite: Optional[int] = typer.Option(None, "--skip-nonfinite", help="skip up to N batches with a non-finite loss"),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+) -> None:
+    """Train a model on a task; writes a run directory (config, metrics, weights, state)."""
+    run = _run_config(config, set_, steps=steps, max_time=parse_duration(budget or max_time), device=device, seed=seed,
+                      skip_nonfinite=skip_nonfinite, compile=compile_)
+    out = out or f"runs/{run.model.get('preset', 'model')}-{run.task.name}"
+    summary = train(run, out, resume=resume)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    table = Table(title=f"{summary['task']}: {summary['steps']} steps ({summary['stopped']}), {summary['train_seconds']:.0f} s")
+    metrics = sorted({k for m in summary["final"].values() for k in m})
+    table.add_column("split")
+    for k in metrics:
+        table.add_column(k, justify="right")
+    for split, vals in summary["final"].items():
+        table.add_row(split, *(f"{vals[k]:.4f}" if k in vals else "" for k in metrics))
+    console.print(table)
+    console.print(f"run directory: {out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    run_dir: str = typer.Argument(..., help="a run directory written by `anyformer train` or `import-hf`"),
+    split: list[str] = typer.Option(["test"], "--split", help="split(s) to evaluate"),
+    device: str = typer.Option("auto", "--device"),
+    task: Optional[str] = typer.Option(None, "--task", help="evaluate on this task instead of the run's (an imported run has none)"),
+) -> None:
+    """Evaluate a trained run on its task's splits (or on --task)."""
+    name, results = evaluate_run(run_dir, split, device, task)
+    _print_summary({"task": name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+
+
+@app.command("import-hf")
+def import_hf_cmd(
+    source: str = typer.Argument(..., help="a local Hugging Face checkpoint folder (config.json + model.safetensors)"),
+    out: str = typer.Option(..., "--out", help="the run directory to write"),
+) -> None:
+    """Import a Hugging Face checkpoint (BERT/MiniLM, ViT, GPT-2, Llama) as a run directory."""
+    run_dir, config = import_hf(source, out)
+    left = ", ".join(config["imported"]["not_imported"])
+    console.print(f"imported {config['imported']['model_type']} into {run_dir}" + (f" (not imported: {left})" if left else ""), highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: str = typer.Argument(..., help="a run directory (trained or imported)"),
+    format_: str = typer.Option(..., "--format", help="hf (a transformers checkpoint folder) or onnx"),
+    out: str = typer.Option(..., "--out", help="the folder (hf) or .onnx file (onnx) to write"),
+) -> None:
+    """Export a run as a transformers checkpoint (AutoModel.from_pretrained loads it) or an ONNX graph."""
+    if format_ not in ("hf", "onnx"):
+        raise unknown("export format", format_, ("hf", "onnx"))
+    if format_ == "onnx":  # imported by name: torch.onnx and onnxscript load only for this branch
+        path, notes = importlib.import_module("anyformer.interop.onnx").export_onnx(Path(run_dir), Path(out)), []
+    else:
+        path, notes = export_hf(run_dir, out), export_notes(run_dir)
+    console.print(f"wrote {path}" + "".join(f"; note: {n}" for n in notes), highlight=False, soft_wrap=True)
+
+
+@app.command("generate")
+def generate_cmd(
+    run_dir: str = typer.Argument(..., help="a run of a causal language model (e.g. gpt trained on task lm)"),
+    prompt: str = typer.Option(..., "--prompt", help="the text to continue"),
+    max_new_tokens: int = typer.Option(200, "--max-new-tokens", min=0, help="tokens to add (bytes for a byte-level model)"),
+    temperature: float = typer.Option(0.8, "--temperature", min=0.0, help="0: greedy; higher: more varied"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="sample among the k likeliest tokens only"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="sample within the smallest set of probability p (nucleus)"),
+    seed: int = typer.Option(0, "--seed", help="the same seed gives the same text"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Continue a prompt with a trained language model (cached incremental decoding)."""
+    with warnings.catch_warnings(record=True) as notices:
+        warnings.simplefilter("always", RecomputeWarning)
+        text = generate_text(run_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed, device)
+    for notice in notices:
+        err_console.print(f"note: {notice.message}", highlight=False, soft_wrap=True)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,143 @@
+"""Generation (nn/generation.py, nn/decoding.py): for every causal mixer, decoding with its
+cache gives the logits of a full forward pass over the same tokens, and generate() with
+caches gives the tokens of generate() without; sampling options and errors."""
+import warnings
+
+import pytest
+import torch
+
+import anyformer as af
+from anyformer import registry
+from anyformer.errors import ConfigError
+from anyformer.nn.decoding import cannot_decode, decoding
+from anyformer.nn.generation import RecomputeWarning, sample
+
+CAUSAL = [n for n in registry.list_components("mixer") if registry.get("mixer", n).supports_causal]
+DECODING = [n for n in CAUSAL if registry.get("mixer", n).supports_decoding]
+# Cut points of a 21-token sequence: a prompt, single tokens, then a block of several.
+CUTS = [(0, 6), (6, 7), (7, 8), (8, 15), (15, 16), (16, 21)]
+
+
+def gpt(mixer: str | dict = "softmax", **overrides) -> torch.nn.Module:
+    spec = mixer if isinstance(mixer, dict) else {"name": mixer, **getattr(registry.get("mixer", mixer), "example_options", {})}
+    torch.manual_seed(0)
+    return af.create("gpt", mixer=spec, **{"dim": 32, "heads": 4, "depth": 2, "max_len": 24, **overrides}).eval()
+
+
+def stepped_logits(model, ids):
+    """Logits of `ids` fed in the pieces of CUTS, each after the cache of the earlier ones."""
+    out = []
+    with torch.no_grad(), decoding(model) as state:
+        for a, b in CUTS:
+            out.append(model(ids[:, a:b]))
+            state.advance(b - a)
+    return torch.cat(out, 1)
+
+
+def test_the_mixers_that_decode_incrementally():
+    # Declared on each class; the rest recompute. A change here is a decision to review.
+    assert {"softmax", "linear", "local"} <= set(DECODING)
+    assert set(DECODING) <= set(CAUSAL)
+
+
+@pytest.mark.parametrize("mixer", DECODING)
+def test_cached_decoding_gives_the_full_forward_logits(mixer):
+    model = gpt(mixer)
+    ids = torch.randint(0, 256, (2, 21), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(ids)
+    assert (stepped_logits(model, ids) - full).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("variant", [
+    {"position": "rotary"}, {"position": "alibi"}, {"position": "sinusoidal"},
+    {"mixer": {"name": "softmax", "kv_heads": 2}}, {"mixer": {"name": "softmax", "kv_heads": 1}, "position": "rotary"},
+    {"mixer": {"name": "local", "window": 4}, "position": "alibi"}, {"mixer": {"name": "local", "window": 2, "kv_heads": 2}, "position": "rotary"},
+    {"mixer": {"name": "linear", "chunk": 4}}, {"norm": {"name": "rmsnorm", "placement": "peri"}}, {"layout": "parallel"},
+])
+def test_cached_decoding_with_positions_heads_and_layouts(variant):
+    variant = dict(variant)
+    model = gpt(variant.pop("mixer", "softmax"), **variant)
+    ids = torch.randint(0, 256, (3, 21), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(ids)
+    assert (stepped_logits(model, ids) - full).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("schedule", [{"share": 1}, {"repeat": 2}])
+def test_a_shared_mixer_keeps_one_cache_per_layer_it_runs(schedule):
+    model = gpt("softmax", schedule=schedule, depth=3)
+    mixers = {id(m) for m in model.modules() if isinstance(m, registry.get("mixer", "softmax"))}
+    assert len(mixers) < 3  # fewer mixers than the layers they run
+    ids = torch.randint(0, 256, (1, 21), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(ids)
+    assert (stepped_logits(model, ids) - full).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("mixer", CAUSAL)
+def test_generate_with_and_without_caches_gives_the_same_tokens(mixer):
+    model = gpt(mixer)
+    prompt = torch.randint(0, 256, (2, 5), generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        greedy = model.generate(prompt, 8, temperature=0)
+        sampled = model.generate(prompt, 8, temperature=1.0, top_k=20, seed=7)
+    assert greedy.shape == (2, 13) and torch.equal(greedy[:, :5], prompt)
+    assert torch.equal(greedy, model.generate(prompt, 8, temperature=0, cache=False))
+    assert torch.equal(sampled, model.generate(prompt, 8, temperature=1.0, top_k=20, seed=7, cache=False))
+    notices = [w for w in caught if issubclass(w.category, RecomputeWarning)]
+    if mixer in DECODING:
+        assert notices == [] and cannot_decode(model) == []
+    else:
+        assert len(notices) == 2 and f"mixer {mixer!r}" in str(notices[0].message) and "\n" not in str(notices[0].message)
+
+
+def test_greedy_follows_the_argmax_of_the_full_forward():
+    model = gpt("softmax")
+    prompt = torch.randint(0, 256, (1, 4), generator=torch.Generator().manual_seed(5))
+    out = model.generate(prompt, 5, temperature=0)
+    with torch.no_grad():
+        logits = model(out[:, :-1])
+    assert torch.equal(out[:, 4:], logits[:, 3:].argmax(-1))
+
+
+def test_sampling_options():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]]).repeat(500, 1)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(sample(logits, 1.0, 1, None, g), torch.ones(500, dtype=torch.long))
+    top2 = sample(logits, 1.0, 2, None, g)
+    assert set(top2.tolist()) == {1, 3}
+    # p = softmax([0, 3, 1, 2]) = [.032, .644, .087, .237]: the nucleus of 0.8 is {1, 3}
+    nucleus = sample(logits, 1.0, None, 0.8, g)
+    assert set(nucleus.tolist()) == {1, 3}
+    assert set(sample(logits, 1.0, None, 0.5, g).tolist()) == {1}
+    share = (sample(logits, 1.0, None, None, g) == 1).float().mean()
+    assert 0.55 < share < 0.74  # ~0.644, 500 draws
+    a = sample(logits, 0.7, None, None, torch.Generator().manual_seed(3))
+    assert torch.equal(a, sample(logits, 0.7, None, None, torch.Generator().manual_seed(3)))
+    with pytest.raises(ConfigError, match="top_p"):
+        sample(logits, 1.0, None, 1.5, g)
+
+
+def test_generation_errors_are_one_line():
+    prompt = torch.randint(0, 256, (1, 20))
+    with pytest.raises(ConfigError, match="exceeds the model's max_len 24; ask for at most 4 new tokens"):
+        gpt().generate(prompt, 5)
+    torch.manual_seed(0)
+    bidirectional = af.create("transformer", dim=32, heads=4, depth=1, max_len=24, head={"name": "lm", "vocab_size": 256})
+    with pytest.raises(ConfigError, match="causal"):
+        bidirectional.generate(prompt[:, :4], 2)
+    classifier = af.create("gpt", dim=32, heads=4, depth=1, max_len=24, head={"name": "last", "num_classes": 3})
+    with pytest.raises(ConfigError, match="language-model head"):
+        classifier.generate(prompt[:, :4], 2)
+    padded = gpt("softmax", encoder={"name": "tokens", "vocab_size": 256, "pad_id": 0})
+    ids = torch.tensor([[5, 6, 0, 7]])
+    with pytest.raises(ConfigError, match="without padding"):
+        padded.generate(ids, 2)
+
+
+def test_generate_restores_training_mode():
+    model = gpt("softmax").train()
+    model.generate(torch.randint(0, 256, (1, 3)), 2, temperature=0)
+    assert model.training
