@@ -168,6 +168,28 @@ def load_weights(module: torch.nn.Module, path: str | Path) -> None:
         )
 
 
+def weights_path(source: str | Path) -> Path:
+    """A run directory's model.safetensors, or the .safetensors file named."""
+    source = Path(source)
+    return source / "model.safetensors" if source.is_dir() else source
+
+
+def load_matching_weights(module: torch.nn.Module, source: str | Path) -> tuple[list[str], list[str]]:
+    """Start `module` from the tensors of `source` (a run directory or safetensors file)
+    that match one of its own by name and shape: (loaded names, names left as they were,
+    e.g. a head for another task). None matching is a DataError."""
+    path = weights_path(source)
+    tensors = read_tensors(path)
+    current = module.state_dict()
+    usable = {k: v for k, v in tensors.items() if k in current and current[k].shape == v.shape}
+    if not usable:
+        raise DataError(f"{path}: no tensor matches this model by name and shape; train.init takes a run of the same architecture")
+    module.load_state_dict(usable, strict=False)
+    loaded = {current[k].data_ptr() for k in usable if current[k].numel()}
+    fresh = [k for k in current if k not in usable and current[k].data_ptr() not in loaded]
+    return sorted(usable), fresh
+
+
 # ---------------------------------------------------------------- the checkpoint journal
 
 def write_checkpoint(run_dir: Path, model: torch.nn.Module, state_tensors: dict[str, torch.Tensor],

@@ -63,6 +63,10 @@ def _print_summary(summary: dict, out: str) -> None:
     for split, vals in summary["final"].items():
         table.add_row(split, *(f"{vals[k]:.4f}" if k in vals else "" for k in metrics))
     console.print(table)
+    if summary.get("init"):
+        init = summary["init"]
+        console.print(f"started from {init['from']}: {init['loaded']} tensors"
+                      + (f"; new: {', '.join(init['fresh'])}" if init["fresh"] else ""), highlight=False, soft_wrap=True)
     console.print(f"run directory: {out}")
 
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from anyformer import registry
 from anyformer.config import ComponentSpec, apply_overrides, read_yaml
 from anyformer.errors import ConfigError, suggest
 from anyformer.tasks.naming import task_spec
@@ -43,6 +45,9 @@ class TrainConfig(BaseModel):
     max_time: float | None = Field(None, gt=0, description="stop training after this many seconds (then evaluate)")
     skip_nonfinite: int = Field(0, ge=0, description="batches with a non-finite loss that may be skipped before the run stops")
     seed: int = Field(0, description="seed for weights, data order and dropout")
+    init: str | None = Field(None, description="start from this run directory's weights (trained or imported; or a .safetensors file): "
+                             "every tensor matching by name and shape, the rest (a head for another task) fresh; without a model "
+                             "in the config, the model is that run's")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where this machine runs this model faster (a GPU with native bf16; a CPU where timing the model's own training step finds bf16 >= 1.2x fp32, e.g. a wide model on AVX512-BF16 or AMX units), else fp32; fp32 or bf16 force it (bf16 is very slow on CPUs without bf16 units)")
     compile: bool = Field(False, description="torch.compile the model")
@@ -108,6 +113,25 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return train, task, model
 
 
+def start_from_run(data: dict[str, Any], init: str) -> None:
+    """`train.init: RUN` without a model of its own: RUN's model, minus its head when RUN
+    was trained on another task (or imported, with none), since the task fits a new one;
+    and RUN's tokenizer for a text task that names none."""
+    if not Path(init).is_dir():
+        return  # a bare safetensors file brings no config: the run's own model is used
+    source = read_yaml(init)
+    if not isinstance(source.get("model"), dict):
+        raise ConfigError(f"train.init: {init}/config.yaml holds no model config; pass a run directory written by train or import-hf")
+    own = source.get("task") if isinstance(source.get("task"), dict) else {}
+    name = str(data["task"].get("name", "")).split(":")[0]
+    base = {k: v for k, v in source["model"].items() if not (k == "head" and own.get("name") != name)}
+    data["model"] = {**base, **data["model"]}
+    tokenizer = own.get("tokenizer") or (source.get("imported") or {}).get("tokenizer")
+    if tokenizer and "tokenizer" not in data["task"] and name in registry.list_components("task") \
+            and "tokenizer" in inspect.signature(registry.get("task", name)).parameters:
+        data["task"]["tokenizer"] = tokenizer
+
+
 def run_config(source: str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """The one resolution path of a run: a YAML path or dict plus `--set`-style overrides
     ('train.lr', 'task.p', 'model.dim' or a bare model field/option) -> a validated RunConfig.
@@ -128,6 +152,8 @@ def run_config(source: str | Path | dict[str, Any] | None = None, overrides: dic
     task = data.get("task") or "digits"
     task = {"name": task} if isinstance(task, str) else dict(task)
     data["task"] = {**task, **task_over}
+    if data["train"].get("init") and not data["model"].get("preset") and "preset" not in model_over:
+        start_from_run(data, str(data["train"]["init"]))
     data["model"] = apply_overrides(data["model"], model_over, route=False)
     name = data["task"].pop("name", None)
     if not isinstance(name, str) or not name:

@@ -108,6 +108,8 @@ class Trainer:
             )
         seed_everything(self.cfg.seed)
         self.model = catalog.create(self.model_cfg).to(self.device)
+        # Before any checkpoint is restored, which then overrides it: a resume is exact.
+        self.init = self._start_from(self.cfg.init) if self.cfg.init else None
         check_run(self.model, self.cfg.micro_batch(self.dist.world), self.device, optimizer=True,
                   subject=f"train.batch_size={self.cfg.batch_size}", fix="lower train.batch_size or raise train.grad_accum")
         # Evaluation keeps no activations for backward, but its batches may be larger; a
@@ -159,6 +161,11 @@ class Trainer:
             self.precision_info["reason"] = "fp32: not every process measured bf16 faster"
 
     # ------------------------------------------------------------ run directory
+    def _start_from(self, source: str) -> dict[str, Any]:
+        """Load train.init's matching tensors; what was loaded and what starts fresh."""
+        loaded, fresh = rundir.load_matching_weights(self.model, source)
+        return {"from": str(rundir.weights_path(source)), "loaded": len(loaded), "fresh": fresh}
+
     def _check_run_dir(self, resume: bool) -> None:
         if not self.out.exists():
             return
@@ -366,6 +373,8 @@ class Trainer:
             "final": final, "train_seconds": round(elapsed, 3),
             "parameters": sum(p.numel() for p in self.model.parameters()), "precision": self.precision,
         }
+        if self.init is not None:
+            summary["init"] = self.init
         if self.dist.is_main:
             self._checkpoint(elapsed)
             rundir.atomic_write_json(self.out / "summary.json", summary)
