@@ -84,3 +84,12 @@ def test_more_permuted_groups_than_tokens_is_one_token_per_group():
     same.load_state_dict(model.state_dict())
     x = model.encoder.example_input(3)
     assert torch.allclose(model(x), same(x), atol=1e-6)
+
+
+def test_an_invalid_config_is_refused_before_a_huge_part_is_allocated():
+    """Found by the fuzz campaign (seed 11): the embedding of 1e12 ids was allocated (128 TB,
+    a raw allocator error) before the mixer refused its rotary positions."""
+    cfg = {"encoder": {"name": "tokens", "vocab_size": 10**12}, "mixer": {"name": "gau"}, "position": {"name": "rotary"},
+           "head": {"name": "mean", "num_classes": 2}, "dim": 32, "heads": 2, "depth": 1, "max_len": 16}
+    with pytest.raises(ConfigError, match="mixer 'gau' cannot apply 'rotary' positions"):
+        af.create(cfg)

@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from anyformer import registry, runtime
 from anyformer.config import COMPONENT_FIELDS, ModelConfig
-from anyformer.errors import ConfigError
+from anyformer.errors import AnyformerError, ConfigError
 
 # Layers a model may have: 10x the deepest Transformers trained (DeepNet, 1000 layers).
 # Past it even a weight-shared stack only loops for minutes per step.
@@ -152,14 +152,16 @@ def _guarded() -> Iterator[None]:
 
 
 def _meta_model(config: ModelConfig) -> nn.Module | None:
-    """The model built on the meta device; None when a component cannot be built there (or
-    the config is invalid: the real build then raises its own error)."""
+    """The model built on the meta device; None when a component cannot be built there. An
+    invalid config raises its error here, before the real build allocates anything."""
     for mode in (contextlib.nullcontext, _ValueFree):
         with _guarded():
             try:
                 with torch.device("meta"), mode():
                     return registry.build("arch", config.arch.name, config=config, **config.arch.options)
-            except (_TooManyModules, MemoryError):
+            except (_TooManyModules, MemoryError, AnyformerError):
+                # A config error found on meta is the real build's too, which would only
+                # meet it after allocating the parts built before it (a 1e12-id embedding).
                 raise
             except (RuntimeError, TypeError) as err:
                 # 'Storage size calculation overflowed with sizes=[...]', or on meta, where the
