@@ -141,3 +141,33 @@ def test_generate_restores_training_mode():
     model = gpt("softmax").train()
     model.generate(torch.randint(0, 256, (1, 3)), 2, temperature=0)
     assert model.training
+
+
+def test_generation_computes_the_last_logits_only():
+    model = gpt("linear")
+    ids = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = model(ids)
+        with decoding(model, last_only=True) as state:
+            last = model(ids)
+            state.advance(9)
+            after = model(ids[:, :1])
+    assert last.shape == (2, 1, 256) and torch.allclose(last, full[:, -1:], atol=1e-6)
+    assert after.shape == (2, 1, 256)
+
+
+def test_the_key_value_cache_grows_past_its_first_room():
+    """The cache's room starts at 64 tokens and doubles: pieces crossing 64 and 128 keep the
+    earlier keys where they were."""
+    model = gpt("softmax", max_len=300, position="rotary")
+    ids = torch.randint(0, 256, (2, 150), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        full = model(ids)
+        out = []
+        with decoding(model) as state:
+            for a, b in [(0, 60), (60, 61), (61, 70), (70, 129), (129, 130), (130, 150)]:
+                out.append(model(ids[:, a:b]))
+                state.advance(b - a)
+    assert (torch.cat(out, 1) - full).abs().max() <= 1e-5
+    rooms = {slot["k"].shape[2] for slot in state.slots}
+    assert rooms == {256}  # 64 -> 128 -> 256, never max_len at once

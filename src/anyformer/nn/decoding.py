@@ -18,9 +18,13 @@ from torch import nn
 
 @dataclass
 class DecodeState:
-    """offset: tokens already cached; slots: one dict per mixer call, in call order."""
+    """offset: tokens already cached; slots: one dict per mixer call, in call order;
+    last_only: heads that declare `decode_state` return the last position's output alone
+    (generation reads nothing else, and a long prompt's logits over a large vocabulary
+    would dwarf the model)."""
 
     offset: int = 0
+    last_only: bool = False
     slots: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
 
@@ -59,9 +63,9 @@ def cannot_decode(model: nn.Module) -> list[str]:
 
 
 @contextlib.contextmanager
-def decoding(model: nn.Module) -> Iterator[DecodeState]:
+def decoding(model: nn.Module, last_only: bool = False) -> Iterator[DecodeState]:
     """Hold one fresh DecodeState on every module that reads it, for the block's duration."""
-    state = DecodeState()
+    state = DecodeState(last_only=last_only)
     modules = decoding_modules(model)
     for m in modules:
         m.decode_state = state

@@ -85,7 +85,7 @@ def generate(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, te
                 for _ in range(max_new_tokens):
                     ids = torch.cat([ids, sample(model(ids)[:, -1], temperature, top_k, top_p, generator)[:, None]], 1)
                 return ids
-            with decoding(model) as state:
+            with decoding(model, last_only=True) as state:
                 step = ids
                 for _ in range(max_new_tokens):
                     logits = model(step)[:, -1]

@@ -6,6 +6,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from anyformer.nn.decoding import DecodeState
 from anyformer.nn.ranges import Count
 from anyformer.registry import register
 
@@ -19,6 +20,8 @@ class LMHead(nn.Module):
     # The head family: a task's problem strategy names the family whose heads fit it
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "lm"
+    # Set while generating (nn/decoding.py): with last_only, logits of the last position only.
+    decode_state: DecodeState | None = None
 
     def __init__(self, dim: int, vocab_size: Count = 256, tie: bool = True, bias: bool = False) -> None:
         super().__init__()
@@ -27,4 +30,6 @@ class LMHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None,
                 hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        if self.decode_state is not None and self.decode_state.last_only:
+            tokens = tokens[:, -1:]
         return self.fc(tokens)

@@ -60,12 +60,21 @@ class SoftmaxAttention(AttentionMixer):
 
     def decode(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
         """New tokens x [B, T, D] after the cached keys and values -> heads [B, H, T, Dh];
-        the cache grows by their keys and values [B, kv_heads, T, Dh]."""
+        their keys and values [B, kv_heads, T, Dh] are written into the cache's room."""
         q, k, v = self.qkv(x, expand=False)
-        if "k" in cache:
-            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-        cache["k"], cache["v"] = k, v
-        T, S = q.shape[2], k.shape[2]
+        T, start = q.shape[2], self.decode_offset
+        S = start + T
+        held = cache.get("k")
+        if held is None or held.shape[2] < S:
+            # Room grows by doubling (up to max_len): appending by torch.cat would copy the
+            # whole cache at every token, O(context) memory traffic per step.
+            room = min(self.max_len, max(S, 2 * (held.shape[2] if held is not None else 0), 64))
+            grown = [t.new_empty(t.shape[0], t.shape[1], room, t.shape[3]) for t in (k, v)]
+            if held is not None:
+                grown[0][:, :, :start], grown[1][:, :, :start] = cache["k"][:, :, :start], cache["v"][:, :, :start]
+            cache["k"], cache["v"] = grown
+        cache["k"][:, :, start:S], cache["v"][:, :, start:S] = k, v
+        k, v = cache["k"][:, :, :S], cache["v"][:, :, :S]
         attn_mask = self.score_bias(T, q.dtype)
         attn_mask = attn_mask[None] if attn_mask is not None else None
         allowed = cached_pairs(T, S, x.device) if self.causal else None
