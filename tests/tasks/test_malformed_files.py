@@ -167,7 +167,36 @@ def _mnist_missing(folder: Path) -> Path:
     return folder
 
 
+def lm_folder_case(name: str, files: dict[str, bytes | str], named: str | None, expect: str) -> Case:
+    """A case of a folder given as `task=lm:FOLDER` holding `files`; the message names the
+    file `named` in it (None: the folder itself)."""
+    def make(folder: Path):
+        root = folder / "texts"
+        root.mkdir()
+        for filename, data in files.items():
+            _write(root, filename, data)
+        return ["--set", f"task=lm:{root}"], root if named is None else root / named, expect
+    return Case(name, "lm", make)
+
+
+def _lm_missing(folder: Path):
+    path = folder / "no-such-notes.txt"
+    return ["--set", f"task=lm:{path}"], path, "does not exist"
+
+
 CASES = [
+    # -- lm (a text file or a folder of them)
+    file_case("empty", "lm", "notes.txt", "", "the file is empty"),
+    file_case("blank lines only", "lm", "notes.txt", "\n \n\n", "the file is empty"),
+    file_case("shorter than three contexts", "lm", "notes.txt", "To be, or not to be.\n" * 10,
+              "too few for train, val and test splits of one context (128)"),
+    file_case("bad UTF-8 bytes", "lm", "notes.txt", _latin1("To be, or not to be.\nThat is " + BAD_UTF8 + "\n"), ":2: byte 0xff"),
+    file_case("binary garbage", "lm", "notes.txt", GARBAGE, "not UTF-8"),
+    Case("missing file", "lm", _lm_missing),
+    lm_folder_case("folder without text files", {"notes.csv": "a,b\n1,2\n"}, None, "no .txt or .md file"),
+    lm_folder_case("folder of empty text files", {"a.txt": "", "b.md": "\n"}, None, "hold no text"),
+    lm_folder_case("bad bytes in a folder's file", {"a.txt": "fine text\n" * 100, "b.txt": _latin1("x" + BAD_UTF8)}, "b.txt",
+                   ":1: byte 0xff"),
     # -- text-csv
     file_case("empty", "text-csv", "t.csv", "", "the file is empty"),
     file_case("header only", "text-csv", "t.csv", "text,label\n", "no data rows"),

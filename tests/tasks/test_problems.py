@@ -48,6 +48,8 @@ def test_directions_cover_every_metric_and_agree_with_the_primary(name):
     assert isinstance(strategy, Problem) and strategy.head_family
     output, target = _outputs(name)
     stats, kept = strategy.compact(output, target)
+    if name == "lm":  # a task whose tokens are text adds each token's bytes: bits per byte
+        stats = torch.cat([stats, torch.ones(len(stats), 1)], 1)
     metrics = strategy.metrics(stats, kept)
     assert set(metrics) | {"loss"} == set(strategy.metric_directions)
     assert strategy.primary_metric in metrics
@@ -55,7 +57,7 @@ def test_directions_cover_every_metric_and_agree_with_the_primary(name):
     # The name heuristic the training loop used before strategies existed: every metric
     # a problem reports still points the way it said.
     for metric in strategy.metric_directions:
-        assert strategy.higher_is_better(metric) == (metric.lower() not in ("loss", "mse", "mae", "perplexity")), (name, metric)
+        assert strategy.higher_is_better(metric) == (metric.lower() not in ("loss", "mse", "mae", "perplexity", "bits_per_byte")), (name, metric)
 
 
 def test_the_old_heuristic_cases():
@@ -116,6 +118,14 @@ def test_lm_values():
     assert m["loss"] == pytest.approx(float(want), rel=1e-5)
     assert m["perplexity"] == pytest.approx(math.exp(float(want)), rel=1e-5)
     assert m["accuracy"] == pytest.approx(float((output.argmax(-1)[real] == target[real]).float().mean()))
+    assert "bits_per_byte" not in m  # copy and recall symbols are no text: no bytes to count
+    nbytes = torch.arange(len(stats)).remainder(3).float().add(1).unsqueeze(1)  # 1, 2 or 3 bytes a token
+    m = task.metrics(torch.cat([stats, nbytes], 1), kept)
+    want_bpb = float(F.cross_entropy(output[real], target[real], reduction="sum")) / (math.log(2) * float(nbytes.sum()))
+    assert m["bits_per_byte"] == pytest.approx(want_bpb, rel=1e-5) and m["loss"] == pytest.approx(float(want), rel=1e-5)
+    units = task.strategy.per_example(torch.cat([stats, nbytes], 1), kept, "bits_per_byte")
+    assert float(units.mean()) == pytest.approx(want_bpb, rel=1e-6)  # compare's intervals resample these
+    assert task.strategy.per_example(stats, kept, "bits_per_byte") is None
 
 
 def test_registered_tasks_follow_their_strategy():

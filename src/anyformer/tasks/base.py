@@ -206,9 +206,11 @@ class Task:
         """Scalar loss of one batch (shapes: see the strategy)."""
         return self.strategy.loss(output, target)
 
-    def compact(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compact(self, output: torch.Tensor, target: torch.Tensor, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Shrink one batch's output before it is kept for `metrics` (LM logits are huge:
-        keep each real token's negative log-likelihood and hit instead)."""
+        keep each real token's negative log-likelihood and hit instead). `split` names the
+        split the batch is of, when the caller knows it, for a task whose metrics depend on
+        a fact of the split (the `lm` task's bytes per token); None: unknown."""
         return self.strategy.compact(output, target)
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Metrics over whole splits: accuracy, macro-F1, ROC-AUC (multi-label), MSE, MAE, perplexity.
+"""Metrics over whole splits: accuracy, macro-F1, ROC-AUC (multi-label), MSE, MAE, perplexity,
+bits per byte.
 
 Macro-F1 and ROC-AUC are scikit-learn's (the reference implementations, ties and absent
 classes included), imported on first use: importing sklearn.metrics takes about a second."""
@@ -75,7 +76,22 @@ def lm_token_stats(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def lm_metrics(stats: torch.Tensor) -> dict[str, float]:
+    """Mean token loss (nats), perplexity and next-token accuracy of `lm_token_stats` rows;
+    with a third column, the UTF-8 bytes of text each token stands for (a task that knows
+    them adds it), also bits per byte: the total NLL in bits over the total bytes."""
+    with_bytes = stats.dim() == 2 and stats.shape[1] > 2
     if len(stats) == 0:
-        return {"loss": float("nan"), "perplexity": float("nan"), "accuracy": float("nan")}
+        return {"loss": float("nan"), "perplexity": float("nan"), "accuracy": float("nan"),
+                **({"bits_per_byte": float("nan")} if with_bytes else {})}
     nll = float(stats[:, 0].mean())
-    return {"loss": nll, "perplexity": math.exp(min(nll, 50.0)), "accuracy": float(stats[:, 1].mean())}
+    out = {"loss": nll, "perplexity": math.exp(min(nll, 50.0)), "accuracy": float(stats[:, 1].mean())}
+    if with_bytes:
+        out["bits_per_byte"] = bits_per_byte(stats[:, 0], stats[:, 2])
+    return out
+
+
+def bits_per_byte(nll: torch.Tensor, nbytes: torch.Tensor) -> float:
+    """Total negative log-likelihood (nats) of the tokens, in bits, per UTF-8 byte of the
+    text they stand for: sum(nll) / (ln 2 * sum(bytes)); for byte tokens, loss / ln 2."""
+    total = float(nbytes.double().sum())
+    return float(nll.double().sum()) / (math.log(2) * total) if total > 0 else float("nan")

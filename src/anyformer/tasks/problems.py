@@ -246,15 +246,19 @@ class Forecast(Problem):
 class LanguageModelling(Problem):
     """Next-token prediction by cross-entropy over the tokens whose target is not -100
     (Bengio et al. 2003, "A Neural Probabilistic Language Model"). output logits [N, L, V],
-    target token ids [N, L]; metrics: mean token loss, perplexity and next-token accuracy."""
+    target token ids [N, L]; metrics: mean token loss, perplexity and next-token accuracy,
+    and bits per byte when the task's `compact` adds each token's bytes of text as a third
+    column (the `lm` task does; copy and recall symbols are no text, and report none)."""
 
     paper = "A Neural Probabilistic Language Model (Bengio et al. 2003)"
     head_family = "lm"
     # Next-token accuracy, as before strategies existed (the recall and copy tasks score
-    # by it); a run can select by perplexity with train.metric.
+    # by it); a run can select by perplexity with train.metric. The `lm` task selects by
+    # bits per byte.
     primary_metric = "accuracy"
-    metric_directions = {"loss": False, "perplexity": False, "accuracy": True}
-    metric_ranges = {"loss": (0.0, math.inf), "perplexity": (1.0, math.inf), "accuracy": (0.0, 1.0)}
+    metric_directions = {"loss": False, "perplexity": False, "accuracy": True, "bits_per_byte": False}
+    metric_ranges = {"loss": (0.0, math.inf), "perplexity": (1.0, math.inf), "accuracy": (0.0, 1.0),
+                     "bits_per_byte": (0.0, math.inf)}
     test_unit = "token"  # per_example scores every real target token, not a sequence
     needs_causal = True
 
@@ -263,14 +267,20 @@ class LanguageModelling(Problem):
 
     def compact(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """LM logits [N, L, V] are huge: keep each real token's negative log-likelihood and
-        hit [n_real, 2] instead (the targets are then no longer needed)."""
+        hit [n_real, 2] instead (the targets are then no longer needed). A task may append
+        a third column, the bytes of text each token stands for (see `metrics`)."""
         return M.lm_token_stats(output, target), target.new_zeros(0)
 
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         return M.lm_metrics(output)
 
     def per_example(self, output: torch.Tensor, target: torch.Tensor, metric: str) -> torch.Tensor | None:
-        """Per scored token (the compact [n_tokens, 2] rows): its hit, or its loss."""
+        """Per scored token (the compact [n_tokens, 2 or 3] rows): its hit, its loss, or its
+        bits over the split's mean bytes per token (their mean is the split's bits per byte)."""
+        if metric == "bits_per_byte":
+            if output.shape[1] < 3 or len(output) == 0:
+                return None
+            return output[:, 0].double() / (math.log(2) * float(output[:, 2].double().mean()))
         column = {"accuracy": 1, "loss": 0}.get(metric)
         return None if column is None else output[:, column].double()
 

@@ -37,7 +37,7 @@ def predict_split(model: nn.Module, task: Task, split: str, batch_size: int, dev
         out = out.float()
         losses += float(task.loss(out, batch.target)) * len(batch)
         counts += len(batch)
-        o, t = task.compact(out, batch.target)
+        o, t = task.compact(out, batch.target, split=split)
         outputs.append(o.cpu())
         targets.append(t.cpu())
     model.train(was_training)
