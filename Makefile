@@ -66,6 +66,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/mixer_scaling.py
 	$(BENCH_PY) benchmarks/flop_coverage.py
 	$(BENCH_PY) benchmarks/compile_speedup.py
+	$(BENCH_PY) benchmarks/decode.py
 	$(BENCH_PY) benchmarks/cuda_path.py
 	$(BENCH_PY) benchmarks/summarize.py
 

@@ -117,10 +117,30 @@ def cuda_section(r: dict) -> list[str]:
     return lines
 
 
+def decode_section(r: dict) -> list[str]:
+    m, t = r["machine"], r["targets"]
+    names = list(r["rows"][0]["ms_per_token"])
+    lines = ["### Decoding: time per token against context length (`decode.py`)", "",
+             f"gpt dim {r['dim']}, depth {r['depth']}, {r['heads']} heads, vocabulary {r['vocab']:,} ({r['params'] / 1e6:.1f} M parameters), "
+             f"torch {m['torch']}, {m['threads']} threads; median of {r['rounds']} interleaved rounds of {r['tokens']} greedy steps after "
+             f"the prompt. Weight-read bound at batch 1: {r['weight_read_bound_ms']:.2f} ms/token "
+             f"(parameters x 4 bytes / {r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s measured copy bandwidth).", "",
+             "| batch | context | " + " | ".join(f"{n} ms/token" for n in names) + " | transformers `generate` ms/token |",
+             "|---|---|" + "---|" * (len(names) + 1)]
+    for row in r["rows"]:
+        cells = " | ".join(f"{row['ms_per_token'][n]:.2f}" for n in names)
+        lines.append(f"| {row['batch']} | {row['context']:,} | {cells} | {fmt(row.get('hf_generate_ms_per_token'))} |")
+    lines += ["", f"Targets at batch 1: softmax vs transformers >= 1.0x at every length: min {fmt(t['softmax_vs_transformers_min'])}x; "
+              f"linear time at the longest / shortest context <= 1.3: {fmt(t['linear_flatness'])}; linear faster than softmax "
+              f"from 2k: {'yes' if t['linear_faster_from_2k'] else 'no'}."]
+    return lines
+
+
 def main() -> None:
     parts: list[str] = []
     for name, section in (("train_step", train_step_section), ("mixer_scaling", mixer_section),
-                          ("flop_coverage", coverage_section), ("compile", compile_section), ("cuda_path", cuda_section)):
+                          ("flop_coverage", coverage_section), ("compile", compile_section), ("decode", decode_section),
+                          ("cuda_path", cuda_section)):
         r = load(name)
         if r is not None:
             parts += section(r) + [""]

@@ -62,6 +62,10 @@ def causal_linear_attention_from(q, k, v, eps: float, chunk: int = 64, state=Non
     [B, H, Dh]) of earlier tokens (None: nothing before): returns (out, the state after
     these tokens), the RNN view of the paper's section 3.4 that decoding runs on."""
     B, H, L, Dh = q.shape
+    if L == 1 and state is not None:  # one decoding step: the recurrence itself, four ops
+        S, z = state[0] + k.transpose(2, 3) @ v, state[1] + k[:, :, 0]
+        out = (q @ S) / ((q[:, :, 0] * z).sum(-1)[..., None, None] + eps)
+        return out, (S, z)
     Dv = v.shape[-1]
     chunk = max(1, min(chunk, L))  # a chunk past the end would only be padding to allocate
     n = -(-L // chunk)
