@@ -122,8 +122,8 @@ def test_sampling_options():
 
 def test_generation_errors_are_one_line():
     prompt = torch.randint(0, 256, (1, 20))
-    with pytest.raises(ConfigError, match="exceeds the model's max_len 24; ask for at most 4 new tokens"):
-        gpt().generate(prompt, 5)
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 0"):
+        gpt().generate(prompt, -1)
     torch.manual_seed(0)
     bidirectional = af.create("transformer", dim=32, heads=4, depth=1, max_len=24, head={"name": "lm", "vocab_size": 256})
     with pytest.raises(ConfigError, match="causal"):
@@ -171,3 +171,19 @@ def test_the_key_value_cache_grows_past_its_first_room():
     assert (torch.cat(out, 1) - full).abs().max() <= 1e-5
     rooms = {slot["k"].shape[2] for slot in state.slots}
     assert rooms == {256}  # 64 -> 128 -> 256, never max_len at once
+
+
+@pytest.mark.parametrize("mixer", ["softmax", "linear", "gau"])
+def test_generation_past_max_len_slides_the_context(mixer):
+    """max_len 24: 30 new tokens after a 20-token prompt slide the context twice; with
+    caches (refilled at each slide) and without, the same tokens."""
+    model = gpt(mixer)
+    prompt = torch.randint(0, 256, (2, 20), generator=torch.Generator().manual_seed(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecomputeWarning)
+        cached = model.generate(prompt, 30, temperature=0)
+        plain = model.generate(prompt, 30, temperature=0, cache=False)
+    assert cached.shape == (2, 50) and torch.equal(cached, plain)
+    with torch.no_grad():  # the token after the first slide reads only the last 12
+        context = cached[:, 13:25]
+        assert torch.equal(model(context)[:, -1].argmax(-1), cached[:, 25])

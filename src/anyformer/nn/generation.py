@@ -7,6 +7,7 @@ incremental form (`supports_decoding` False) recomputes the whole sequence every
 same tokens at a higher cost, and says so once."""
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -34,10 +35,6 @@ def check_generator(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: 
         raise ShapeError(f"prompt ids must be integer [batch, length >= 1], got {prompt_ids.dtype} {list(prompt_ids.shape)}")
     if max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    total = prompt_ids.shape[1] + max_new_tokens
-    if total > config.max_len:
-        raise ConfigError(f"prompt ({prompt_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) = {total} exceeds "
-                          f"the model's max_len {config.max_len}; ask for at most {max(config.max_len - prompt_ids.shape[1], 0)} new tokens")
 
 
 def sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
@@ -65,8 +62,11 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: f
 def generate(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              cache: bool = True) -> torch.Tensor:
-    """prompt_ids [B, L] -> [B, L + max_new_tokens]. `cache` False recomputes every step
-    (the reference the cached path is tested against)."""
+    """prompt_ids [B, L] -> [B, L + max_new_tokens]. The model reads at most max_len tokens:
+    when the context would pass that, it slides, and the model reads the last max_len // 2
+    tokens afresh (a longer prompt is read from its last max_len // 2 tokens). `cache` False
+    recomputes every step over the same contexts (the reference the cached path is tested
+    against)."""
     check_generator(model, prompt_ids, max_new_tokens)
     device = next(model.parameters()).device
     ids = prompt_ids.to(device)
@@ -77,21 +77,27 @@ def generate(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, te
     if cache and blocking:
         warnings.warn(f"{', '.join(blocking)} cannot decode incrementally: generating by recomputing the whole "
                       "sequence at every token", RecomputeWarning, stacklevel=3)
+    limit, start = model.config.max_len, 0
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            if not cache or blocking:
-                for _ in range(max_new_tokens):
-                    ids = torch.cat([ids, sample(model(ids)[:, -1], temperature, top_k, top_p, generator)[:, None]], 1)
-                return ids
-            with decoding(model, last_only=True) as state:
-                step = ids
-                for _ in range(max_new_tokens):
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            state = None
+            for _ in range(max_new_tokens):
+                slide = ids.shape[1] - start > limit
+                if slide:
+                    start = ids.shape[1] - max(limit // 2, 1)
+                if not cache or blocking:
+                    logits = model(ids[:, start:])[:, -1]
+                else:
+                    if state is None or slide:  # (re)fill the caches from the context
+                        stack.close()
+                        state = stack.enter_context(decoding(model, last_only=True))
+                        step = ids[:, start:]
                     logits = model(step)[:, -1]
                     state.advance(step.shape[1])
-                    step = sample(logits, temperature, top_k, top_p, generator)[:, None]
-                    ids = torch.cat([ids, step], 1)
+                step = sample(logits, temperature, top_k, top_p, generator)[:, None]
+                ids = torch.cat([ids, step], 1)
             return ids
     finally:
         model.train(was_training)
