@@ -295,6 +295,8 @@ def describe(kind: str, name: str) -> dict[str, Any]:
         "complexity": getattr(cls, "complexity", ""),
         "causal": getattr(cls, "supports_causal", None),
         "mask": getattr(cls, "supports_mask", None),
+        # Incremental decoding only means something for a mixer that can be causal.
+        "decode": getattr(cls, "supports_decoding", None) if getattr(cls, "supports_causal", False) else None,
         "paper": getattr(cls, "paper", "") or (doc[0] if doc else ""),
         "options": option_names(cls),
     }

@@ -187,3 +187,9 @@ def test_generation_past_max_len_slides_the_context(mixer):
     with torch.no_grad():  # the token after the first slide reads only the last 12
         context = cached[:, 13:25]
         assert torch.equal(model(context)[:, -1].argmax(-1), cached[:, 25])
+
+
+def test_the_catalogue_says_which_mixers_decode():
+    assert registry.describe("mixer", "softmax")["decode"] is True
+    assert registry.describe("mixer", "gau")["decode"] is False
+    assert registry.describe("mixer", "fnet")["decode"] is None  # never causal: the question does not arise

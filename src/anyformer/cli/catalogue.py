@@ -27,17 +27,17 @@ def list_cmd(kind: Optional[str] = typer.Argument(None, help="mixer, ffn, norm, 
         _list_tasks()
         return
     table = Table(title="anyformer components", show_lines=False)
-    for col in ("name", "kind", "complexity", "causal", "mask", "paper"):
+    for col in ("name", "kind", "complexity", "causal", "mask", "decode", "paper"):
         table.add_column(col, overflow="fold")
     for k in (kinds if kind is None else [kind]):
         if k == "preset":
             for name in list_presets():
                 p = load_preset(name)
-                table.add_row(name, "preset", "", "", "", str(p.get("paper", "")))
+                table.add_row(name, "preset", "", "", "", "", str(p.get("paper", "")))
             continue
         for name in registry.list_components(k):
             d = registry.describe(k, name)
-            table.add_row(name, k, str(d["complexity"]), _yes_no(d["causal"]), _yes_no(d["mask"]), str(d["paper"]))
+            table.add_row(name, k, str(d["complexity"]), _yes_no(d["causal"]), _yes_no(d["mask"]), _yes_no(d["decode"]), str(d["paper"]))
     console.print(table)
 
 
