@@ -38,16 +38,10 @@ EMBEDDINGS = [("embeddings.word_embeddings.weight", "encoder.embedding.weight"),
               ("embeddings.token_type_embeddings.weight", "encoder.token_types.weight"),
               ("embeddings.LayerNorm.weight", "encoder.norm.weight"),
               ("embeddings.LayerNorm.bias", "encoder.norm.bias")]
-POOLER = [("pooler.dense.weight", "head.pooler.weight"), ("pooler.dense.bias", "head.pooler.bias")]
-CLASSIFIER_KEYS = [("classifier.weight", "head.fc.weight"), ("classifier.bias", "head.fc.bias")]
 
 
 def _is_classifier(hf: dict[str, Any]) -> bool:
     return CLASSIFIER in (hf.get("architectures") or [])
-
-
-def _num_labels(hf: dict[str, Any]) -> int:
-    return int(hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
 
 
 # ---------------------------------------------------------------- import
@@ -69,7 +63,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
     if _is_classifier(hf):
         if hf.get("problem_type") not in (None, "single_label_classification", "multi_label_classification"):
             raise ConfigError(f"config.json problem_type {hf['problem_type']!r} is not supported (classification only)")
-        head = {"name": "cls", "num_classes": _num_labels(hf), "pooler": True,
+        head = {"name": "cls", "num_classes": blocks.num_labels(hf), "pooler": True,
                 "multi_label": hf.get("problem_type") == "multi_label_classification",
                 "dropout": float(hf.get("classifier_dropout") or hf.get("hidden_dropout_prob", 0.0))}
     else:
@@ -79,9 +73,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pairs(depth: int, classifier: bool, pooler: bool) -> list[tuple[str, str]]:
-    pairs = EMBEDDINGS + blocks.layer_pairs(depth, HF_LAYER, "norm_out")
-    pairs += POOLER if pooler else []
-    return pairs + (CLASSIFIER_KEYS if classifier else [])
+    return blocks.encoder_pairs(EMBEDDINGS, depth, HF_LAYER, "norm_out", classifier, pooler)
 
 
 def import_state(hf_state: dict[str, torch.Tensor], hf: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -152,7 +144,7 @@ def export_config(config: ModelConfig) -> dict[str, Any]:
     if arch == CLASSIFIER:
         head = config.head
         k = option("head", head, "num_classes")
-        out.update(id2label={str(i): f"LABEL_{i}" for i in range(k)}, label2id={f"LABEL_{i}": i for i in range(k)},
+        out.update(**blocks.label_maps(k),
                    classifier_dropout=option("head", head, "dropout"),
                    problem_type="multi_label_classification" if option("head", head, "multi_label") else "single_label_classification")
     return out
@@ -173,5 +165,5 @@ def export_state(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[st
     out = blocks.copy_pairs(state, _pairs(config.depth, False, pooler), "the model", reverse=True)
     if arch == CLASSIFIER:
         out = {f"bert.{k}": v for k, v in out.items()}
-        out.update(blocks.copy_pairs(state, CLASSIFIER_KEYS, "the model", reverse=True))
+        out.update(blocks.copy_pairs(state, blocks.CLASSIFIER_KEYS, "the model", reverse=True))
     return out

@@ -67,6 +67,29 @@ def layer_pairs(depth: int, hf_layer: dict[str, str], slot: str) -> list[tuple[s
     return pairs
 
 
+# The pooler and the classifier of BertFor.../ViTFor... task models, under the same names.
+POOLER_KEYS = [("pooler.dense.weight", "head.pooler.weight"), ("pooler.dense.bias", "head.pooler.bias")]
+CLASSIFIER_KEYS = [("classifier.weight", "head.fc.weight"), ("classifier.bias", "head.fc.bias")]
+
+
+def encoder_pairs(embeddings: list[tuple[str, str]], depth: int, hf_layer: dict[str, str], slot: str,
+                  classifier: bool, pooler: bool) -> list[tuple[str, str]]:
+    """Every (checkpoint key, anyformer key) of an encoder family (BERT, ViT): its embedding
+    tensors, the layers (see layer_pairs), then the pooler and the classifier when present."""
+    pairs = embeddings + layer_pairs(depth, hf_layer, slot)
+    return pairs + (POOLER_KEYS if pooler else []) + (CLASSIFIER_KEYS if classifier else [])
+
+
+def num_labels(hf: dict[str, Any]) -> int:
+    """A task model's class count: num_labels, else its id2label's size, else 2 (transformers' default)."""
+    return int(hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
+
+
+def label_maps(classes: int) -> dict[str, dict]:
+    """config.json's id2label / label2id for `classes` unnamed labels."""
+    return {"id2label": {str(i): f"LABEL_{i}" for i in range(classes)}, "label2id": {f"LABEL_{i}": i for i in range(classes)}}
+
+
 def take(state: dict[str, torch.Tensor], key: str, where: str) -> torch.Tensor:
     """state[key], or a DataError saying the checkpoint (or model) lacks it."""
     if key not in state:

@@ -34,8 +34,6 @@ EMBEDDINGS = [("embeddings.cls_token", "encoder.cls"),
               ("embeddings.patch_embeddings.projection.bias", "encoder.proj.bias"),
               ("layernorm.weight", "final_norm.weight"), ("layernorm.bias", "final_norm.bias")]
 POSITIONS = ("embeddings.position_embeddings", "position.weight")
-POOLER = [("pooler.dense.weight", "head.pooler.weight"), ("pooler.dense.bias", "head.pooler.bias")]
-CLASSIFIER_KEYS = [("classifier.weight", "head.fc.weight"), ("classifier.bias", "head.fc.bias")]
 
 
 def _is_classifier(hf: dict[str, Any]) -> bool:
@@ -58,8 +56,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
                "channels": int(hf.get("num_channels", 3)), "cls_token": True}
     keys = set(hf.get("_state_keys") or ())
     if _is_classifier(hf):
-        labels = int(hf.get("num_labels") or len(hf.get("id2label") or {}) or 2)
-        head = {"name": "cls", "num_classes": labels,
+        head = {"name": "cls", "num_classes": blocks.num_labels(hf),
                 "multi_label": hf.get("problem_type") == "multi_label_classification"}
     else:
         head = {"name": "features", "pool": "none", "pooler": any(k.endswith("pooler.dense.weight") for k in keys)}
@@ -67,9 +64,7 @@ def model_config(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pairs(depth: int, classifier: bool, pooler: bool) -> list[tuple[str, str]]:
-    pairs = EMBEDDINGS + blocks.layer_pairs(depth, HF_LAYER, "norm_in")
-    pairs += POOLER if pooler else []
-    return pairs + (CLASSIFIER_KEYS if classifier else [])
+    return blocks.encoder_pairs(EMBEDDINGS, depth, HF_LAYER, "norm_in", classifier, pooler)
 
 
 def import_state(hf_state: dict[str, torch.Tensor], hf: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -132,7 +127,7 @@ def export_config(config: ModelConfig) -> dict[str, Any]:
            "pooler_act": "tanh", "pooler_output_size": config.dim}
     if arch == CLASSIFIER:
         k = option("head", config.head, "num_classes")
-        out.update(id2label={str(i): f"LABEL_{i}" for i in range(k)}, label2id={f"LABEL_{i}": i for i in range(k)})
+        out.update(blocks.label_maps(k))
         if option("head", config.head, "multi_label"):
             out["problem_type"] = "multi_label_classification"
     return out
@@ -149,5 +144,5 @@ def export_state(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[st
     out[POSITIONS[0]] = state[POSITIONS[1]][None]
     if arch == CLASSIFIER:
         out = {f"vit.{k}": v for k, v in out.items()}
-        out.update(blocks.copy_pairs(state, CLASSIFIER_KEYS, "the model", reverse=True))
+        out.update(blocks.copy_pairs(state, blocks.CLASSIFIER_KEYS, "the model", reverse=True))
     return out
