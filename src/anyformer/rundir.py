@@ -151,17 +151,24 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise DataError(f"{path}: not a readable safetensors file ({err})") from None
 
 
+def assign_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load `tensors` into `module` by name: (its parameters and persistent buffers left
+    unset, the names it does not have). A tied tensor set through any one of its names is
+    set (safetensors stores it once). A shape mismatch raises load_state_dict's RuntimeError."""
+    missing, unexpected = module.load_state_dict(tensors, strict=False)
+    current = module.state_dict()
+    loaded = {current[k].data_ptr() for k in tensors if k in current and current[k].numel()}
+    return [k for k in missing if current[k].data_ptr() not in loaded], list(unexpected)
+
+
 def load_weights(module: torch.nn.Module, path: str | Path) -> None:
     """Load safetensors weights; tied parameters stored once are restored through the tie."""
     tensors = read_tensors(path)
     try:
-        missing, unexpected = module.load_state_dict(tensors, strict=False)
+        really_missing, unexpected = assign_tensors(module, tensors)
     except RuntimeError as err:  # shape mismatch
         detail = str(err).strip().splitlines()[-1].strip()
         raise DataError(f"{path} does not match this model ({detail}); was it trained with another config?") from None
-    current = module.state_dict()
-    loaded_ptrs = {current[k].data_ptr() for k in tensors if k in current and current[k].numel()}
-    really_missing = [k for k in missing if current[k].data_ptr() not in loaded_ptrs]
     if really_missing or unexpected:
         raise DataError(
             f"{path} does not match this model (missing {really_missing[:3]}, unexpected {list(unexpected)[:3]}); was it trained with another config?"
@@ -184,9 +191,7 @@ def load_matching_weights(module: torch.nn.Module, source: str | Path) -> tuple[
     usable = {k: v for k, v in tensors.items() if k in current and current[k].shape == v.shape}
     if not usable:
         raise DataError(f"{path}: no tensor matches this model by name and shape; train.init takes a run of the same architecture")
-    module.load_state_dict(usable, strict=False)
-    loaded = {current[k].data_ptr() for k in usable if current[k].numel()}
-    fresh = [k for k in current if k not in usable and current[k].data_ptr() not in loaded]
+    fresh, _ = assign_tensors(module, usable)
     return sorted(usable), fresh
 
 

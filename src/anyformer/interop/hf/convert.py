@@ -37,13 +37,10 @@ def _load_exact(model: nn.Module, state: dict[str, torch.Tensor], where: str) ->
     tie set through one of its names counts for all); a gap is a DataError, not a silent
     random init."""
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        gaps, unexpected = rundir.assign_tensors(model, state)
     except RuntimeError as err:  # a shape mismatch: config.json and the weights disagree
         detail = str(err).strip().splitlines()[-1].strip()
         raise DataError(f"{where}: the weights do not fit the model config.json describes ({detail})") from None
-    current = model.state_dict()
-    loaded = {current[k].data_ptr() for k in state if k in current and current[k].numel()}
-    gaps = [k for k in missing if current[k].data_ptr() not in loaded]
     if gaps or unexpected:
         raise DataError(f"{where}: weights left unset {gaps[:3]} or not used {list(unexpected)[:3]}; "
                         "is config.json from the same checkpoint?")
