@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from anyformer import registry
-from anyformer.cli import main
+from tests.cli_run import run_cli
 from anyformer.tasks.naming import task_spec
 
 WORDS = {"sport": ["goal", "match", "team", "score", "ball"],
@@ -52,17 +52,6 @@ def images_npz(folder):
     path = folder / "images.npz"
     np.savez(path, x=x, y=y)
     return path
-
-
-def run_cli(args, capsys):
-    """main(args) as the `anyformer` script runs it: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def model_rows(out_dir):

@@ -8,18 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
-from anyformer.cli import main
-
-
-def run(capsys, *args):
-    """(exit code, stdout, stderr) of `anyformer ARGS` run in this process."""
-    try:
-        main(list(map(str, args)))
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.cli_run import run_cli
 
 
 def one_line(err: str) -> str:
@@ -41,26 +30,26 @@ def digits_vit(tmp_path, capsys):
 
 def test_import_then_eval_bench_compare_and_export(tmp_path, capsys, digits_vit):
     run_dir = tmp_path / "runs" / "vit"
-    code, out, err = run(capsys, "import-hf", digits_vit, "--out", run_dir)
+    code, out, err = run_cli(["import-hf", digits_vit, "--out", run_dir], capsys)
     assert code == 0, err
     assert "imported vit" in out and (run_dir / "config.yaml").is_file() and (run_dir / "model.safetensors").is_file()
 
-    code, _, err = run(capsys, "eval", run_dir)  # an imported run has no task of its own
+    code, _, err = run_cli(["eval", run_dir], capsys)  # an imported run has no task of its own
     assert code == 2 and "--task" in one_line(err) and "imported" in err
-    code, out, err = run(capsys, "eval", run_dir, "--task", "digits", "--device", "cpu")
+    code, out, err = run_cli(["eval", run_dir, "--task", "digits", "--device", "cpu"], capsys)
     assert code == 0, err
     assert "digits" in out and "accuracy" in out
 
-    code, out, err = run(capsys, "bench", run_dir, "--device", "cpu", "--repeats", "1", "--warmup", "0", "--out", tmp_path / "bench")
+    code, out, err = run_cli(["bench", run_dir, "--device", "cpu", "--repeats", "1", "--warmup", "0", "--out", tmp_path / "bench"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"][0]["params"]["total"] > 0
 
-    code, out, err = run(capsys, "compare", "--task", "digits", "--models", run_dir, "--steps", "2", "--device", "cpu",
-                         "--out", tmp_path / "compare")
+    code, out, err = run_cli(["compare", "--task", "digits", "--models", run_dir, "--steps", "2", "--device", "cpu",
+                         "--out", tmp_path / "compare"], capsys)
     assert code == 0, err
     assert (tmp_path / "compare" / "results.json").is_file()
 
-    code, out, err = run(capsys, "export", run_dir, "--format", "hf", "--out", tmp_path / "back")
+    code, out, err = run_cli(["export", run_dir, "--format", "hf", "--out", tmp_path / "back"], capsys)
     assert code == 0, err
     assert "wrote" in out
     again = AutoModelForImageClassification.from_pretrained(tmp_path / "back").eval()
@@ -71,12 +60,12 @@ def test_import_then_eval_bench_compare_and_export(tmp_path, capsys, digits_vit)
 
 
 def test_export_errors_are_one_line(tmp_path, capsys, digits_vit):
-    run(capsys, "import-hf", digits_vit, "--out", tmp_path / "run")
-    code, _, err = run(capsys, "export", tmp_path / "run", "--format", "hff", "--out", tmp_path / "x")
+    run_cli(["import-hf", digits_vit, "--out", tmp_path / "run"], capsys)
+    code, _, err = run_cli(["export", tmp_path / "run", "--format", "hff", "--out", tmp_path / "x"], capsys)
     assert code == 2 and "did you mean 'hf'" in one_line(err)
-    code, _, err = run(capsys, "export", tmp_path / "nowhere", "--format", "hf", "--out", tmp_path / "x")
+    code, _, err = run_cli(["export", tmp_path / "nowhere", "--format", "hf", "--out", tmp_path / "x"], capsys)
     assert code == 2 and "not a run directory" in one_line(err)
-    code, _, err = run(capsys, "import-hf", digits_vit, "--out", tmp_path / "run")
+    code, _, err = run_cli(["import-hf", digits_vit, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "not empty" in one_line(err)
 
 
@@ -84,19 +73,19 @@ def test_import_hf_refuses_a_pickle_with_exit_2(tmp_path, capsys, digits_vit):
     (tmp_path / "pickled").mkdir()
     (tmp_path / "pickled" / "config.json").write_bytes((digits_vit / "config.json").read_bytes())
     (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(pickle.dumps({"w": 1}))
-    code, _, err = run(capsys, "import-hf", tmp_path / "pickled", "--out", tmp_path / "run")
+    code, _, err = run_cli(["import-hf", tmp_path / "pickled", "--out", tmp_path / "run"], capsys)
     assert code == 2 and "safe_serialization=True" in one_line(err)
 
 
 def test_minilm_import_then_bench_and_a_clear_eval_error(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "minilm"
-    code, out, err = run(capsys, "import-hf", package.get_model_path(), "--out", run_dir)
+    code, out, err = run_cli(["import-hf", package.get_model_path(), "--out", run_dir], capsys)
     assert code == 0, err
     assert "imported bert" in out and (run_dir / "tokenizer.json").is_file()
-    code, out, err = run(capsys, "bench", run_dir, "--lengths", "16,32", "--device", "cpu", "--repeats", "1", "--warmup", "0",
-                         "--out", tmp_path / "bench")
+    code, out, err = run_cli(["bench", run_dir, "--lengths", "16,32", "--device", "cpu", "--repeats", "1", "--warmup", "0",
+                         "--out", tmp_path / "bench"], capsys)
     assert code == 0, err
     assert [r["length"] for r in json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]] == [16, 32]
     # Hidden states are no predictions a task can score: said in one line, not a crash.
-    code, _, err = run(capsys, "eval", run_dir, "--task", "modular", "--device", "cpu")
+    code, _, err = run_cli(["eval", run_dir, "--task", "modular", "--device", "cpu"], capsys)
     assert code == 2 and "head 'features'" in one_line(err)

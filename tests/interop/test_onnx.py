@@ -13,7 +13,7 @@ import yaml
 
 import anyformer as af
 from anyformer import rundir
-from anyformer.cli import main
+from tests.cli_run import run_cli
 from anyformer.errors import ConfigError
 from anyformer.interop import onnx as ox
 from anyformer.interop.hf.convert import import_hf
@@ -29,16 +29,6 @@ def support_script():
     sys.modules[spec.name] = module  # its dataclass looks its module up
     spec.loader.exec_module(module)
     return module
-
-
-def run(capsys, *args):
-    try:
-        main(list(map(str, args)))
-        code = 0
-    except SystemExit as done:
-        code = done.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def write_run(model, config, out: Path) -> Path:
@@ -92,7 +82,7 @@ def test_image_and_tabular_models_vary_the_batch(tmp_path):
 
 def test_real_minilm_exports_with_padding(tmp_path, capsys):
     run_dir, _ = import_hf(package.get_model_path(), tmp_path / "minilm")
-    code, out, err = run(capsys, "export", run_dir, "--format", "onnx", "--out", tmp_path / "onnx")
+    code, out, err = run_cli(["export", run_dir, "--format", "onnx", "--out", tmp_path / "onnx"], capsys)
     assert code == 0, err
     path = tmp_path / "onnx" / "model.onnx"
     assert f"wrote {path}" in out and ox.dynamic_axes(path) == "batch, length"
@@ -114,7 +104,7 @@ def test_a_failed_export_is_one_line_naming_the_component(tmp_path, capsys):
     message = str(err.value)
     assert "mixer 'seqboat'" in message and "nn/mixers/seqboat.py:" in message and "\n" not in message
     run_dir = write_run(model, config, tmp_path / "run")
-    code, _, err_text = run(capsys, "export", run_dir, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    code, _, err_text = run_cli(["export", run_dir, "--format", "onnx", "--out", tmp_path / "m.onnx"], capsys)
     lines = [ln for ln in err_text.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and "mixer 'seqboat'" in lines[0]
     assert not (tmp_path / "m.onnx").exists()

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from anyformer.cli import main
 from anyformer.errors import DataError
 from anyformer.interop.hf.convert import import_hf
 from anyformer.train import train
 from anyformer.train.config import run_config
 from anyformer.train.loop import Trainer
+from tests.cli_run import run_cli
 
 TINY = {"dim": 32, "depth": 1, "heads": 4, "train.batch_size": 16, "train.eval_batch_size": 64, "train.progress": False}
 
@@ -94,15 +94,10 @@ def test_init_from_a_foreign_file_is_one_line(tmp_path):
 def test_fine_tune_the_real_minilm_on_a_csv_through_the_cli(tmp_path, capsys):
     run_dir, _ = import_hf(package.get_model_path(), tmp_path / "minilm")
     csv = reviews(tmp_path / "reviews.csv", rows=60)
-    code = 0
-    try:
-        main(["train", "--set", "train.init=" + str(run_dir), "--set", f"task=text-csv:{csv}", "--steps", "1",
-              "--set", "train.lr=1e-9", "--set", "train.batch_size=8", "--out", str(tmp_path / "tuned")])
-    except SystemExit as done:
-        code = done.code
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert f"started from {run_dir / 'model.safetensors'}: 101 tensors; new: head.fc.weight, head.fc.bias" in out.out
+    code, out, err = run_cli(["train", "--set", "train.init=" + str(run_dir), "--set", f"task=text-csv:{csv}", "--steps", "1",
+                              "--set", "train.lr=1e-9", "--set", "train.batch_size=8", "--out", tmp_path / "tuned"], capsys)
+    assert code == 0, err
+    assert f"started from {run_dir / 'model.safetensors'}: 101 tensors; new: head.fc.weight, head.fc.bias" in out
     config = (tmp_path / "tuned" / "config.yaml").read_text()
     assert "tokenizer.json" in config and "vocab_size: 30522" in config  # MiniLM's own tokenizer, found in the run
     base, tuned = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
