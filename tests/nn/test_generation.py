@@ -54,6 +54,10 @@ def test_cached_decoding_gives_the_full_forward_logits(mixer):
     {"mixer": {"name": "softmax", "kv_heads": 2}}, {"mixer": {"name": "softmax", "kv_heads": 1}, "position": "rotary"},
     {"mixer": {"name": "local", "window": 4}, "position": "alibi"}, {"mixer": {"name": "local", "window": 2, "kv_heads": 2}, "position": "rotary"},
     {"mixer": {"name": "linear", "chunk": 4}}, {"norm": {"name": "rmsnorm", "placement": "peri"}}, {"layout": "parallel"},
+    {"mixer": {"name": "performer", "features": 16, "chunk": 4}, "position": "rotary"},
+    {"mixer": {"name": "performer", "features": 16, "kv_heads": 2}},
+    {"mixer": {"name": "sla", "chunk": 4, "kernel_size": 3}}, {"mixer": {"name": "sla", "kernel_size": 1, "kv_heads": 2}},
+    {"mixer": {"name": "sla", "conv": False}},
 ])
 def test_cached_decoding_with_positions_heads_and_layouts(variant):
     variant = dict(variant)

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from anyformer.nn.mixers.base import AttentionMixer
+from anyformer.nn.mixers.base import AttentionMixer, refuse_padded_decoding
 from anyformer.nn.mixers.linear import linear_attention
 from anyformer.nn.ranges import Count, Epsilon, NonNegativeInt
 from anyformer.registry import register
@@ -53,18 +53,27 @@ def positive_random_features(logits: torch.Tensor, shift: torch.Tensor,
     return (torch.exp(logits - shift) + floor) / math.sqrt(logits.shape[-1])
 
 
-def causal_key_shift(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def causal_key_shift(logits: torch.Tensor, mask: torch.Tensor | None,
+                     start: torch.Tensor | None = None) -> torch.Tensor:
     """t_j = max(log floor, max over real keys j' <= j and features r of logits[j', r]).
     logits [B, h, L, m], mask [B, L] -> [B, h, L], non-decreasing along L. It reads no key
-    after j, so a shift built from it keeps causality exactly, not only up to rounding."""
+    after j, so a shift built from it keeps causality exactly, not only up to rounding.
+    `start` [B, h]: the shift after earlier tokens (decoding), the running max's seed."""
     per_key = logits.detach().amax(-1)
     if mask is not None:
         per_key = per_key.masked_fill(~mask[:, None, :], float("-inf"))
-    return per_key.cummax(dim=-1).values.clamp_min(LOG_FEATURE_FLOOR)
+    shift = per_key.cummax(dim=-1).values.clamp_min(LOG_FEATURE_FLOOR)
+    return shift if start is None else torch.maximum(shift, start[..., None])
 
 
 def causal_favor_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
                          shift: torch.Tensor, eps: float, chunk: int) -> torch.Tensor:
+    """The causal FAVOR+ outputs [B, h, L, Dv] of causal_favor_from with nothing before."""
+    return causal_favor_from(phi_q, phi_k, v, shift, eps, chunk)[0]
+
+
+def causal_favor_from(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor,
+                      shift: torch.Tensor, eps: float, chunk: int, state=None):
     """y_i = sum_{j<=i} (phi_q_i . k_j) v_j / (sum_{j<=i} phi_q_i . k_j + eps), k_j the unshifted
     key features, given phi_k[j] = exp(-t_j) k_j with t = `shift` [B, h, L] non-decreasing.
     Query i works in units of exp(-t_i): key j is rescaled by exp(t_j - t_i) <= 1 and eps by
@@ -73,9 +82,19 @@ def causal_favor_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tens
     underflow of the largest terms). Chunked: a masked L_c x L_c product inside a chunk; across
     chunks a running state (S, z) kept relative to the shift at the end of the last chunk
     and rescaled by exp(T_prev - T_new) <= 1 as it is carried.
-    phi_q, phi_k [B, h, L, m], v [B, h, L, Dv] -> [B, h, L, Dv]."""
+    phi_q, phi_k [B, h, L, m], v [B, h, L, Dv] -> (out [B, h, L, Dv], state after them).
+    `state` (S [B, h, m, Dv], z [B, h, m], t [B, h]): the sums over earlier tokens relative
+    to their last shift t (None: nothing before), the RNN form decoding runs on; `shift`
+    must then start from t (causal_key_shift's `start`), so every carry stays <= 1."""
     B, H, L, m = phi_q.shape
     Dv = v.shape[-1]
+    if L == 1 and state is not None:  # one decoding step: the recurrence itself
+        t = shift[..., 0]
+        carry = torch.exp(state[2] - t)[..., None]
+        S = state[0] * carry[..., None] + phi_k.transpose(2, 3) @ v
+        z = state[1] * carry + phi_k[:, :, 0]
+        den = (phi_q[:, :, 0] * z).sum(-1) + eps * torch.exp(-t)
+        return (phi_q @ S) / den[..., None, None], (S, z, t)
     chunk = max(1, min(chunk, L))  # a chunk past the end would only be padding to allocate
     n = -(-L // chunk)
     pad = n * chunk - L
@@ -98,29 +117,29 @@ def causal_favor_chunked(phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tens
     kc_end = kc * torch.exp(tc - end[..., None])[..., None]
     S_own = torch.einsum("bhncd,bhnce->bhnde", kc_end, vc)
     z_own = kc_end.sum(dim=3)
-    # State entering chunk c, relative to end[c - 1]. A loop over chunks (not a cumsum): the
-    # carry factor changes from chunk to chunk, and a cumsum of exp(end) would overflow.
-    # unbind, not S_own[:, :, c]: each indexing op's backward writes a full-size zero tensor,
-    # which made the backward pass quadratic in the number of chunks.
+    # State entering chunk c, relative to ref[c] (ref[c] = end[c - 1]; ref[0] = the earlier
+    # tokens' shift, or chunk 0's own first one when there are none, which keeps every
+    # factor finite). A loop over chunks (not a cumsum): the carry factor changes from
+    # chunk to chunk, and a cumsum of exp(end) would overflow. unbind, not S_own[:, :, c]:
+    # each indexing op's backward writes a full-size zero tensor, which made the backward
+    # pass quadratic in the number of chunks.
+    if state is None:
+        state = (S_own.new_zeros(B, H, m, Dv), z_own.new_zeros(B, H, m), tc[:, :, 0, 0])
+    ends = torch.cat([state[2][..., None], end], dim=2)
     S_parts, z_parts = S_own.unbind(2), z_own.unbind(2)
-    carry = torch.exp(end[..., :-1] - end[..., 1:]).unbind(2)  # end[c-1] -> end[c], <= 1
-    S_in, z_in = [S_own.new_zeros(B, H, m, Dv)], [z_own.new_zeros(B, H, m)]
-    for c in range(1, n):
-        S, z = S_in[-1], z_in[-1]
-        if c > 1:  # move the carried state from end[c - 2] to end[c - 1]
-            S, z = S * carry[c - 2][..., None, None], z * carry[c - 2][..., None]
-        S_in.append(S + S_parts[c - 1])
-        z_in.append(z + z_parts[c - 1])
-    S_prev, z_prev = torch.stack(S_in, dim=2), torch.stack(z_in, dim=2)
-    # Query i of chunk c reads that state scaled from end[c - 1] to t_i (<= 1). Chunk 0 has
-    # no state; its reference is its own first shift, which keeps the factor finite.
-    ref = torch.cat([tc[:, :, :1, 0], end[:, :, :-1]], dim=2)
-    to_query = torch.exp(ref[..., None] - tc)
+    carry = torch.exp(ends[..., :-1] - ends[..., 1:]).unbind(2)  # ref[c] -> end[c], <= 1
+    S_in, z_in = [state[0]], [state[1]]
+    for c in range(n):
+        S_in.append(S_in[-1] * carry[c][..., None, None] + S_parts[c])
+        z_in.append(z_in[-1] * carry[c][..., None] + z_parts[c])
+    S_prev, z_prev = torch.stack(S_in[:-1], dim=2), torch.stack(z_in[:-1], dim=2)
+    # Query i of chunk c reads that state scaled from ref[c] to t_i (<= 1).
+    to_query = torch.exp(ends[..., :-1, None] - tc)
     num = torch.einsum("bhnck,bhnke->bhnce", scores, vc)
     num = num + torch.einsum("bhncd,bhnde->bhnce", qc, S_prev) * to_query[..., None]
     den = scores.sum(-1) + torch.einsum("bhncd,bhnd->bhnc", qc, z_prev) * to_query
     out = num / (den + eps * torch.exp(-tc))[..., None]
-    return out.reshape(B, H, n * chunk, Dv)[:, :, :L]
+    return out.reshape(B, H, n * chunk, Dv)[:, :, :L], (S_in[-1], z_in[-1], end[..., -1])
 
 
 @register("mixer", "performer")
@@ -152,7 +171,12 @@ class PerformerAttention(AttentionMixer):
     carried between chunks by exp(s_end_prev - s_end) <= 1, so nothing overflows and the
     largest terms never underflow (a fixed bound s = max_r |w_r|^2 / 2 made every key
     feature subnormal or zero at head_dim >= 128 in float32). Other difference: eps in the
-    denominator (the references divide by the bare sum)."""
+    denominator (the references divide by the bare sum).
+
+    Decoding keeps the recurrent state (S, z) [B, h, m, Dv], [B, h, m] relative to the
+    running key shift t [B, h] of the tokens so far. Every stabiliser is per row (a query's
+    own maximum) or a running maximum over the past, never one over the whole sequence, so
+    a prefix's features, and so its outputs, are those of the full causal forward."""
 
     complexity = "L"
     subquadratic = True
@@ -161,6 +185,7 @@ class PerformerAttention(AttentionMixer):
     supported_positions = frozenset({"rotary"})
     example_options = {"features": 16}
     stochastic_in_training = True
+    supports_decoding = True  # the recurrent state (S, z) and the running key shift
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
@@ -188,18 +213,19 @@ class PerformerAttention(AttentionMixer):
         self.projection = fresh.to(self.projection)
         self.calls_since_redraw = 0
 
-    def feature_maps(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def feature_maps(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
+                     start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """phi(q'), phi(k') [B, h, L, m] with the stabilisers described in the class doc, and
         the key shift s (log of the factor exp(-s) that eps must be scaled by): [B, h, 1, 1]
-        non-causal, [B, h, L] (one per query position) causal."""
+        non-causal, [B, h, L] (one per query position) causal, continuing from the earlier
+        tokens' shift `start` [B, h] when decoding."""
         scale = self.head_dim ** -0.25
         q, k = q * scale, k * scale
         w = self.projection.to(q.dtype)
         wq, wk = feature_logits(q, w), feature_logits(k, w)
         q_shift = wq.amax(-1, keepdim=True).detach()
         if self.causal:
-            k_shift = causal_key_shift(wk, mask)
+            k_shift = causal_key_shift(wk, mask, start)
             phi_k = positive_random_features(wk, k_shift[..., None], floor_shifted=True)
         else:
             real = wk if mask is None else wk.masked_fill(~mask[:, None, :, None], float("-inf"))
@@ -209,23 +235,41 @@ class PerformerAttention(AttentionMixer):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
-        if self.training and self.redraw:
+        cache = self.decode_cache() if self.causal else None
+        # Never while decoding: the cached state holds features of the current projection.
+        if self.training and self.redraw and cache is None:
             if self.calls_since_redraw >= self.redraw:
                 self.redraw_projection()
             self.calls_since_redraw += 1
         q, k, v = self.qkv(x)
-        # Every quantity here is per head (the stabilisers too), so heads can run in groups.
-        # Groups keep each [B, h, L, m] feature tensor under MAX_FEATURE_BYTES: glibc hands
-        # allocations above its 32 MiB mmap ceiling fresh, page-faulted memory on every call,
-        # which made long sequences cost more than linearly.
+        if cache is not None:
+            refuse_padded_decoding(self, mask)
+        state = None if cache is None else cache.get("state")
+        # Every quantity here is per head (the stabilisers and the decoding state too), so
+        # heads can run in groups. Groups keep each [B, h, L, m] feature tensor under
+        # MAX_FEATURE_BYTES: glibc hands allocations above its 32 MiB mmap ceiling fresh,
+        # page-faulted memory on every call, which made long sequences cost more than linearly.
         per_head = q.shape[0] * q.shape[2] * self.features * q.element_size()
         group = max(1, MAX_FEATURE_BYTES // max(per_head, 1))
-        if group >= self.heads:
-            out = self.attend(q, k, v, mask)
-        else:
-            out = torch.cat([self.attend(q[:, h:h + group], k[:, h:h + group], v[:, h:h + group], mask)
-                             for h in range(0, self.heads, group)], dim=1)
-        return self.o_proj(self.merge(out))
+        outs, states = [], []
+        for h in range(0, self.heads, group):
+            part = slice(h, h + group)
+            if cache is None:
+                outs.append(self.attend(q[:, part], k[:, part], v[:, part], mask))
+                continue
+            out, after = self.decode(q[:, part], k[:, part], v[:, part],
+                                     None if state is None else tuple(t[:, part] for t in state))
+            outs.append(out)
+            states.append(after)
+        if cache is not None:
+            cache["state"] = states[0] if len(states) == 1 else tuple(torch.cat(t, 1) for t in zip(*states))
+        return self.o_proj(self.merge(outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)))
+
+    def decode(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state):
+        """New tokens' q, k, v [B, h, T, Dh] after the state of the earlier ones (None: none)
+        -> (out [B, h, T, Dh], the state after them), as causal_favor_from keeps it."""
+        phi_q, phi_k, k_shift = self.feature_maps(q, k, None, None if state is None else state[2])
+        return causal_favor_from(phi_q, phi_k, v, k_shift, self.eps, self.chunk, state)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:

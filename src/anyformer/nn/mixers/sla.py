@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer.errors import ConfigError
-from anyformer.nn.mixers.linear import LinearAttention
+from anyformer.nn.mixers.base import refuse_padded_decoding
+from anyformer.nn.mixers.linear import LinearAttention, causal_linear_attention_from
 from anyformer.nn.ranges import Count, Epsilon
 from anyformer.registry import register
 
@@ -25,13 +26,16 @@ class SimplifiedLinearAttention(LinearAttention):
     order, PixelCNN-style) - the paper itself defines no causal image variant. Padded
     tokens are removed from the key sums and zeroed before the convolution. The reference
     also adds a learned positional encoding to K inside the window; here positions come from
-    the model's position component instead."""
+    the model's position component instead.
+
+    Decoding (causal, 1-D): the linear part keeps its recurrent state (S, z) as 'linear'
+    does, the convolution the last kernel_size - 1 value rows [B*H, Dh, k - 1] it still reads."""
 
     complexity = "L"
     subquadratic = True
     # input_linears() (q/k/v) is inherited from 'linear' and holds here too: the depthwise
     # convolution reads the projected values, never x itself.
-    supports_decoding = False  # its depthwise convolution keeps no cache of past values yet
+    supports_decoding = True  # (S, z) plus a window of the last kernel_size - 1 values
     paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     accepts_grid = True
@@ -60,8 +64,9 @@ class SimplifiedLinearAttention(LinearAttention):
                 taps[k // 2, : k // 2 + 1] = True  # the centre row up to the centre
                 self.register_buffer("causal_taps", taps, persistent=False)
 
-    def local(self, v: torch.Tensor) -> torch.Tensor:
-        """Depthwise convolution of head-split values [B, H, L, Dh] -> [B, H, L, Dh]."""
+    def local(self, v: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """Depthwise convolution of head-split values [B, H, L, Dh] -> [B, H, L, Dh]; causal
+        1-D with a decoding `cache`, after the value rows it holds of earlier tokens."""
         B, H, L, Dh = v.shape
         v = v.reshape(B * H, L, Dh).transpose(1, 2)  # [BH, Dh, L]
         if self.grid is not None:
@@ -73,7 +78,13 @@ class SimplifiedLinearAttention(LinearAttention):
             out = F.conv2d(v.reshape(B * H, Dh, gh, gw), weight, self.dwc.bias,
                            padding=self.kernel_size // 2, groups=Dh).flatten(2)
         elif self.causal:
-            out = self.dwc(F.pad(v, (self.kernel_size - 1, 0)))
+            # Left padding only: output i reads values i - k + 1 .. i, never a later one.
+            keep = self.kernel_size - 1
+            past = None if cache is None else cache.get("v")
+            v = F.pad(v, (keep, 0)) if past is None else torch.cat([past, v], dim=2)
+            if cache is not None:
+                cache["v"] = v[..., v.shape[-1] - keep:]
+            out = self.dwc(v)
         else:
             out = self.dwc(v)
         return out.transpose(1, 2).reshape(B, H, L, Dh)
@@ -81,6 +92,15 @@ class SimplifiedLinearAttention(LinearAttention):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = self.check_input(x, mask)
         q, k, v = self.qkv(x)
+        cache = self.decode_cache()
+        if cache is not None and self.causal:
+            refuse_padded_decoding(self, mask)
+            if self.grid is not None:
+                raise ConfigError(f"mixer {self.name!r} on a token grid cannot decode token by token: "
+                                  "its 2-D convolution needs the whole grid at once")
+            out, cache["state"] = causal_linear_attention_from(F.relu(q), F.relu(k), v, self.eps, self.chunk,
+                                                               cache.get("state"))
+            return self.o_proj(self.merge(out if self.dwc is None else out + self.local(v, cache)))
         out = self.attend(F.relu(q), F.relu(k), v, mask)
         if self.dwc is not None:
             if mask is not None:
