@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -106,6 +107,12 @@ class Task:
     # eval RUN` and a resume find the data from any working directory.
     file_options: ClassVar[tuple[str, ...]] = ()
     multi_label: bool = False
+    # What `predict` reads as raw input (tasks/raw.py): 'text', 'table', 'images', 'series';
+    # None: the task takes no raw input (its data is generated: `predict --split` only).
+    raw_input: ClassVar[str | None] = None
+    # Options naming a file a run keeps a copy of (a tokenizer.json), so the run predicts
+    # and generates wherever it is moved: the copy replaces the option when it is reloaded.
+    bundled_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._splits: dict[str, Split] | None = None
@@ -216,3 +223,47 @@ class Task:
     def metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """Metrics over a whole split: the `compact` outputs of every batch, concatenated."""
         return self.strategy.metrics(output, target)
+
+    # -- a trained model on raw inputs (infer/predict.py): what a run saves at training
+    def preprocessing(self) -> dict[str, Any]:
+        """JSON-able facts fitted on the data at training that turn raw inputs into model
+        inputs (vocabulary, class names, column statistics, image size, series scaler): the
+        run saves them as preprocessing.json. Called once the splits are built."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what `preprocessing` gave, on an instance made from the run's options,
+        without reading the training data."""
+
+    def split_indices(self) -> dict[str, torch.Tensor]:
+        """Which of `records()` each split holds (int64 positions), saved with the run as
+        split.safetensors. Default, for data rebuilt from the options alone: 0..n-1."""
+        return {name: torch.arange(len(split)) for name, split in self.splits().items()}
+
+    def records(self) -> list[Any] | None:
+        """Every raw record of the data the task was trained on (tasks/raw.py's `Raw`, in
+        the order `split_indices` counts), read afresh from the source; None when the data is
+        generated, and `predict --split` rebuilds the split from the options instead."""
+        return None
+
+    def read_inputs(self, path: Path) -> list[Any]:
+        """The raw records of a file a user gives `predict` (Raw values with where each came from)."""
+        raise ConfigError(f"task {self.name!r} takes no raw input (its data is generated); "
+                          "score its splits with `anyformer predict RUN --split test`")
+
+    def encode(self, records: list[Any]) -> tuple[Inputs, torch.Tensor | None]:
+        """(model inputs, padding mask or None) of raw records, with the saved preprocessing;
+        a record that does not fit is a DataError naming where it came from."""
+        raise ConfigError(f"task {self.name!r} takes no raw input")
+
+    def targets(self, records: list[Any]) -> torch.Tensor:
+        """The targets of records that carry their labels (the run's own data)."""
+        raise ConfigError(f"task {self.name!r} has no targets of raw records")
+
+    def output_names(self) -> list[str]:
+        """What the model's outputs stand for in `describe`: the class names (default)."""
+        return [str(c) for c in getattr(self, "classes", [])]
+
+    def describe(self, output: torch.Tensor, records: list[Any]) -> list[dict[str, Any]]:
+        """Each record's prediction as a person reads it (the problem strategy's form)."""
+        return self.strategy.describe(output, self.output_names())

@@ -107,6 +107,11 @@ class Problem:
         when the metric is no mean over units (macro-F1, perplexity)."""
         return None
 
+    def describe(self, output: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
+        """Each example's prediction as a person reads it, from the model's outputs of a
+        batch of examples (`names`: the class names, or the forecast channels)."""
+        raise NotImplementedError(f"problem {self.name!r} does not describe its predictions")
+
     def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
         """Models that need no training, fitted on `train` (`test` gives output shapes only),
         scored like any model on the task's own metrics: what a comparison must beat. Name
@@ -151,6 +156,13 @@ class Classification(Problem):
             return F.cross_entropy(output.double(), target, reduction="none")
         return None
 
+    def describe(self, output: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
+        """{label, probability, probabilities: {class: p}} per example; output logits [N, K]."""
+        probs = output.float().softmax(-1)
+        best = probs.argmax(-1).tolist()
+        return [{"label": names[k], "probability": float(p[k]), "probabilities": dict(zip(names, p.tolist()))}
+                for k, p in zip(best, probs)]
+
     def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
         """The majority class, as the logits of the training class frequencies (add-one
         smoothed, so its loss is that of the class prior too). The test labels only size
@@ -190,6 +202,13 @@ class MultiLabelClassification(Problem):
             return hits.all(-1).double()
         return None
 
+    def describe(self, output: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
+        """{labels: those with probability >= 0.5 (logit > 0, as the metrics count a hit),
+        probabilities: {label: p}} per example; output logits [N, K]."""
+        probs = output.float().sigmoid()
+        return [{"labels": [n for n, x in zip(names, o.tolist()) if x > 0], "probabilities": dict(zip(names, p.tolist()))}
+                for o, p in zip(output, probs)]
+
     def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
         """Each label's majority value, as the logit of its (add-one smoothed) training frequency."""
         rate = (train.target.double().sum(0) + 1.0) / (len(train.target) + 2.0)
@@ -222,6 +241,11 @@ class Forecast(Problem):
         if metric == "mae":
             return err.abs().flatten(1).mean(1)
         return None
+
+    def describe(self, output: torch.Tensor, names: list[str]) -> list[dict[str, Any]]:
+        """{forecast: {channel: [value per step]}} per example; output [N, H, C] (a task that
+        scaled its series gives the values back in the data's units first)."""
+        return [{"forecast": dict(zip(names, o.T.tolist()))} for o in output.float()]
 
     def trivial_baselines(self, train: SplitLike, test: SplitLike) -> dict[str, nn.Module]:
         """The last value held over the horizon, and seasonal naive with the period (2 ..
