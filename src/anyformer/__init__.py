@@ -6,6 +6,7 @@ measure what each design choice buys and costs.
     mixer = af.build("mixer", "linear", dim=128, heads=4, max_len=512)
     af.list_components("mixer")
     model, config = af.from_hf("path/to/hf-checkpoint")   # a local Hugging Face checkpoint
+    af.predictor("runs/bert-text-csv")(["a new sentence"])  # a trained run on raw inputs
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from anyformer.catalog import create, load_run as load
 from anyformer.config import ModelConfig, model_config
 from anyformer.errors import AnyformerError, ConfigError, DataError, ShapeError, TrainingError
+from anyformer.infer.predict import Predictor, predictor
 from anyformer.interop.hf.convert import from_hf
 from anyformer.presets import list_presets
 from anyformer.registry import build, list_components, register
@@ -20,6 +22,6 @@ from anyformer.registry import build, list_components, register
 __version__ = "0.1.0"
 
 __all__ = [
-    "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig",
-    "build", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "register",
+    "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig", "Predictor",
+    "build", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "predictor", "register",
 ]

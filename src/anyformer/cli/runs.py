@@ -1,7 +1,11 @@
-"""Commands on one run: train, eval, import-hf, export, generate."""
+"""Commands on one run: train, eval, predict, import-hf, export, generate."""
 from __future__ import annotations
 
+import csv
 import importlib
+import io
+import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -13,7 +17,11 @@ from anyformer.budget import parse_duration
 from anyformer.cli.app import app, console, err_console
 from anyformer.config import parse_assignments
 from anyformer.errors import ConfigError, unknown
+from anyformer.rundir import atomic_write_text, read_json
+from anyformer.tasks.raw import Raw
 from anyformer.infer.generate import generate_text
+from anyformer.infer.predict import predictor
+from anyformer.infer.prediction_rows import prediction_rows
 from anyformer.interop.hf.convert import export_hf, export_notes, import_hf
 from anyformer.nn.generation import RecomputeWarning
 from anyformer.train import train
@@ -80,6 +88,83 @@ def eval_cmd(
     """Evaluate a trained run on its task's splits (or on --task)."""
     name, results = evaluate_run(run_dir, split, device, task)
     _print_summary({"task": name, "steps": "-", "stopped": "eval", "train_seconds": 0.0, "final": results}, run_dir)
+
+
+FORMATS = ("table", "csv", "json")
+
+
+@app.command("predict")
+def predict_cmd(
+    run_dir: str = typer.Argument(..., help="a run directory written by `anyformer train`"),
+    inputs: list[str] = typer.Argument(None, help="files to predict on: text lines / CSV / JSONL, a table CSV / JSONL, "
+                                                  "images (PNG, JPEG, .npz x, .npy), a series CSV"),
+    text: list[str] = typer.Option([], "--text", help="a text to predict on (a text or lm run); repeat for several"),
+    split: Optional[str] = typer.Option(None, "--split", help="score the run's own split (e.g. test) from its original data"),
+    data: Optional[str] = typer.Option(None, "--data", help="with --split: the run's data file, moved (its SHA-256 must match)"),
+    format_: Optional[str] = typer.Option(None, "--format", help="table, csv or json (default: table, or by --output's suffix)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="write the predictions to this file"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Predict with a trained run on raw inputs (labels with probabilities, forecasts, bits per byte)."""
+    fmt = format_ or (Path(output).suffix.lstrip(".").lower() if output else "table")
+    if fmt not in FORMATS:
+        raise unknown("predict format", fmt, FORMATS)
+    if fmt == "table" and output:
+        raise ConfigError(f"--output {output}: a file takes csv or json; name a .csv or .json file, or pass --format csv")
+    if split is None and not inputs and not text:
+        raise ConfigError("nothing to predict on: give INPUT files, --text \"...\", or --split test")
+    if split is not None and (inputs or text):
+        raise ConfigError("--split scores the run's own data: give it without INPUT files or --text")
+    model = predictor(run_dir, device)
+    if split is not None:
+        _print_score(run_dir, split, model.score(split, data), fmt, output)
+        return
+    quoted = [Raw(t, repr(t) if len(t) <= 40 else repr(t[:37]) + "...") for t in text]
+    predictions = model.predict_records([*model.read_files(inputs), *quoted])
+    if fmt == "json":
+        _emit(json.dumps(predictions, indent=1), output)
+        return
+    columns, rows = prediction_rows(predictions)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        _emit(buffer.getvalue(), output)
+        return
+    table = Table(title=f"{len(predictions)} prediction{'s' if len(predictions) != 1 else ''} of {run_dir}")
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("input", "label", "labels", "next") else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+def _emit(text: str, output: Optional[str]) -> None:
+    if output:
+        atomic_write_text(output, text if text.endswith("\n") else text + "\n")
+        err_console.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _print_score(run_dir: str, split: str, scored: dict, fmt: str, output: Optional[str]) -> None:
+    """The split's metrics from predict beside those the run reported when it finished."""
+    summary = Path(run_dir) / "summary.json"
+    reported = (read_json(summary).get("final") or {}).get(split, {}) if summary.exists() else {}
+    if fmt == "json":
+        _emit(json.dumps({"split": split, "metrics": scored, "reported": reported}, indent=1), output)
+        return
+    if fmt == "csv":
+        _emit("\n".join(["metric,predict,reported"] + [f"{k},{v!r},{reported.get(k, '')!r}" for k, v in scored.items()]), output)
+        return
+    table = Table(title=f"{run_dir}: the {split} split from its original data")
+    for c in ("metric", "predict", "reported at training", "same"):
+        table.add_column(c, justify="left" if c == "metric" else "right")
+    for k, v in scored.items():
+        r = reported.get(k)
+        table.add_row(k, f"{v:.6f}", "" if r is None else f"{r:.6f}", "" if r is None else ("yes" if r == v else f"{v - r:+.2e}"))
+    console.print(table)
 
 
 @app.command("import-hf")

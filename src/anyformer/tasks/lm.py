@@ -19,6 +19,7 @@ from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task
 from anyformer.tasks.files import check_encoding, decode_error, python_codec
+from anyformer.tasks.raw import Raw, text_records
 from anyformer.tasks.text import PretrainedTokenizer, load_tokenizer
 
 CORPUS = Path(__file__).with_name("corpora") / "shakespeare.txt.gz"
@@ -110,6 +111,8 @@ class LanguageModelTask(Task):
     paper = "Bits per byte on text, as in char-rnn (Karpathy 2015) and The Pile (Gao et al. 2020)"
     argument_option = "path"
     file_options = ("path",)
+    raw_input = "text"
+    bundled_options = ("tokenizer",)
     example_options = {"context": 16, "max_bytes": 4096}
 
     def __init__(
@@ -266,3 +269,49 @@ class LanguageModelTask(Task):
             self.splits()
             per = self.bytes_per_token.get(split, self._mean_bytes_per_token)
         return torch.cat([stats, stats.new_full((len(stats), 1), per)], 1), kept
+
+    # -- predict: a text's bits per byte and the model's next token
+    def preprocessing(self) -> dict[str, Any]:
+        self.splits()
+        return {"bytes_per_token": self.bytes_per_token, "mean_bytes_per_token": self._mean_bytes_per_token}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.bytes_per_token = {k: float(v) for k, v in state["bytes_per_token"].items()}
+        self._mean_bytes_per_token = float(state["mean_bytes_per_token"])
+
+    def read_inputs(self, path: Path) -> list[Raw]:
+        return text_records(path, "text", self.encoding)
+
+    def _read_tail(self, record: Raw) -> tuple[torch.Tensor, int]:
+        """(the last `context` token ids of the record's text, the UTF-8 bytes those after the first stand for)."""
+        if not isinstance(record.value, str) or not record.value:
+            raise DataError(f"{record.where}: expected a non-empty text, got {record.value!r}")
+        ids, nbytes = self.tokenize(record.value)
+        if len(ids) == 0:
+            raise DataError(f"{record.where}: the tokenizer makes no tokens of this text; give other text")
+        ids = ids[-self.context:]
+        return ids, len(ids) - 1 if nbytes is None else int(nbytes[-len(ids):][1:].sum())
+
+    def encode(self, records: list[Raw]) -> tuple[torch.Tensor, None]:
+        """Token ids [N, L] of each text's last `context` tokens (L: the longest), padded at
+        the end: a causal model's outputs before the padding do not see it."""
+        tails = [self._read_tail(r)[0] for r in records]
+        inputs = torch.zeros(len(tails), max(len(t) for t in tails), dtype=torch.long)
+        for i, t in enumerate(tails):
+            inputs[i, :len(t)] = t
+        return inputs, None
+
+    def describe(self, output: torch.Tensor, records: list[Raw]) -> list[dict[str, Any]]:
+        """{tokens, bits_per_byte (of the text read: its last `context` tokens, the first
+        scored by none), next (the most likely next token, as text)} per text; output [N, L, V]."""
+        out = []
+        for o, record in zip(output.float(), records):
+            ids, nbytes = self._read_tail(record)
+            n = len(ids)
+            nll = -o[: n - 1].log_softmax(-1).gather(1, ids[1:, None]).sum()
+            best = int(o[n - 1].argmax())
+            following = (bytes([best]).decode("utf-8", "replace") if self.pretrained is None
+                         else self.pretrained.tokenizer.decode([best]))
+            out.append({"tokens": n, "bits_per_byte": float(nll) / math.log(2) / nbytes if nbytes else float("nan"),
+                        "next": following})
+        return out

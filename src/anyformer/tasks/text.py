@@ -5,6 +5,7 @@ import json
 import math
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import torch
@@ -14,6 +15,7 @@ from anyformer.errors import ConfigError, DataError, suggest, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
 from anyformer.tasks.files import check_encoding, column_index, existing_file, read_csv, text_lines
+from anyformer.tasks.raw import Raw, text_records
 from anyformer.tasks.splits import random_split
 
 TOKENIZERS = ("bytes", "words")
@@ -73,6 +75,8 @@ class TextFileTask(Task):
 
     argument_option = "path"
     file_options = ("path",)
+    raw_input = "text"
+    bundled_options = ("tokenizer",)
 
     problem = "classification"
     modality = "tokens"
@@ -109,6 +113,7 @@ class TextFileTask(Task):
         self.classes: list[str] = []
         self.vocab: dict[str, int] = {}
         self._length = 0
+        self._parts: dict[str, torch.Tensor] = {}
 
     # -- reading: [(line, text, labels (list), split name or None)]
     def read_rows(self) -> list[tuple[int, str, list[str], str | None]]:
@@ -193,6 +198,7 @@ class TextFileTask(Task):
                                 f"give some rows split={empty[0]}, or remove the column to split at random")
         else:
             parts = dict(zip(("train", "val", "test"), random_split(len(rows), self.fractions, self.split_seed)))
+        self._parts = parts
         if not self.multi_label:  # the file may hold two classes and still train on one
             require_classes(sorted({rows[i][2][0] for i in parts["train"].tolist()}), str(self.path),
                             f"the train split's label column {self.label_column!r}")
@@ -203,20 +209,62 @@ class TextFileTask(Task):
         index = {c: k for k, c in enumerate(self.classes)}
         ids = [self.tokenize(r[1]) for r in rows]
         self._length = max(1, max(len(t) for t in ids))
-        tokens = torch.full((len(rows), self._length), self.pad_id, dtype=torch.int32)
-        for i, t in enumerate(ids):
-            tokens[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
-        mask = torch.zeros(len(rows), self._length, dtype=torch.bool)
-        for i, t in enumerate(ids):
-            mask[i, :max(1, len(t))] = True  # an empty text keeps one (pad) token to pool over
-        if self.multi_label:
-            target = torch.zeros(len(rows), len(self.classes))
-            for i, r in enumerate(rows):
-                target[i, [index[c] for c in r[2]]] = 1.0
-        else:
-            target = torch.tensor([index[r[2][0]] for r in rows], dtype=torch.long)
+        tokens, mask = self._padded(ids)
+        target = self._targets([r[2] for r in rows], [f"{self.path}:{r[0]}" for r in rows], index)
         return {name: Split(tokens[idx], target[idx], mask[idx], transform=lambda x: x.long())
                 for name, idx in parts.items()}
+
+    def _padded(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token ids [N, length] int32 padded with pad_id, mask [N, length]) at the run's length."""
+        tokens = torch.full((len(ids), self._length), self.pad_id, dtype=torch.int32)
+        mask = torch.zeros(len(ids), self._length, dtype=torch.bool)
+        for i, t in enumerate(ids):
+            tokens[i, :len(t)] = torch.tensor(t, dtype=torch.int32)
+            mask[i, :max(1, len(t))] = True  # an empty text keeps one (pad) token to pool over
+        return tokens, mask
+
+    def _targets(self, labels: list[list[str]], where: list[str], index: dict[str, int]) -> torch.Tensor:
+        unseen = next(((w, c) for w, ls in zip(where, labels) for c in ls if c not in index), None)
+        if unseen is not None:
+            raise DataError(f"{unseen[0]}: label {unseen[1]!r} is not one the run trained on ({', '.join(self.classes)})")
+        if self.multi_label:
+            target = torch.zeros(len(labels), len(self.classes))
+            for i, ls in enumerate(labels):
+                target[i, [index[c] for c in ls]] = 1.0
+            return target
+        return torch.tensor([index[ls[0]] for ls in labels], dtype=torch.long)
+
+    # -- predict: the vocabulary, classes and length the run trained with
+    def preprocessing(self) -> dict[str, Any]:
+        self.splits()
+        return {"classes": self.classes, "multi_label": self.multi_label, "length": self._length, "vocab": self.vocab}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.classes, self.multi_label = list(state["classes"]), bool(state["multi_label"])
+        self._length, self.vocab = int(state["length"]), dict(state["vocab"])
+        if self.pretrained is not None:  # the model reads `length` tokens at most; keep the special tokens
+            self.pretrained.tokenizer.enable_truncation(max_length=self._length)
+
+    def split_indices(self) -> dict[str, torch.Tensor]:
+        self.splits()
+        return dict(self._parts)
+
+    def records(self) -> list[Raw]:
+        return [Raw(text, f"{self.path}:{line}", labels) for line, text, labels, _ in self.read_rows()]
+
+    def read_inputs(self, path: Path) -> list[Raw]:
+        return text_records(path, self.text_column, self.encoding)
+
+    def encode(self, records: list[Raw]) -> tuple[torch.Tensor, torch.Tensor]:
+        for r in records:
+            if not isinstance(r.value, str):
+                raise DataError(f"{r.where}: expected a text, got {type(r.value).__name__}; give strings")
+        tokens, mask = self._padded([self.tokenize(r.value)[: self._length] for r in records])
+        return tokens.long(), mask
+
+    def targets(self, records: list[Raw]) -> torch.Tensor:
+        return self._targets([r.label for r in records], [r.where for r in records],
+                             {c: k for k, c in enumerate(self.classes)})
 
     def _facts(self) -> tuple[int, int, int]:
         self.splits()
