@@ -12,6 +12,9 @@ from pydantic import Field
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task
+from anyformer.tasks.image_inputs import encode_images
+from anyformer.tasks.images import pixel_tensor
+from anyformer.tasks.raw import Raw, image_records
 from anyformer.tasks.splits import stratified_split
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist package
@@ -57,6 +60,17 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
+def token_tensor(image: np.ndarray, where: str) -> torch.Tensor:
+    """One grey image [1, H, W] as the sequence form's tokens: its pixel bytes, int64 [H * W]."""
+    if image.dtype != np.uint8:
+        whole = np.issubdtype(image.dtype, np.integer) and (image.size == 0 or (image.min() >= 0 and image.max() <= 255))
+        if not whole:
+            raise DataError(f"{where}: pixels of dtype {image.dtype} are no bytes; the model reads 0..255 pixel values "
+                            "as tokens: give uint8 images")
+        image = image.astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(image)).flatten().long()
+
+
 def find_idx(folder: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         if (folder / name).is_file():
@@ -76,6 +90,7 @@ class FashionMNISTTask(Task):
     folder of MNIST-format IDX files (gzipped or not)."""
 
     file_options = ("data_dir",)
+    raw_input = "images"
 
     problem = "classification"
     modality = "images"
@@ -95,6 +110,8 @@ class FashionMNISTTask(Task):
         # The instance's modality decides which encoder a preset must bring.
         self.modality = "tokens" if as_sequence else "images"
         self._size: tuple[int, int] | None = None
+        self.classes: list[str] = list(CLASSES)
+        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder: Path, n: int = 40, size: int = 8) -> dict[str, Any]:
@@ -137,6 +154,7 @@ class FashionMNISTTask(Task):
         if self.val_size >= len(y):
             raise DataError(f"val_size {self.val_size} leaves no training images ({len(y)} in all); lower val_size")
         train, val = stratified_split(y, [1 - self.val_size / len(y), self.val_size / len(y)], self.split_seed)
+        self._parts = {"train": train, "val": val, "test": torch.arange(len(y_test)) + len(y)}  # records(): train, then test
         # uint8 in memory (47 MB for the full set); scaled per batch by `transform`.
         return {"train": Split(x[train], y[train], transform=self._transform),
                 "val": Split(x[val], y[val], transform=self._transform),
@@ -160,3 +178,46 @@ class FashionMNISTTask(Task):
         H, W = self.image_size()
         encoder = {"vocab_size": 256} if self.as_sequence else {"image_size": [H, W], "channels": 1}
         return {"encoder": encoder, "head": {"num_classes": 10, "multi_label": False}}
+
+    # -- predict: the image size the run trained on (classes and scaling are fixed)
+    def preprocessing(self) -> dict[str, Any]:
+        H, W = self.image_size()
+        return {"classes": self.classes, "channels": 1, "height": H, "width": W, "layout": "hw",
+                "scaling": "uint8 bytes as tokens" if self.as_sequence else "uint8 / 255"}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.classes = [str(c) for c in state["classes"]]
+        self._size = (int(state["height"]), int(state["width"]))
+
+    def split_indices(self) -> dict[str, torch.Tensor]:
+        self.splits()
+        return dict(self._parts)
+
+    def records(self) -> list[Raw]:
+        """The training file's images, then the test file's: uint8 [H, W], each with its label."""
+        out = []
+        for part in ("train", "test"):
+            x, y = self._load(part)
+            path = find_idx(self.data_dir, FILES[part][0])
+            out += [Raw(image, f"{path} [image {i}]", label) for i, (image, label) in enumerate(zip(x.numpy(), y.tolist()))]
+        return out
+
+    def read_inputs(self, path: Path) -> list[Raw]:
+        return image_records(path)
+
+    def encode(self, records: list[Raw]) -> tuple[torch.Tensor, None]:
+        """Grey images (RGB by Pillow's 'L' conversion) -> float32 [N, 1, H, W] by `pixels`'
+        rule (uint8 / 255), or with `as_sequence` their pixel bytes, int64 [N, H * W]."""
+        H, W = self.image_size()
+        return encode_images(records, (1, H, W), True, token_tensor if self.as_sequence else pixel_tensor), None
+
+    def targets(self, records: list[Raw]) -> torch.Tensor:
+        out = []
+        for r in records:
+            label = r.label.item() if isinstance(r.label, np.generic) else r.label
+            k = self.classes.index(label) if isinstance(label, str) and label in self.classes else label
+            if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < len(self.classes):
+                raise DataError(f"{r.where}: label {label!r} is no class of the run (0..{len(self.classes) - 1} "
+                                f"or a name: {', '.join(self.classes)})")
+            out.append(k)
+        return torch.tensor(out, dtype=torch.long)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,6 +14,8 @@ from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
 from anyformer.tasks.files import existing_file
+from anyformer.tasks.image_inputs import encode_images
+from anyformer.tasks.raw import Raw, image_records
 from anyformer.tasks.splits import stratified_split
 
 LAYOUTS = ("auto", "nhwc", "nchw")
@@ -46,6 +49,21 @@ def pixels(x: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: {int(bad.sum())} pixels are NaN or infinite, the first in image {first[0]} (index {first}); "
                         "fill or drop those images")
     return x.astype(np.float32, copy=False)
+
+
+def pixel_tensor(image: np.ndarray, where: str) -> torch.Tensor:
+    """One image [C, H, W] as the images-npz split gives it to the model: `pixels` (its
+    dtype's rule), then uint8 / 255 as the split's transform does; float32."""
+    x = pixels(image[None], where)[0]
+    return torch.from_numpy(x).float() / 255.0 if x.dtype == np.uint8 else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def label_key(label: Any) -> Any:
+    """A label as JSON keeps it: NumPy scalars as Python values, bytes as text (latin-1, one
+    character a byte), so a saved class and a record's label compare equal."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    return label.decode("latin-1") if isinstance(label, bytes) else label
 
 
 def label_array(y: np.ndarray, where: str) -> np.ndarray:
@@ -87,6 +105,7 @@ class ImagesNPZTask(Task):
 
     argument_option = "path"
     file_options = ("path",)
+    raw_input = "images"
 
     problem = "classification"
     modality = "images"
@@ -109,6 +128,8 @@ class ImagesNPZTask(Task):
         self.split_seed = split_seed
         self.classes: list[Any] = []
         self._shape: tuple[int, int, int] | None = None
+        self._stored = "nhwc"  # x's axis order in the file ('nhw', 'nhwc', 'nchw'): predict's tie-break
+        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder, n: int = 40) -> dict[str, Any]:
@@ -163,6 +184,9 @@ class ImagesNPZTask(Task):
                 raise DataError(f"{where}: holds no images (shape {list(x.shape)}); save at least one image per class")
             if y.ndim != 1 or len(y) != len(x):
                 raise DataError(f"{self.path}: {yk} must be one label per image ({len(x)}), got shape {list(y.shape)}")
+            if xk == "x":
+                self._stored = "nhw" if x.ndim == 3 else self.layout if self.layout != "auto" else \
+                    "nhwc" if x.ndim == 4 and x.shape[3] in (1, 3, 4) else "nchw"
             x = to_nchw(x, self.layout, where)
             if x.size == 0:
                 raise DataError(f"{where}: images of shape {list(x.shape[1:])} hold no pixels")
@@ -185,11 +209,13 @@ class ImagesNPZTask(Task):
         if len(images) == 2:
             train, val = stratified_split(targets[0], [1 - self.val_fraction, self.val_fraction], self.split_seed)
             test_x, test_y = images[1], targets[1]
+            test = torch.arange(len(test_y)) + len(targets[0])  # records(): x's images, then x_test's
         else:
             train, val, test = stratified_split(
                 targets[0], [1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction], self.split_seed)
             test_x, test_y = images[0][test], targets[0][test]
         x, y = images[0], targets[0]
+        self._parts = {"train": train, "val": val, "test": test}
         return {"train": Split(x[train], y[train], transform=self._scale), "val": Split(x[val], y[val], transform=self._scale),
                 "test": Split(test_x, test_y, transform=self._scale)}
 
@@ -206,3 +232,47 @@ class ImagesNPZTask(Task):
     def required_options(self) -> dict[str, dict[str, Any]]:
         C, H, W = self._facts()
         return {"encoder": {"image_size": [H, W], "channels": C}, "head": {"num_classes": len(self.classes), "multi_label": False}}
+
+    # -- predict: the classes, image shape and pixel rule the run trained with
+    def preprocessing(self) -> dict[str, Any]:
+        C, H, W = self._facts()
+        return {"classes": [label_key(c) for c in self.classes], "channels": C, "height": H, "width": W,
+                "layout": self._stored, "scaling": "integers / their dtype's maximum (uint8 / 255), booleans 0/1, floats kept"}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.classes = list(state["classes"])
+        self._shape = (int(state["channels"]), int(state["height"]), int(state["width"]))
+        self._stored = str(state["layout"])
+
+    def split_indices(self) -> dict[str, torch.Tensor]:
+        self.splits()
+        return dict(self._parts)
+
+    def records(self) -> list[Raw]:
+        """x's images, then x_test's, as the file stores them, each with its label."""
+        arrays = self._load()
+        parts = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays else [])
+        return [Raw(image, f"{self.path} [{xk} {i}]", label) for xk, yk in parts
+                for i, (image, label) in enumerate(zip(arrays[xk], arrays[yk].tolist()))]
+
+    def read_inputs(self, path: Path) -> list[Raw]:
+        return image_records(path)
+
+    def encode(self, records: list[Raw]) -> tuple[torch.Tensor, None]:
+        """Images ([H, W], [H, W, C] or [C, H, W]; image_inputs converts their channels) ->
+        float32 [N, C, H, W], scaled by `pixels`' rule of each image's dtype."""
+        return encode_images(records, self._shape, self._stored != "nchw", pixel_tensor), None
+
+    def targets(self, records: list[Raw]) -> torch.Tensor:
+        index = {label_key(c): k for k, c in enumerate(self.classes)}
+        out = []
+        for r in records:
+            key = label_key(r.label)
+            if key not in index:
+                raise DataError(f"{r.where}: label {key!r} is not a class the run trained on "
+                                f"({', '.join(map(repr, self.classes[:10]))}{', ...' if len(self.classes) > 10 else ''})")
+            out.append(index[key])
+        return torch.tensor(out, dtype=torch.long)
+
+    def output_names(self) -> list[str]:
+        return [str(label_key(c)) for c in self.classes]
