@@ -15,6 +15,8 @@ from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task
 from anyformer.tasks.files import column_index, existing_file, package_data, parse_number, read_csv
+from anyformer.tasks.forecast_inputs import future, read_series_csv, scaled, series_input, window_records
+from anyformer.tasks.raw import Raw
 
 MODES = {"multivariate": "M", "univariate": "S", "M": "M", "S": "S"}
 PROTOCOLS = ("auto", "ett_hour", "ett_minute", "ratio")
@@ -120,6 +122,7 @@ class ForecastTask(Task):
 
     argument_option = "path"
     file_options = ("path",)
+    raw_input = "series"
 
     @classmethod
     def parse_argument(cls, arg: str) -> dict[str, Any]:
@@ -156,6 +159,11 @@ class ForecastTask(Task):
         self.path, self.source, self.input_len, self.horizon = path, source, input_len, horizon
         self.mode, self.target, self.stride, self.protocol = MODES[mode], target, stride, protocol
         self._channels: int | None = None
+        # Fitted at build_splits (or restored from a run): what predict scales raw series with.
+        self._columns: list[str] = []
+        self._time_columns: list[str] = []
+        self._mean = self._std = np.zeros(0)
+        self._starts: dict[str, torch.Tensor] = {}
 
     # -- reading
     def _read_path(self) -> tuple[list[str], np.ndarray, str]:
@@ -166,6 +174,7 @@ class ForecastTask(Task):
         first_line, first = rows[0]
         time_col = time_column(header, first)
         names = [h for i, h in enumerate(header) if i != time_col]
+        self._time_columns = [] if time_col is None else [header[time_col]]
         if not names:
             raise DataError(f"{path}: only a time column ({header[time_col]!r}); add numeric columns")
         for i, (h, f) in enumerate(zip(header, first)):
@@ -187,6 +196,7 @@ class ForecastTask(Task):
         path = package_data("statsmodels", "datasets", name, f"{name}.csv", extra="statsmodels")
         header, rows = read_csv(path)
         names = [h for h in header if h not in spec["time"]]
+        self._time_columns = list(spec["time"])
         parse = lambda f, line, h: parse_number(f, path, line, h, finite=False) if f else float("nan")  # noqa: E731
         values = np.array([[parse(f, line, h) for h, f in zip(header, fields) if h not in spec["time"]]
                            for line, fields in rows], dtype=np.float64)
@@ -199,6 +209,7 @@ class ForecastTask(Task):
         rng = np.random.default_rng(0)
         t = np.arange(600, dtype=np.float64)
         base = np.stack([np.sin(2 * np.pi * t / 24), np.cos(2 * np.pi * t / 12), 0.01 * t], 1)
+        self._time_columns = []
         return ["a", "b", "OT"], base + 0.1 * rng.standard_normal(base.shape), "synthetic"
 
     def read(self) -> tuple[list[str], np.ndarray, str]:
@@ -217,8 +228,9 @@ class ForecastTask(Task):
             return STATSMODELS.get(self.source.partition(":")[2], {}).get("target", "OT")
         return "OT"
 
-    # -- splits
-    def build_splits(self) -> dict[str, Split]:
+    def model_values(self) -> tuple[list[str], np.ndarray, str]:
+        """(column names, unscaled values [T, C] float64, where) in the model's column
+        order: the target alone (univariate) or moved last (multivariate)."""
         names, values, where = self.read()
         target = self.target or self._default_target()
         if self.mode == "S" or self.target is not None:
@@ -226,9 +238,15 @@ class ForecastTask(Task):
         else:
             t = names.index(target) if target in names else None
         if self.mode == "S":
-            values = values[:, [t]]
+            names, values = [names[t]], values[:, [t]]
         elif t is not None:  # TSL's custom loader puts the target last
+            names = [n for i, n in enumerate(names) if i != t] + [names[t]]
             values = np.concatenate([np.delete(values, t, 1), values[:, [t]]], 1)
+        return names, values, where
+
+    # -- splits
+    def build_splits(self) -> dict[str, Split]:
+        names, values, where = self.model_values()
         protocol = self.protocol
         if protocol == "auto":
             stem = Path(where).name
@@ -237,21 +255,70 @@ class ForecastTask(Task):
         train = values[b1[0]:b2[0]]
         mean, std = train.mean(0), train.std(0)
         std[std == 0] = 1.0  # a constant column stays 0 after centring
+        self._columns, self._mean, self._std = names, mean, std
         series = torch.tensor((values - mean) / std, dtype=torch.float32)
         self._channels = series.shape[1]
         span = self.input_len + self.horizon
-        splits = {}
+        splits, self._starts = {}, {}
         for i, name in enumerate(("train", "val", "test")):
-            segment = series[max(b1[i], 0):b2[i]]
+            first = max(b1[i], 0)
+            segment = series[first:b2[i]]
             if len(segment) < span:
                 raise DataError(
                     f"{where}: the {name} split has {len(segment)} steps, fewer than input_len + horizon = {span}; "
                     "shorten input_len / horizon or give a longer series"
                 )
             # Windows as strided views of one tensor: no copy of the (overlapping) windows.
-            windows = segment.unfold(0, span, self.stride if name == "train" else 1).transpose(1, 2)
+            step = self.stride if name == "train" else 1
+            windows = segment.unfold(0, span, step).transpose(1, 2)
             splits[name] = Split(windows[:, :self.input_len], windows[:, self.input_len:])
+            self._starts[name] = first + step * torch.arange(len(windows), dtype=torch.int64)
         return splits
+
+    # -- predict: the columns and the training rows' scaler
+    def preprocessing(self) -> dict[str, Any]:
+        self.splits()
+        return {"columns": self._columns, "time_columns": self._time_columns, "mean": self._mean.tolist(),
+                "std": self._std.tolist(), "input_len": self.input_len, "horizon": self.horizon, "mode": self.mode}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._columns, self._time_columns = list(state["columns"]), list(state["time_columns"])
+        self._mean = np.array(state["mean"], dtype=np.float64)
+        self._std = np.array(state["std"], dtype=np.float64)
+        self._channels = len(self._columns)
+
+    def split_indices(self) -> dict[str, torch.Tensor]:
+        """Each split's window start rows, which are the positions of its windows in `records`."""
+        self.splits()
+        return dict(self._starts)
+
+    def records(self) -> list[Raw]:
+        """Every window of the series: value its input rows [input_len, C], label the next
+        horizon rows [horizon, C] (unscaled, views of one array)."""
+        _, values, where = self.model_values()
+        return window_records(values, where, self.input_len, self.horizon)
+
+    def read_inputs(self, path: Path) -> list[Raw]:
+        """One record: the last input_len rows of a CSV laid out as the training file."""
+        return [read_series_csv(path, self._columns, self.input_len)]
+
+    def encode(self, records: list[Raw]) -> tuple[torch.Tensor, None]:
+        """The scaled last input_len rows of each record's series: [N, input_len, C] float32."""
+        arrays = [series_input(r, self._columns, self.input_len) for r in records]
+        return scaled(arrays, self._mean, self._std), None
+
+    def targets(self, records: list[Raw]) -> torch.Tensor:
+        """The scaled future of each window: [N, horizon, C] float32."""
+        return scaled([future(r, self.horizon, len(self._columns)) for r in records], self._mean, self._std)
+
+    def output_names(self) -> list[str]:
+        return list(self._columns)
+
+    def describe(self, output: torch.Tensor, records: list[Raw]) -> list[dict[str, Any]]:
+        """{forecast: {column: [value per step]}} in the data's units: output [N, H, C] * std
+        + mean, in float64 (float32 would round large values such as prices)."""
+        values = output.double() * torch.from_numpy(self._std) + torch.from_numpy(self._mean)
+        return [{"forecast": dict(zip(self._columns, v.T.tolist()))} for v in values]
 
     def channels(self) -> int:
         if self._channels is None:
