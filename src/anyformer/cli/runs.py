@@ -124,7 +124,7 @@ def predict_cmd(
     if fmt == "json":
         _emit(json.dumps(predictions, indent=1), output)
         return
-    columns, rows = prediction_rows(predictions)
+    columns, rows = prediction_rows(predictions, None if fmt == "csv" else 4)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)

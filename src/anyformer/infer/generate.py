@@ -38,6 +38,9 @@ def text_codec(config: dict[str, Any], run_dir: str | Path) -> TextCodec:
     """How this run turns text into ids and back."""
     vocab = (config["model"].get("encoder") or {}).get("vocab_size", 256)
     name = run_tokenizer(config)
+    kept = Path(run_dir) / "tokenizer.json"  # the run's own copy: the original may be gone
+    if name not in (None, BYTES) and kept.is_file():
+        name = str(kept)
     if name in (None, BYTES) and vocab == 256:
         return TextCodec(BYTES, lambda text: list(text.encode("utf-8")),
                          lambda ids: bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace"))

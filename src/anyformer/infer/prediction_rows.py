@@ -6,15 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 
-def prediction_rows(predictions: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """(column names, rows) of `predictions` (the Predictor's dicts), in their order."""
+def prediction_rows(predictions: list[dict[str, Any]], most_probabilities: int | None = None) -> tuple[list[str], list[list[Any]]]:
+    """(column names, rows) of `predictions` (the Predictor's dicts), in their order. With
+    more classes than `most_probabilities`, one 'runners-up' column names the next two
+    likeliest instead of a column per class (a screen's width)."""
     columns: list[str] = []
     rows: list[dict[str, Any]] = []
     for p in predictions:
         flat: dict[str, Any] = {}
         forecast = None
         for key, value in p.items():
-            if key == "probabilities":
+            if key == "probabilities" and most_probabilities is not None and len(value) > most_probabilities:
+                ranked = sorted(value.items(), key=lambda kv: -kv[1])[1:3]
+                flat["runners-up"] = ", ".join(f"{name} ({prob:.4f})" for name, prob in ranked)
+            elif key == "probabilities":
                 flat.update({f"p({name})": prob for name, prob in value.items()})
             elif key == "forecast":
                 forecast = value
