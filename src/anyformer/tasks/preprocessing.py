@@ -28,6 +28,19 @@ def data_file(task: Task) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def data_digest(path: Path) -> str:
+    """The file's SHA-256, hashed once per (path, size, mtime): compare starts a run per model
+    and seed on one file, which may be gigabytes."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
+
+
 def bundled_name(option: str, value: str) -> str:
     return f"{option}{Path(value).suffix}"
 
@@ -48,7 +61,7 @@ def save(task: Task, run_dir: str | Path) -> None:
             bundled[option] = name
     rundir.atomic_write_json(run_dir / STATE, {
         "version": VERSION, "task": task.name, "state": task.preprocessing(), "bundled": bundled,
-        "data": None if data is None else {"path": str(data.resolve()), "sha256": file_digest(data)},
+        "data": None if data is None else {"path": str(data.resolve()), "sha256": data_digest(data)},
     })
     indices = {name: idx.to(torch.int64).contiguous() for name, idx in task.split_indices().items()}
     tmp = run_dir / f".{SPLIT}.tmp"
