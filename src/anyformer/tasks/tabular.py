@@ -16,10 +16,13 @@ from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
 from anyformer.tasks.files import (Unreadable, arrow_table, check_encoding, csv_schema, decode_error, existing_file,
                                    python_codec, record_lines)
+from anyformer.tasks.raw import Raw
 from anyformer.tasks.table_cache import cache_arrays, cached_arrays
 from anyformer.tasks.splits import stratified_split
 from anyformer.tasks.tabular_columns import (NULLS, Column, Labels, dictionary, float_column, from_cache_arrays, parse_value,
                                              text_column, to_cache_arrays, unique_names)
+from anyformer.tasks.tabular_predict import (categorical_features, input_rows, numeric_features, spelled_row,
+                                             spelling, table_rows)
 
 # Target spellings that are a missing value, not a class: 'nan' (pandas' astype(str) of a
 # NaN), 'null', '?' (the UCI archive's). 'NA', 'N/A' and 'None' stay classes ('not
@@ -44,6 +47,7 @@ class TabularCSVTask(Task):
 
     argument_option = "path"
     file_options = ("path",)
+    raw_input = "table"
 
     problem = "classification"
     modality = "tabular"
@@ -76,6 +80,11 @@ class TabularCSVTask(Task):
         self.numeric_columns: list[str] = []
         self.categorical_columns: list[str] = []
         self.cardinalities: list[int] = []
+        # What predict needs to turn rows into the same tensors: each numeric column's train
+        # (mean, std), each categorical column's {value: code}, and the split's row indices.
+        self._stats: list[tuple[float, float]] = []
+        self._codes: list[dict[str, int]] = []
+        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder, n: int = 60) -> dict[str, Any]:
@@ -232,6 +241,7 @@ class TabularCSVTask(Task):
         no finite value anywhere is refused (it is no feature; `drop` it); one with none in
         the train split is centred on 0 with std 1; a constant one stays 0."""
         x = np.empty((len(train), 0), dtype=np.float32)
+        self._stats = []
         for j, name in enumerate(self.numeric_columns):
             col = np.frombuffer(columns[name].numbers, dtype=np.float64)
             if j == 0:
@@ -244,6 +254,7 @@ class TabularCSVTask(Task):
             fit = fit[np.isfinite(fit)]
             mean = fit.mean() if len(fit) else 0.0
             std = np.sqrt(np.square(fit - mean).mean()) if len(fit) else 1.0
+            self._stats.append((float(mean), float(std)))
             z = col - mean
             z /= std if std > 0 else 1.0
             z[~finite] = 0.0
@@ -265,19 +276,22 @@ class TabularCSVTask(Task):
         y = torch.from_numpy(rank[labels.codes])
         parts = stratified_split(y, self.fractions, self.split_seed)
         train = parts[0].numpy()
+        self._parts = dict(zip(("train", "val", "test"), parts))
         self.numeric_columns = [c for c, col in columns.items() if col.numbers is not None]
         self.categorical_columns = [c for c, col in columns.items() if col.numbers is None]
         inputs: dict[str, np.ndarray] = {}
         if self.numeric_columns:
             inputs["numeric"] = self._normalised(columns, train)
         if self.categorical_columns:
-            codes, self.cardinalities = [], []
+            codes, self.cardinalities, self._codes = [], [], []
             for c in self.categorical_columns:
                 raw = np.frombuffer(columns[c].codes, dtype=np.int32)
                 seen = np.unique(raw[train])
                 remap = np.zeros(len(columns[c].values), dtype=np.int64)  # 0: unseen in train
                 remap[seen] = np.arange(1, len(seen) + 1)
                 codes.append(remap[raw])
+                # Every value of the file, those only val/test hold too (code 0): predict knows them.
+                self._codes.append({k: int(remap[v]) for k, v in columns[c].values.items()})
                 self.cardinalities.append(len(seen) + 1)
             inputs["categorical"] = np.stack(codes, 1)
         # Each split gathered once, row-major, from the column-major arrays.
@@ -294,3 +308,55 @@ class TabularCSVTask(Task):
         self.splits()
         return {"encoder": {"num_numeric": len(self.numeric_columns), "categories": self.cardinalities},
                 "head": {"num_classes": len(self.classes), "multi_label": False}}
+
+    # -- predict: the columns, train statistics, category codes and classes the run trained with
+    def preprocessing(self) -> dict[str, Any]:
+        self.splits()
+        return {"target": self.target, "classes": self.classes, "cardinalities": self.cardinalities,
+                "numeric": [{"name": n, "mean": m, "std": s} for n, (m, s) in zip(self.numeric_columns, self._stats)],
+                "categorical": [{"name": n, "codes": c} for n, c in zip(self.categorical_columns, self._codes)]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.target, self.classes = str(state["target"]), [str(c) for c in state["classes"]]
+        self.cardinalities = [int(k) for k in state["cardinalities"]]
+        self.numeric_columns = [str(c["name"]) for c in state["numeric"]]
+        # A non-finite statistic was saved as null: NaN keeps `std > 0` false, as it was.
+        self._stats = [(math.nan if c["mean"] is None else float(c["mean"]), math.nan if c["std"] is None else float(c["std"]))
+                       for c in state["numeric"]]
+        self.categorical_columns = [str(c["name"]) for c in state["categorical"]]
+        self._codes = [{str(k): int(v) for k, v in c["codes"].items()} for c in state["categorical"]]
+
+    def split_indices(self) -> dict[str, torch.Tensor]:
+        self.splits()
+        return dict(self._parts)
+
+    def records(self) -> list[Raw]:
+        """Every data row of the file, in the order the training read counts them."""
+        rows = table_rows(existing_file(self.path, "tabular CSV"), self.encoding)
+        return [Raw(r.value, r.where, r.value.get(self.target)) for r in rows]
+
+    def read_inputs(self, path: Path) -> list[Raw]:
+        return input_rows(path, self.encoding)
+
+    def encode(self, records: list[Raw]) -> tuple[dict[str, torch.Tensor], None]:
+        """{'numeric': float32 [N, k], 'categorical': int64 [N, c]} (those the run has) of rows."""
+        rows, where = [spelled_row(r) for r in records], [r.where for r in records]
+        every = self.numeric_columns + self.categorical_columns
+        inputs = {}
+        if self.numeric_columns:
+            inputs["numeric"] = numeric_features(rows, where, self.numeric_columns, self._stats, every)
+        if self.categorical_columns:
+            inputs["categorical"] = categorical_features(rows, where, self.categorical_columns, self._codes, every)
+        return inputs, None
+
+    def targets(self, records: list[Raw]) -> torch.Tensor:
+        index = {c: k for k, c in enumerate(self.classes)}
+        out = []
+        for r in records:
+            label = None if r.label is None else spelling(r.label, r.where, self.target)
+            if label not in index:
+                got = "no target" if label is None else f"target {label!r}"
+                raise DataError(f"{r.where}: {got} in {self.target!r}, not a class the run trained on "
+                                f"({', '.join(self.classes)}); give rows of the run's classes")
+            out.append(index[label])
+        return torch.tensor(out, dtype=torch.long)
