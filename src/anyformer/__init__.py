@@ -12,6 +12,7 @@ from __future__ import annotations
 
 # The catalog first: it registers every component before anything is looked up.
 from anyformer.catalog import create, load_run as load
+from anyformer.compress import compress
 from anyformer.config import ModelConfig, model_config
 from anyformer.errors import AnyformerError, ConfigError, DataError, ShapeError, TrainingError
 from anyformer.infer.predict import Predictor, predictor
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig", "Predictor",
-    "build", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "predictor", "register",
+    "build", "compress", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "predictor", "register",
 ]

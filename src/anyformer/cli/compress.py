@@ -1,0 +1,54 @@
+"""`anyformer compress`: one method on one run, the before/after table printed."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from anyformer.cli.app import app, console
+from anyformer.compress.job import compress
+
+ROWS = ("parameters", "size_mb", "latency_ms", "memory_mb")
+
+
+@app.command("compress")
+def compress_cmd(
+    run_dir: str = typer.Argument(..., help="a run directory (trained, or imported from Hugging Face)"),
+    method: str = typer.Option(..., "--method", help="drop, quantize or prune"),
+    out: str = typer.Option(..., "--out", help="the new run directory to write (the input is never changed)"),
+    data: Optional[str] = typer.Option(None, "--data", help="calibrate and judge on this: a file of sentences (one a line) "
+                                                             "or a task NAME[:ARG]; default: the run's own task"),
+    what: Optional[str] = typer.Option(None, "--what", help="drop: attention, mlp, block or joint"),
+    k: Optional[int] = typer.Option(None, "--k", help="drop: how many to drop"),
+    fraction: Optional[float] = typer.Option(None, "--fraction", help="drop: the share of them to drop, in (0, 1]"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="quantize: a policy YAML file, or a scheme for every "
+                                                                 "linear layer (int8-dynamic, int8-weight, int4-weight)"),
+    heads: Optional[int] = typer.Option(None, "--heads", help="prune: attention heads to remove per layer"),
+    heads_fraction: Optional[float] = typer.Option(None, "--heads-fraction", help="prune: share of all heads to remove"),
+    neurons_fraction: Optional[float] = typer.Option(None, "--neurons-fraction", help="prune: share of FFN neurons to remove"),
+    neurons_criterion: Optional[str] = typer.Option(None, "--neurons-criterion", help="prune: magnitude or activation"),
+    finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="prune: fine-tune this many steps after"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Compress a run (drop redundant layers, quantize, prune heads / neurons) into a new run, measured before and after."""
+    options = {name: value for name, value in (
+        ("what", what), ("k", k), ("fraction", fraction), ("policy", policy), ("heads", heads),
+        ("heads_fraction", heads_fraction), ("neurons_fraction", neurons_fraction),
+        ("neurons_criterion", neurons_criterion), ("finetune_steps", finetune_steps)) if value is not None}
+    result = compress(run_dir, method, out, data=data, device=device, **options)
+    before, after = result["before"], result["after"]
+    table = Table(title=f"{method} {run_dir} -> {out}")
+    for c in ("", "before", "after", "after / before"):
+        table.add_column(c, justify="left" if not c else "right")
+    quality = [key for key in before if key not in ROWS and isinstance(before[key], (int, float))]
+    for key in [*quality, *ROWS]:
+        b, a = before.get(key), after.get(key)
+        if b is None or a is None:
+            continue
+        shown = (lambda v: f"{v:,}") if key == "parameters" else (lambda v: f"{v:.4f}")
+        table.add_row(key + (" (judged by)" if key == result["metric"] else ""), shown(b), shown(a),
+                      f"{a / b:.3f}" if b else "")
+    console.print(table)
+    for line in result.get("summary_lines", []):
+        console.print(line, highlight=False, soft_wrap=True)

@@ -1,0 +1,79 @@
+"""`anyformer compress RUN --method M --out RUN2` / `af.compress`: load a run, apply one
+method, write the result as an ordinary run directory, and measure both in this process.
+The input run is never written to."""
+from __future__ import annotations
+
+import inspect
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from anyformer import catalog, rundir
+from anyformer.compress import drop
+from anyformer.compress.data import judged
+from anyformer.compress.measure import measure
+from anyformer.errors import ConfigError, unknown
+from anyformer.runtime import resolve_device
+
+# method name -> apply(model, model config dict, judged data, device, **options)
+#   -> (compressed model, its model config dict, notes)
+METHODS: dict[str, Callable[..., tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]]] = {"drop": drop.apply}
+# Files of a run the compressed run keeps as they are: what predict needs of the task.
+KEPT = ("preprocessing.json", "split.safetensors", "tokenizer.json")
+
+
+def register_method(name: str, apply: Callable[..., Any]) -> None:
+    METHODS[name] = apply
+
+
+def _check_out(run: Path, out: Path) -> None:
+    if out.resolve() == run.resolve():
+        raise ConfigError(f"--out {out} is the input run; compression writes a new run directory and never changes the input")
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a model; choose another --out (its files are kept)")
+
+
+def compress(run: str | Path, method: str, out: str | Path, data: str | None = None, device: str = "auto",
+             **options: Any) -> dict[str, Any]:
+    """Compress run directory `run` by `method` into `out`; the before/after measurements
+    (also written to out/compress.json)."""
+    if method not in METHODS:
+        raise unknown("compression method", method, list(METHODS))
+    accepted = [p for p in inspect.signature(METHODS[method]).parameters][4:]
+    stray = [o for o in options if o not in accepted]
+    if stray:
+        raise ConfigError(f"option {stray[0]!r} does not apply to method {method!r}; its options: {', '.join(accepted) or 'none'}")
+    run, out = Path(run), Path(out)
+    _check_out(run, out)
+    dev = resolve_device(device)
+    model, config = catalog.load_run(run)
+    model.to(dev)
+    data = judged(config, run, model, dev, data)
+    before = measure(model, data, dev, run / "model.safetensors")
+    model, model_cfg, notes = METHODS[method](model, config["model"], data, dev, **options)
+    # A quantization policy is applied at load, over the float weights (catalog.load_run).
+    quantization = notes.pop("quantization", None) if isinstance(notes, dict) else None
+    new_config = {**config, "model": model_cfg, **({"quantization": quantization} if quantization else {}),
+                  "compressed": {"from": str(run.resolve()), "method": method, "options": options,
+                                 **({"data": data} if isinstance(data, str) else {})}}
+    out.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, out / name)
+    rundir.atomic_write_text(out / "config.yaml", yaml.safe_dump(new_config, sort_keys=False))
+    rundir.save_weights(model, out / "model.safetensors", {"compressed": method})
+    reloaded, _ = catalog.load_run(out)
+    reloaded.to(dev)
+    after = measure(reloaded, data, dev, out / "model.safetensors")
+    result = {"method": method, "options": options, "metric": data.metric, "higher_is_better": data.higher_is_better,
+              "before": before, "after": after, "notes": notes}
+    rundir.atomic_write_json(out / "compress.json", result)
+    summary = rundir.read_json(run / "summary.json") if (run / "summary.json").exists() else {}
+    if data.task is not None:  # eval / compare / predict read the run's reported numbers from here
+        rundir.atomic_write_json(out / "summary.json", {**summary, "final": {"test": {k: v for k, v in after.items() if k in before and k not in
+                                                                                    ("parameters", "size_mb", "latency_ms", "latency_iqr_ms", "memory_mb")}},
+                                                        "compressed": method, "parameters": after["parameters"]})
+    return result
