@@ -117,3 +117,22 @@ def test_the_compress_command_prints_before_and_after(vit_run, tmp_path, capsys)
     assert code == 0 and "accuracy (judged by)" in out and "parameters" in out and "latency_ms" in out
     code, _, err = run_cli(["compress", vit_run, "--method", "squeeze", "--out", tmp_path / "o2"], capsys)
     assert code == 2 and "squeeze" in err and "drop" in err
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_decoder_imported_from_transformers_drops_its_attention(tmp_path, family):
+    # Random-init checkpoints at test size with a byte vocabulary: sentences are their UTF-8 bytes.
+    import transformers as T
+    if family == "gpt2":
+        hf = T.GPT2LMHeadModel(T.GPT2Config(n_layer=4, n_embd=32, n_head=4, vocab_size=256, n_positions=256))
+    else:
+        hf = T.LlamaForCausalLM(T.LlamaConfig(num_hidden_layers=4, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                              num_key_value_heads=2, vocab_size=256, max_position_embeddings=256))
+    hf.save_pretrained(tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "run")
+    result = compress(tmp_path / "run", "drop", tmp_path / "out", data=str(SENTENCES), what="attention", k=2, device="cpu")
+    assert result["metric"] == "cosine" and 0.0 < result["after"]["cosine"] < 1.0
+    prune = read_config(tmp_path / "out")["model"]["schedule"]["prune"]
+    assert sorted(prune) == sorted(result["notes"]["dropped"]) and len(prune) == 2
+    model, _ = catalog.load_run(tmp_path / "out")
+    assert sum(1 for layer in range(4) if "mixer" in model.stack.skip.get(layer, ())) == 2
