@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,onnx,hf-fixtures]"
+	$(PY) -m pip install -q -e ".[test,hf,onnx,hf-fixtures,compress]"
 	touch $(STAMP)
 
 # The main job on embedded data: ViT and nine efficient variants, 3 seeds each (side by side on
@@ -58,7 +58,7 @@ $(BENCH_STAMP): pyproject.toml benchmarks/requirements.txt
 	python3 -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q torch==2.13.0
-	$(BENCH_PY) -m pip install -q -e . -r benchmarks/requirements.txt
+	$(BENCH_PY) -m pip install -q -e ".[compress]" -r benchmarks/requirements.txt
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -67,6 +67,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/flop_coverage.py
 	$(BENCH_PY) benchmarks/compile_speedup.py
 	$(BENCH_PY) benchmarks/decode.py
+	$(BENCH_PY) benchmarks/compress_quantize.py
 	$(BENCH_PY) benchmarks/cuda_path.py
 	$(BENCH_PY) benchmarks/summarize.py
 

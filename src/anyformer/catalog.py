@@ -15,6 +15,7 @@ from torch import nn
 from anyformer import nn as components  # noqa: F401  (registers every model component)
 from anyformer import registry, rundir, tasks  # noqa: F401  (tasks: registers every task)
 from anyformer.config import ComponentSpec, ModelConfig, model_config
+from anyformer.nn.quantization import apply_quantization
 from anyformer.tasks.base import Task
 
 
@@ -37,5 +38,7 @@ def load_run(run_dir: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     rundir.recover(run_dir)
     model = create(config["model"])
     rundir.load_weights(model, Path(run_dir) / "model.safetensors")
+    if config.get("quantization"):  # a quantized run stores float weights and its policy (nn.quantization)
+        apply_quantization(model, config["quantization"])
     model.eval()
     return model, config
