@@ -34,14 +34,15 @@ class ComponentSpec(BaseModel):
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
-    def check(self, kind: str, path: str) -> None:
+    def check(self, kind: str, path: str, context: tuple[str, ...] = ()) -> None:
         """Validate the options against component `name` of `kind`; errors name each option
-        by its path under `path` ('model.ffn.dropout must be ...')."""
+        by its path under `path` ('model.ffn.dropout must be ...'). Keys in `context` are
+        model values set here for some layers (an override's mixer `heads`): the stack checks them."""
         try:
             registry.get(kind, self.name)
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
-        clean = registry.validate_options(kind, self.name, self.options, where=path)
+        clean = registry.validate_options(kind, self.name, {k: v for k, v in self.options.items() if k not in context}, where=path)
         for k, v in clean.items():
             setattr(self, k, v)
 
@@ -59,7 +60,7 @@ class LayerOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     layers: int | str | list[int] = Field(description="layer indices: an int, a list, or a slice string like '0:2'")
-    mixer: ComponentSpec | None = Field(None, description="token mixer for these layers")
+    mixer: ComponentSpec | None = Field(None, description="token mixer for these layers; may set their `heads` (pruned heads, with head_dim)")
     ffn: ComponentSpec | None = Field(None, description="channel mixer for these layers")
 
     def indices(self, depth: int) -> list[int]:
@@ -146,7 +147,7 @@ class ModelConfig(BaseModel):
             for kind in ("mixer", "ffn"):
                 spec = getattr(ov, kind)
                 if spec is not None:
-                    spec.check(kind, f"model.schedule.overrides[{i}].{kind}")
+                    spec.check(kind, f"model.schedule.overrides[{i}].{kind}", ("heads",) if kind == "mixer" else ())
         # schedule.drop is checked by the layer stack, against its own depth (FIT's stack has
         # depth x (local + global) layers).
         self.schedule.pruned(self.depth, self.layout)

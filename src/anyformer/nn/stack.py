@@ -16,6 +16,7 @@ skip: frozenset[str]) -> [B, L, D] with `path_names`, `part(name)` and `replace(
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -29,6 +30,18 @@ from anyformer.nn.block import BlockContext, Grid, LayerSpec, make_block
 BlockFn = Callable[[LayerSpec, BlockContext], nn.Module]
 PartArg = nn.Module | Callable[[nn.Module], nn.Module] | None
 NO_SKIP: frozenset[str] = frozenset()
+
+
+def _split_heads(mixer: ComponentSpec, i: int) -> tuple[ComponentSpec, int | None]:
+    """An override's mixer -> (its spec without `heads`, the heads it sets for its layers or
+    None): heads is a model value (every mixer is built with it), so it travels in the
+    block context, not as a mixer option."""
+    heads = mixer.options.get("heads")
+    if heads is None:
+        return mixer, None
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ConfigError(f"model.schedule.overrides[{i}].mixer.heads must be an integer >= 1, got {heads!r}")
+    return ComponentSpec(name=mixer.name, **{k: v for k, v in mixer.options.items() if k != "heads"}), heads
 
 
 def parameter_counter() -> Callable[[nn.Module | None], int]:
@@ -66,10 +79,13 @@ class LayerStack(nn.Module):
         self.layer_blocks: list[int] = [i // r if r > 1 else i % n_blocks for i in range(depth)]
         mixer_for: list[ComponentSpec] = [config.mixer] * n_blocks
         ffn_for: list[ComponentSpec] = [config.ffn] * n_blocks
-        for ov in s.overrides:
+        heads_for: list[int] = [ctx.heads] * n_blocks
+        for i, ov in enumerate(s.overrides):
+            mixer, heads = _split_heads(ov.mixer, i) if ov.mixer is not None else (None, None)
             for layer in ov.indices(depth):
                 b = self.layer_blocks[layer]
-                mixer_for[b] = ov.mixer or mixer_for[b]
+                if mixer is not None:  # a mixer override sets the heads too (model.heads unless given)
+                    mixer_for[b], heads_for[b] = mixer, heads or ctx.heads
                 ffn_for[b] = ov.ffn or ffn_for[b]
 
         # Registered before the blocks, as in earlier versions: parameters keep their order.
@@ -82,7 +98,7 @@ class LayerStack(nn.Module):
         for layer, b in enumerate(self.layer_blocks):
             if b not in blocks:  # first use builds it, for the longest input it will see
                 spec = LayerSpec(layer, mixer_for[b], ffn_for[b], self.lengths[layer], self.grids[layer])
-                blocks[b] = block_fn(spec, ctx)
+                blocks[b] = block_fn(spec, ctx if heads_for[b] == ctx.heads else dataclasses.replace(ctx, heads=heads_for[b]))
         self.blocks = nn.ModuleList(blocks[b] for b in range(n_blocks))
 
         bad = [i for i in s.drop if not 0 <= i < depth]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from anyformer.errors import unknown
-from anyformer.nn.ffn.mlp import ACTIVATIONS, hidden_size
+from anyformer.nn.ffn.mlp import ACTIVATIONS, hidden_size, keep_index, select_linear
 from anyformer.nn.ranges import Count, Dropout, PositiveFloat
 from anyformer.registry import register
 
@@ -48,6 +48,16 @@ class GLUFeedForward(nn.Module):
     def input_linears(self) -> list[nn.Linear]:
         """gate and up alone read the input x, so an input affine map (a folded BatchNorm) moves into them."""
         return [self.gate, self.up]
+
+    def hidden_linears(self) -> tuple[list[nn.Linear], nn.Linear]:
+        """(gate and up, whose rows are the hidden units; down, whose columns read them)."""
+        return [self.gate, self.up], self.down
+
+    def prune_hidden(self, keep: list[int]) -> None:
+        """Keep hidden units `keep` only: their gate and up rows together, down columns."""
+        idx = keep_index(keep, self.gate.out_features, "glu", self.gate.weight.device)
+        self.gate, self.up = select_linear(self.gate, rows=idx), select_linear(self.up, rows=idx)
+        self.down = select_linear(self.down, cols=idx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.drop(self.act(self.gate(x)) * self.up(x)))

@@ -47,6 +47,30 @@ def hidden_size(dim: int, ratio: float, hidden: int | None, owner: str) -> int:
     return scaled_width(dim, ratio, f"ffn {owner!r}", "ratio")
 
 
+def keep_index(keep: list[int], size: int, owner: str, device: torch.device) -> torch.Tensor:
+    """Sorted unique hidden units `keep` as an index tensor, or a ConfigError when they are
+    not 1..size of units 0..size-1 (a pruned layer keeps at least one)."""
+    chosen = sorted(set(int(i) for i in keep))
+    if not chosen or not all(0 <= i < size for i in chosen):
+        raise ConfigError(f"ffn {owner!r}: keep must name 1..{size} of hidden units 0..{size - 1}, "
+                          f"got {len(chosen)} in {min(chosen, default=0)}..{max(chosen, default=0)}")
+    return torch.tensor(chosen, device=device)
+
+
+def select_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    """A new nn.Linear of `linear`'s weight rows `rows` (outputs) and columns `cols` (inputs),
+    its bias at `rows`: the smaller layer a pruned one becomes."""
+    weight = linear.weight.detach()
+    weight = weight[rows] if rows is not None else weight
+    weight = weight[:, cols] if cols is not None else weight
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias.detach()[rows] if rows is not None else linear.bias.detach())
+    return new.train(linear.training)
+
+
 @register("ffn", "mlp")
 class MLP(nn.Module):
     """Two-layer MLP dim -> ratio*dim -> dim (Vaswani et al. 2017). x: [..., D] -> [..., D]."""
@@ -65,6 +89,17 @@ class MLP(nn.Module):
     def input_linears(self) -> list[nn.Linear]:
         """fc1 alone reads the input x, so an input affine map (a folded BatchNorm) moves into it."""
         return [self.fc1]
+
+    def hidden_linears(self) -> tuple[list[nn.Linear], nn.Linear]:
+        """(the linears whose output rows are the hidden units, the one whose input columns
+        read them): a unit's weights, and where masking its activation removes it."""
+        return [self.fc1], self.fc2
+
+    def prune_hidden(self, keep: list[int]) -> None:
+        """Keep hidden units `keep` only (fc1 rows, fc2 columns): exact, since each unit
+        reaches the output through its fc2 column alone."""
+        idx = keep_index(keep, self.fc1.out_features, "mlp", self.fc1.weight.device)
+        self.fc1, self.fc2 = select_linear(self.fc1, rows=idx), select_linear(self.fc2, cols=idx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(self.act(self.fc1(x))))

@@ -16,6 +16,7 @@ from torch import nn
 from anyformer import registry
 from anyformer.errors import ConfigError, ShapeError
 from anyformer.nn.decoding import DecodeState
+from anyformer.nn.ffn.mlp import select_linear
 from anyformer.nn.ranges import Count
 
 
@@ -50,10 +51,15 @@ class TokenMixer(nn.Module):
     # then permuted), None when the receptive field grows with depth (local windows).
     reach_layers: ClassVar[int | None] = 1
     # Names of the q/k/v/o projections an attention-family mixer reads its input and writes
-    # its output through (dim -> dim; k/v dim -> kv_heads * head_dim under grouped-query
-    # attention): what per-modality routing (MoT), weight swapping and head pruning act on.
+    # its output through (dim -> heads * head_dim = dim unless head_dim is set; k/v dim ->
+    # kv_heads * head_dim under grouped-query attention; o_proj back to dim): what
+    # per-modality routing (MoT), weight swapping and head pruning act on.
     # Empty for mixers without them.
     attention_projections: ClassVar[tuple[str, ...]] = ()
+    # True when `prune_heads(keep)` removes heads exactly (their q/k/v rows and o_proj
+    # columns go, the rest keep their head_dim) and `heads_output()` names the linear that
+    # reads the concatenated heads, whose input masking a head zeroes (compress's prune).
+    prunable_heads: ClassVar[bool] = False
     # True when the mixer takes `kv_heads` < heads (grouped-query attention, Ainslie et al.
     # 2023): fewer key/value heads, each shared by heads // kv_heads query heads.
     supports_kv_heads: ClassVar[bool] = False
@@ -175,16 +181,18 @@ class AttentionMixer(TokenMixer):
     """Attention family: `q_proj`, `k_proj`, `v_proj`, `o_proj` (shared names so weights move
     between variants); queries split into heads [B, H, L, Dh], keys/values into `kv_heads`
     heads [B, Hkv, L, Dh] (GQA, Ainslie et al. 2023: k_proj/v_proj are dim -> Hkv * Dh; None
-    or kv_heads == heads is multi-head attention), which `qkv` repeats to H for the math."""
+    or kv_heads == heads is multi-head attention), which `qkv` repeats to H for the math.
+    `head_dim` (default dim / heads) sets Dh apart from dim: q_proj is then dim -> H * Dh and
+    o_proj H * Dh -> dim, what a layer keeps after some of its heads are pruned."""
 
     supported_positions = frozenset({"rotary", "alibi"})
     attention_projections = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 kv_heads: Count | None = None) -> None:
+                 kv_heads: Count | None = None, head_dim: Count | None = None) -> None:
         super().__init__(dim, heads, max_len, causal, grid)
-        if dim % heads:
+        if head_dim is None and dim % heads:
             raise ConfigError(f"dim {dim} is not divisible by heads {heads}; pick heads among the divisors of {dim}")
         kv = heads if kv_heads is None else kv_heads
         if kv != heads and not self.supports_kv_heads:
@@ -195,12 +203,36 @@ class AttentionMixer(TokenMixer):
         if kv < 1 or heads % kv:
             raise ConfigError(f"mixer {self.name!r}: heads {heads} must be a multiple of kv_heads {kv}; "
                               f"kv_heads could be one of {[d for d in range(1, heads + 1) if heads % d == 0]}")
-        self.head_dim = dim // heads
+        self.head_dim = dim // heads if head_dim is None else head_dim
         self.kv_heads = kv
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.q_proj = nn.Linear(dim, heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, kv * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(dim, dim, bias=bias)
+        self.o_proj = nn.Linear(heads * self.head_dim, dim, bias=bias)
+
+    def heads_output(self) -> nn.Linear:
+        """The linear that reads the heads' outputs concatenated, [B, L, H * Dh] (head h at
+        columns h * Dh .. (h + 1) * Dh): zeroing its input there masks head h."""
+        return self.o_proj
+
+    def prune_heads(self, keep: list[int]) -> None:
+        """Keep only query heads `keep` (indices into 0..heads-1): their rows of q/k/v and
+        columns of o_proj stay, the rest are removed, head_dim unchanged, so the output
+        equals the full mixer's with the other heads masked before o_proj. Multi-head
+        attention only: under grouped-query attention a kv head serves several query heads."""
+        if not self.prunable_heads:
+            raise ConfigError(f"mixer {self.name!r} cannot prune heads; mixers that can: {mixers_supporting('prunable_heads')}")
+        if self.kv_heads != self.heads:
+            raise ConfigError(f"mixer {self.name!r} uses grouped-query attention (kv_heads {self.kv_heads} < heads {self.heads}); "
+                              "head pruning supports multi-head attention only (kv_heads == heads)")
+        chosen = sorted(set(int(h) for h in keep))
+        if not chosen or not all(0 <= h < self.heads for h in chosen):
+            raise ConfigError(f"mixer {self.name!r}: keep {list(keep)} must name 1..{self.heads} of heads 0..{self.heads - 1}")
+        idx = torch.tensor(chosen, device=self.q_proj.weight.device)
+        idx = (idx[:, None] * self.head_dim + torch.arange(self.head_dim, device=idx.device)).flatten()
+        self.q_proj, self.k_proj, self.v_proj = (select_linear(p, rows=idx) for p in (self.q_proj, self.k_proj, self.v_proj))
+        self.o_proj = select_linear(self.o_proj, cols=idx)
+        self.heads = self.kv_heads = len(chosen)
 
     def split(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
         """[B, L, heads * Dh] -> [B, heads, L, Dh]; heads defaults to the query heads."""

@@ -16,17 +16,21 @@ class SoftmaxAttention(AttentionMixer):
 
     Uses `F.scaled_dot_product_attention`, which picks FlashAttention / memory-efficient
     kernels on CUDA when no explicit mask is needed (causal alone uses `is_causal`).
-    `kv_heads` < heads is grouped-query attention (Ainslie et al. 2023), SDPA's enable_gqa."""
+    `kv_heads` < heads is grouped-query attention (Ainslie et al. 2023), SDPA's enable_gqa.
+    `head_dim` apart from dim / heads is what a layer keeps when some heads are pruned
+    (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): [B, L, D] still."""
 
     complexity = "L^2"
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
     supports_kv_heads = True
     supports_decoding = True  # a key/value cache (kv_heads of them under GQA), rotary keys kept rotated
+    prunable_heads = True  # nothing but q/k/v/o_proj is per head: removing a head's rows/columns is exact
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,
-                 attn_dropout: Dropout = 0.0, kv_heads: Count | None = None) -> None:
-        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads)
+                 attn_dropout: Dropout = 0.0, kv_heads: Count | None = None,
+                 head_dim: Count | None = None) -> None:
+        super().__init__(dim, heads, max_len, causal, grid, bias=bias, kv_heads=kv_heads, head_dim=head_dim)
         self.attn_dropout = attn_dropout
 
     def input_linears(self) -> list[nn.Linear]:
