@@ -27,15 +27,17 @@ def compress_cmd(
     heads: Optional[int] = typer.Option(None, "--heads", help="prune: attention heads to remove per layer"),
     heads_fraction: Optional[float] = typer.Option(None, "--heads-fraction", help="prune: share of all heads to remove"),
     neurons_fraction: Optional[float] = typer.Option(None, "--neurons-fraction", help="prune: share of FFN neurons to remove"),
-    neurons_criterion: Optional[str] = typer.Option(None, "--neurons-criterion", help="prune: magnitude or activation"),
+    neurons_criterion: Optional[str] = typer.Option(None, "--neurons-criterion", help="prune: magnitude, activation, or memorising (modular: low Fourier IPR, Doshi et al. 2023)"),
     finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="prune: fine-tune this many steps after"),
+    compiled: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="quantize: also time both models under "
+                                                                                "torch.compile (tens of seconds on a CPU; default on)"),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Compress a run (drop redundant layers, quantize, prune heads / neurons) into a new run, measured before and after."""
     options = {name: value for name, value in (
         ("what", what), ("k", k), ("fraction", fraction), ("policy", policy), ("heads", heads),
         ("heads_fraction", heads_fraction), ("neurons_fraction", neurons_fraction),
-        ("neurons_criterion", neurons_criterion), ("finetune_steps", finetune_steps)) if value is not None}
+        ("neurons_criterion", neurons_criterion), ("finetune_steps", finetune_steps), ("compiled", compiled)) if value is not None}
     result = compress(run_dir, method, out, data=data, device=device, **options)
     before, after = result["before"], result["after"]
     table = Table(title=f"{method} {run_dir} -> {out}")
@@ -50,5 +52,11 @@ def compress_cmd(
         table.add_row(key + (" (judged by)" if key == result["metric"] else ""), shown(b), shown(a),
                       f"{a / b:.3f}" if b else "")
     console.print(table)
-    for line in result.get("summary_lines", []):
+    notes = result.get("notes") or {}
+    if "speedup_eager" in notes:  # quantize: what eager timing hides, and what stays on disk
+        line = (f"quantized weights {notes['bytes']['weights_ratio']:.3f}x the float bytes in memory (the file keeps float "
+                f"weights); speed vs fp32: eager {notes['speedup_eager']:.2f}x")
+        if "speedup_compiled" in notes:
+            line += (f", both compiled {notes['speedup_compiled']:.2f}x (compile {notes['compile_s']['quantized']:.1f} s "
+                     f"quantized, {notes['compile_s']['float']:.1f} s float)")
         console.print(line, highlight=False, soft_wrap=True)

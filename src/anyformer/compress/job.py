@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from anyformer import catalog, rundir
-from anyformer.compress import drop
+from anyformer.compress import drop, prune, quantize
 from anyformer.compress.data import judged
 from anyformer.compress.measure import measure
 from anyformer.errors import ConfigError, unknown
@@ -20,7 +20,8 @@ from anyformer.runtime import resolve_device
 
 # method name -> apply(model, model config dict, judged data, device, **options)
 #   -> (compressed model, its model config dict, notes)
-METHODS: dict[str, Callable[..., tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]]] = {"drop": drop.apply}
+METHODS: dict[str, Callable[..., tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]]] = {
+    "drop": drop.apply, "quantize": quantize.apply, "prune": prune.apply}
 # Files of a run the compressed run keeps as they are: what predict needs of the task.
 KEPT = ("preprocessing.json", "split.safetensors", "tokenizer.json")
 

@@ -110,6 +110,13 @@ class ModularArithmeticTask(Task):
             splits["train_corrupted"] = Split(tokens[train[corrupted]], c[train[corrupted]])
         return splits
 
+    def operand_grid(self) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Every equation's tokens [A * B, 4], a-major, and the grid (A, B) of its operands
+        (B = p - 1 for '/', whose b starts at 1): what a Fourier view of a neuron reads."""
+        a, b, _ = modular_table(self.p, self.op)
+        tokens = torch.stack([a, torch.full_like(a, self.p), b, torch.full_like(a, self.p + 1)], 1)
+        return tokens, (self.p, len(a) // self.p)
+
     def eval_splits(self) -> list[str]:
         names = ["val", "test", "train_clean"]
         return names + (["train_corrupted"] if round(self.label_noise * round(self.train_fraction * self._pairs())) else [])
