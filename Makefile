@@ -68,6 +68,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/compile_speedup.py
 	$(BENCH_PY) benchmarks/decode.py
 	$(BENCH_PY) benchmarks/compress_quantize.py
+	$(BENCH_PY) benchmarks/compress.py
 	$(BENCH_PY) benchmarks/cuda_path.py
 	$(BENCH_PY) benchmarks/summarize.py
 

@@ -136,10 +136,43 @@ def decode_section(r: dict) -> list[str]:
     return lines
 
 
+def quantize_section(r: dict) -> list[str]:
+    m, t = r["machine"], r["targets"]
+    mod = r["model"]
+    lines = ["### Quantization with torchao (`compress_quantize.py`)", "",
+             f"{mod['preset']} dim {mod['dim']}, depth {mod['depth']}, L {mod['length']} x batch {mod['batch']}, torch {m['torch']}, "
+             f"torchao {r['torchao']}, {m['threads']} threads, {r['device']}; medians of {r['rounds']} interleaved rounds.", "",
+             "| scheme | eager ms | compiled ms | compile s | compiled vs fp32 compiled | eager vs fp32 eager | weight bytes vs float | max rel. error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in r["rows"].items():
+        if "skipped" in row:
+            lines.append(f"| {name} | {row['skipped']} |  |  |  |  |  |  |")
+            continue
+        lines.append(f"| {name} | {fmt(row.get('eager_ms'), '.1f')} | {fmt(row.get('compiled_ms'), '.1f')} | {fmt(row.get('compile_s'), '.1f')} | "
+                     f"{fmt(row.get('speedup_compiled_vs_fp32_compiled'))}x | {fmt(row.get('speedup_eager_vs_fp32_eager'))}x | "
+                     f"{fmt(row.get('size_ratio'), '.3f')} | {fmt(row.get('max_rel_output_error'), '.3f')} |")
+    lines += ["", f"Targets: int8 dynamic compiled >= 1.5x fp32 compiled: {fmt(t['int8_dynamic_compiled_speedup'])}x; "
+              f"int8 weight-only <= 0.3x the float bytes: {'yes' if t['int8_weight_size_ratio_le_0.3'] else 'no'}."]
+    return lines
+
+
+def compress_section(r: dict) -> list[str]:
+    lines = ["### Dropping attention layers and pruning heads (`compress.py`)", "",
+             f"A ViT trained on digits, compressed by `anyformer compress`; latency of the same layers at L {r['length']} (batch 1) "
+             f"and on a digits batch, medians of {r['rounds']} interleaved rounds on {r['machine']['threads']} threads.", "",
+             f"| model | test accuracy | of the full model's | parameters | L {r['length']} ms | speedup | digits ms | speedup |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in r["rows"].items():
+        lines.append(f"| {name} | {fmt(row.get('accuracy'), '.4f')} | {fmt(row.get('quality_kept'), '.3f')} | {fmt(row.get('parameters'), ',')} | "
+                     f"{row['long_ms']:.1f} | {fmt(row.get('speedup_long'))}x | {row['digits_ms']:.2f} | {fmt(row.get('speedup_digits'))}x |")
+    return lines
+
+
 def main() -> None:
     parts: list[str] = []
     for name, section in (("train_step", train_step_section), ("mixer_scaling", mixer_section),
                           ("flop_coverage", coverage_section), ("compile", compile_section), ("decode", decode_section),
+                          ("compress_quantize", quantize_section), ("compress", compress_section),
                           ("cuda_path", cuda_section)):
         r = load(name)
         if r is not None:

@@ -12,14 +12,10 @@ import torch
 from anyformer import catalog, registry
 from anyformer.compress import compress, prune
 from anyformer.compress.data import Judged, judged
-from anyformer.compress.job import METHODS, register_method
 from anyformer.compress.prune_heads import Objective, head_importance, head_scale, head_units, scaled_input
 from anyformer.errors import ConfigError
 from anyformer.rundir import read_config, read_json
 from tests.infer.helpers import train_tiny
-
-if "prune" not in METHODS:  # until job.py lists it
-    register_method("prune", prune.apply)
 
 CPU = torch.device("cpu")
 DIM, HEADS, HD = 32, 4, 8

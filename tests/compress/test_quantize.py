@@ -2,6 +2,7 @@
 weights + policy, quantized at load), closeness to the float model and bytes in memory."""
 import copy
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,14 +12,12 @@ import anyformer as af
 from anyformer import catalog
 from anyformer.compress import quantize
 from anyformer.compress.data import judged
-from anyformer.compress.job import METHODS, compress, register_method
+from anyformer.compress.job import compress
 from anyformer.errors import ConfigError
 from anyformer.nn.quantization import apply_quantization, is_quantized, linear_layers, plan, storage_bytes
 from anyformer.rundir import read_config
 from tests.infer.helpers import train_tiny
 
-if "quantize" not in METHODS:
-    register_method("quantize", quantize.apply)
 
 CPU = torch.device("cpu")
 FFN0 = "stack.blocks.0.sublayers.1.*"
@@ -163,3 +162,14 @@ def test_compiled_timings_are_reported_beside_eager(vit_run, monkeypatch):
     assert set(notes["compiled_ms"]) == set(notes["compile_s"]) == {"float", "quantized"}
     assert all(v > 0 for v in notes["compiled_ms"].values()) and all(v >= 0 for v in notes["compile_s"].values())
     assert notes["speedup_compiled"] == pytest.approx(notes["compiled_ms"]["float"] / notes["compiled_ms"]["quantized"])
+
+
+def test_a_quantized_run_is_refused_by_export_naming_its_float_run(vit_run, quantized_run, tmp_path):
+    from anyformer.interop.hf.convert import export_hf
+    from anyformer.interop.onnx import export_onnx
+    out, _ = quantized_run
+    for export in (lambda: export_hf(out, tmp_path / "hf"), lambda: export_onnx(out, tmp_path / "m.onnx")):
+        with pytest.raises(ConfigError) as err:
+            export()
+        assert "is quantized" in str(err.value) and str(Path(vit_run).resolve()) in str(err.value)
+    assert not (tmp_path / "hf").exists() and not (tmp_path / "m.onnx").exists()

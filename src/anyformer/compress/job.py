@@ -26,10 +26,6 @@ METHODS: dict[str, Callable[..., tuple[torch.nn.Module, dict[str, Any], dict[str
 KEPT = ("preprocessing.json", "split.safetensors", "tokenizer.json")
 
 
-def register_method(name: str, apply: Callable[..., Any]) -> None:
-    METHODS[name] = apply
-
-
 def _check_out(run: Path, out: Path) -> None:
     if out.resolve() == run.resolve():
         raise ConfigError(f"--out {out} is the input run; compression writes a new run directory and never changes the input")

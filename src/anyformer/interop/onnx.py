@@ -25,6 +25,7 @@ from torch import nn
 
 from anyformer.catalog import load_run
 from anyformer.errors import ConfigError
+from anyformer.interop.hf.convert import refuse_quantized
 from anyformer.interop.onnx_errors import chain, explain, first_line
 
 Dynamic = bool | Literal["batch"]
@@ -209,7 +210,8 @@ def export_onnx(run_dir: str | Path, out: str | Path) -> Path:
     keeps the batch axis dynamic and the length fixed at the model's maximum (its
     metadata `anyformer.dynamic_axes` says which). Returns the path written."""
     require_onnx()
-    model, _ = load_run(run_dir)
+    model, config = load_run(run_dir)
+    refuse_quantized(config, run_dir, "an ONNX graph")
     out = Path(out)
     path = out if out.suffix == ".onnx" else out / "model.onnx"
     batch = 2

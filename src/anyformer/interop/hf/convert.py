@@ -109,7 +109,16 @@ def _model_and_config(source: str | Path | nn.Module) -> tuple[nn.Module, ModelC
             raise ConfigError(f"{type(source).__name__} carries no anyformer ModelConfig; export a model built by af.create or af.load")
         return source, cfg
     model, config = load_run(source)
+    refuse_quantized(config, source, "a transformers checkpoint")
     return model, model_config(config["model"])
+
+
+def refuse_quantized(config: dict, run_dir: str | Path, what: str) -> None:
+    """A quantized run holds torchao tensors no exported format takes: say which run to export."""
+    if config.get("quantization"):
+        origin = (config.get("compressed") or {}).get("from", "the run it was quantized from")
+        raise ConfigError(f"{run_dir} is quantized (torchao int8/int4 layers), which {what} cannot hold; "
+                          f"export the float run, {origin}")
 
 
 def export_family(config: ModelConfig) -> tuple[str, ModuleType]:
