@@ -86,7 +86,9 @@ def test_forecast_predicts_the_last_rows_in_the_datas_units(tmp_path):
         out = p.model.eval()(x)
     expected = (out.double() * torch.from_numpy(std) + torch.from_numpy(mean))[0]
     got = torch.tensor([forecast[c] for c in ("x", "y", "OT")], dtype=torch.float64).T
-    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-6)
+    # float32 model outputs scaled by std ~60: a last-bit difference between two forward
+    # passes (thread splits) is ~1e-5 here, so the check is to float32 precision, not bits.
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-4)
     assert abs(float(got[:, 0].mean()) - 195) < 60  # x trends to ~199: in the data's units, not z-scores
     # An array [T, C] in the model's column order gives the same forecast.
     [direct] = p([tail[:, [1, 2, 0]]])

@@ -315,6 +315,15 @@ def _read_csv_rows(p: Path, delimiter: str, encoding: str, encoding_option: str 
 
 
 # -- columns and numbers
+def is_number(value: str) -> bool:
+    """Whether float() reads `value`."""
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def column_index(header: list[str], name: str, path: str | Path, option: str) -> int:
     """Position of column `name`, or a DataError naming the closest and all columns."""
     if name not in header:

@@ -14,7 +14,7 @@ from pydantic import Field
 from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task
-from anyformer.tasks.files import column_index, existing_file, package_data, parse_number, read_csv
+from anyformer.tasks.files import column_index, existing_file, is_number, package_data, parse_number, read_csv
 from anyformer.tasks.forecast_inputs import future, read_series_csv, scaled, series_input, window_records
 from anyformer.tasks.raw import Raw
 
@@ -39,18 +39,10 @@ TIME_FORMATS = ("%Y-%m", "%Y/%m/%d", "%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S", "%m/
                 "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%H:%M", "%H:%M:%S")
 
 
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def looks_like_time(value: str) -> bool:
     """Whether `value` reads as a date or time of day (a number never does: 20200101 is data)."""
     value = value.strip()
-    if not value or _is_number(value):
+    if not value or is_number(value):
         return False
     for parse in (datetime.fromisoformat, date.fromisoformat, time.fromisoformat):
         try:
@@ -178,7 +170,7 @@ class ForecastTask(Task):
         if not names:
             raise DataError(f"{path}: only a time column ({header[time_col]!r}); add numeric columns")
         for i, (h, f) in enumerate(zip(header, first)):
-            if i != time_col and not _is_number(f):
+            if i != time_col and not is_number(f):
                 role = f"the time column is {header[time_col]!r}" if time_col is not None else "no column is named date, time, timestamp, ... nor holds dates"
                 raise DataError(
                     f"{path}:{first_line}: column {h!r} holds {f!r}, not a number ({role}); every column but the time "

@@ -30,6 +30,7 @@ class Raw:
     value: Any
     where: str
     label: Any = None
+    line: int | None = None  # the line of a text file it was read from
 
 
 def file_digest(path: str | Path) -> str:
@@ -59,7 +60,7 @@ def csv_records(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[Ra
                 where = f"{path}:{reader.line_num}"
                 if len(fields) != len(names):
                     raise DataError(f"{where}: {len(fields)} fields, the header has {len(names)}; fix the row (quote fields that contain commas)")
-                rows.append(Raw(dict(zip(names, (f.strip() for f in fields))), where))
+                rows.append(Raw(dict(zip(names, (f.strip() for f in fields))), where, line=reader.line_num))
     except UnicodeDecodeError:
         raise decode_error(path, encoding) from None
     except csv.Error as err:
@@ -80,7 +81,7 @@ def jsonl_records(path: Path, encoding: str = "utf-8") -> list[Raw]:
             raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); one JSON object per line") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
-        rows.append(Raw(obj, where))
+        rows.append(Raw(obj, where, line=line))
     return rows
 
 

@@ -14,8 +14,8 @@ from pydantic import Field
 from anyformer.errors import ConfigError, DataError, suggest, unknown
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
-from anyformer.tasks.files import check_encoding, column_index, existing_file, read_csv, text_lines
-from anyformer.tasks.raw import Raw, text_records
+from anyformer.tasks.files import check_encoding, column_index, existing_file, read_csv
+from anyformer.tasks.raw import Raw, jsonl_records, text_records
 from anyformer.tasks.splits import random_split
 
 TOKENIZERS = ("bytes", "words")
@@ -327,16 +327,8 @@ class TextJSONLTask(TextFileTask):
     def read_rows(self):
         path = existing_file(self.path, "text JSONL file")
         out = []
-        for line, raw in text_lines(path, self.encoding):
-            if not raw.strip():
-                continue
-            where = f"{path}:{line}"
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); one JSON object per line") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+        for row in jsonl_records(path, self.encoding):
+            obj, where, line = row.value, row.where, row.line
             for key, option in ((self.text_column, "text_column"), (self.label_column, "label_column")):
                 if key not in obj:
                     raise DataError(f"{where}: no key {key!r}{suggest(key, obj)}; set {option} to one of: {', '.join(obj)}")

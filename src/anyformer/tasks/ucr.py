@@ -14,7 +14,7 @@ from pydantic import Field
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
-from anyformer.tasks.files import decode_error, existing_file
+from anyformer.tasks.files import decode_error, existing_file, is_number
 from anyformer.tasks.raw import Raw
 from anyformer.tasks.splits import stratified_split
 
@@ -123,7 +123,7 @@ def read_csv_series(path: Path) -> list[Raw]:
                 if not fields:
                     continue
                 where = f"{path}:{reader.line_num}"
-                if not records and not any(_is_number(f) for f in fields):
+                if not records and not any(is_number(f) for f in fields):
                     continue
                 values = [_number(f, where) for f in fields]
                 while values and math.isnan(values[-1]):
@@ -134,14 +134,6 @@ def read_csv_series(path: Path) -> list[Raw]:
     if not records:
         raise DataError(f"{path}: no series; give one series per row")
     return records
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 def read_npy_series(path: Path) -> list[Raw]:
