@@ -115,6 +115,20 @@ def write_table(rows: list[dict]) -> None:
     for r in rows:
         lines.append(f"| {r['model']} | {r['k']} | {r['fraction']:.2f} | {r['metric']} | {r['quality']:.4f} | {r['quality_full']:.4f} | "
                      f"{r['latency_ms']:.1f} | {r['latency_full_ms']:.1f} | {r.get('long_ms', float('nan')):.0f} | {', '.join(r['dropped'])} |")
+    lines += ["", "## What it shows", "",
+              "The paper drops half of Llama-2-70B's attention layers for a 48% speedup at a 2.4% quality drop. At half here:"]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        part = [r for r in rows if r["model"] == name]
+        half = min(part, key=lambda r: abs(r["fraction"] - 0.5))
+        higher = half["metric"] != "bits_per_byte"
+        kept = half["quality"] / half["quality_full"] if higher else half["quality_full"] / half["quality"]
+        speed = half.get("long_full_ms", half["latency_full_ms"]) / half.get("long_ms", half["latency_ms"])
+        lines.append(f"- {name}: {half['metric']} {half['quality_full']:.4f} -> {half['quality']:.4f} ({1 - kept:.1%} worse) "
+                     f"for {speed:.2f}x the speed" + (" at 8 x 512 tokens" if "long_ms" in half else "") +
+                     f"; the attention layers dropped first are {', '.join(half['dropped'])}.")
+    lines += ["", "Small models have less to spare than a 70B one: the share of attention that goes almost free is "
+              "smaller, and the speedup is bounded by attention's share of the time (the FFNs stay). Latencies are single "
+              "medians on a shared 2-core CPU: the points below a quarter dropped are within their noise."]
     (ROOT / "compress_drop.md").write_text("\n".join(lines) + "\n")
 
 
