@@ -87,14 +87,16 @@ def _torchao() -> Any:
     try:
         # On a machine without CUDA torchao's CUDA-only kernel libraries fail to load and
         # it logs a warning per library; nothing here uses them there, so the noise goes.
-        log = logging.getLogger("torchao")
-        level = log.level
-        if not torch.cuda.is_available():
+        # torch's pytree also warns once per enum torchao registers (a deprecation of torch's, not ours).
+        logs = [logging.getLogger("torch.utils._pytree")] + ([] if torch.cuda.is_available() else [logging.getLogger("torchao")])
+        levels = [log.level for log in logs]
+        for log in logs:
             log.setLevel(logging.ERROR)
         try:
             import torchao.quantization as tq
         finally:
-            log.setLevel(level)
+            for log, level in zip(logs, levels):
+                log.setLevel(level)
     except ImportError:
         raise ConfigError("quantization needs torchao: pip install anyformer[compress]") from None
     return tq
