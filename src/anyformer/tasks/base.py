@@ -116,6 +116,8 @@ class Task:
 
     def __init__(self) -> None:
         self._splits: dict[str, Split] | None = None
+        # Each split's positions in `records()`, set by a build_splits that reads records.
+        self._parts: dict[str, torch.Tensor] = {}
 
     @classmethod
     def parse_argument(cls, arg: str) -> dict[str, Any]:
@@ -237,8 +239,10 @@ class Task:
 
     def split_indices(self) -> dict[str, torch.Tensor]:
         """Which of `records()` each split holds (int64 positions), saved with the run as
-        split.safetensors. Default, for data rebuilt from the options alone: 0..n-1."""
-        return {name: torch.arange(len(split)) for name, split in self.splits().items()}
+        split.safetensors: the `_parts` build_splits recorded, or for data rebuilt from the
+        options alone (no parts recorded) 0..n-1."""
+        splits = self.splits()
+        return dict(self._parts) if self._parts else {name: torch.arange(len(split)) for name, split in splits.items()}
 
     def records(self) -> list[Any] | None:
         """Every raw record of the data the task was trained on (tasks/raw.py's `Raw`, in

@@ -50,7 +50,6 @@ class DigitsTask(Task):
         super().__init__()
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.classes: list[int] = list(range(10))
-        self._parts: dict[str, torch.Tensor] = {}
 
     def build_splits(self) -> dict[str, Split]:
         from sklearn.datasets import load_digits
@@ -81,10 +80,6 @@ class DigitsTask(Task):
 
     def restore(self, state: dict[str, Any]) -> None:
         self.classes = [int(c) for c in state["classes"]]
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        self.splits()
-        return dict(self._parts)
 
     def records(self) -> list[Raw]:
         """scikit-learn's 1,797 images, [8, 8] float64 0..16, with their digit."""

@@ -111,7 +111,6 @@ class FashionMNISTTask(Task):
         self.modality = "tokens" if as_sequence else "images"
         self._size: tuple[int, int] | None = None
         self.classes: list[str] = list(CLASSES)
-        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder: Path, n: int = 40, size: int = 8) -> dict[str, Any]:
@@ -188,10 +187,6 @@ class FashionMNISTTask(Task):
     def restore(self, state: dict[str, Any]) -> None:
         self.classes = [str(c) for c in state["classes"]]
         self._size = (int(state["height"]), int(state["width"]))
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        self.splits()
-        return dict(self._parts)
 
     def records(self) -> list[Raw]:
         """The training file's images, then the test file's: uint8 [H, W], each with its label."""

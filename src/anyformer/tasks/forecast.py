@@ -155,7 +155,6 @@ class ForecastTask(Task):
         self._columns: list[str] = []
         self._time_columns: list[str] = []
         self._mean = self._std = np.zeros(0)
-        self._starts: dict[str, torch.Tensor] = {}
 
     # -- reading
     def _read_path(self) -> tuple[list[str], np.ndarray, str]:
@@ -251,7 +250,8 @@ class ForecastTask(Task):
         series = torch.tensor((values - mean) / std, dtype=torch.float32)
         self._channels = series.shape[1]
         span = self.input_len + self.horizon
-        splits, self._starts = {}, {}
+        # A split's positions in `records` are its windows' start rows.
+        splits, self._parts = {}, {}
         for i, name in enumerate(("train", "val", "test")):
             first = max(b1[i], 0)
             segment = series[first:b2[i]]
@@ -264,7 +264,7 @@ class ForecastTask(Task):
             step = self.stride if name == "train" else 1
             windows = segment.unfold(0, span, step).transpose(1, 2)
             splits[name] = Split(windows[:, :self.input_len], windows[:, self.input_len:])
-            self._starts[name] = first + step * torch.arange(len(windows), dtype=torch.int64)
+            self._parts[name] = first + step * torch.arange(len(windows), dtype=torch.int64)
         return splits
 
     # -- predict: the columns and the training rows' scaler
@@ -278,11 +278,6 @@ class ForecastTask(Task):
         self._mean = np.array(state["mean"], dtype=np.float64)
         self._std = np.array(state["std"], dtype=np.float64)
         self._channels = len(self._columns)
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        """Each split's window start rows, which are the positions of its windows in `records`."""
-        self.splits()
-        return dict(self._starts)
 
     def records(self) -> list[Raw]:
         """Every window of the series: value its input rows [input_len, C], label the next

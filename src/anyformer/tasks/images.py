@@ -129,7 +129,6 @@ class ImagesNPZTask(Task):
         self.classes: list[Any] = []
         self._shape: tuple[int, int, int] | None = None
         self._stored = "nhwc"  # x's axis order in the file ('nhw', 'nhwc', 'nchw'): predict's tie-break
-        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder, n: int = 40) -> dict[str, Any]:
@@ -243,10 +242,6 @@ class ImagesNPZTask(Task):
         self.classes = list(state["classes"])
         self._shape = (int(state["channels"]), int(state["height"]), int(state["width"]))
         self._stored = str(state["layout"])
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        self.splits()
-        return dict(self._parts)
 
     def records(self) -> list[Raw]:
         """x's images, then x_test's, as the file stores them, each with its label."""

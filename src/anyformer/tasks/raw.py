@@ -3,18 +3,17 @@ came from, and the readers of the files users bring (text lines, CSV, JSON lines
 files, .npz / .npy arrays)."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from anyformer.errors import DataError, suggest
-from anyformer.tasks.files import decode_error, existing_file, python_codec, text_lines
+from anyformer.tasks.files import existing_file, read_csv, text_lines
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 ARRAY_SUFFIXES = (".npz", ".npy")
@@ -43,29 +42,13 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def csv_records(path: Path, encoding: str = "utf-8") -> tuple[list[str], list[Raw]]:
-    """(header, one Raw {column: field} per data row) of a CSV file; fields and names stripped,
-    blank rows skipped, a row of the wrong width an error naming its line."""
-    try:
-        with path.open(newline="", encoding=python_codec(encoding)) as fh:
-            reader = csv.reader(fh)
-            header = next((r for r in reader if any(f.strip() for f in r)), None)
-            if header is None:
-                raise DataError(f"{path}: the file is empty; it needs a header row and data rows")
-            names = [h.strip() for h in header]
-            rows = []
-            for fields in reader:
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                where = f"{path}:{reader.line_num}"
-                if len(fields) != len(names):
-                    raise DataError(f"{where}: {len(fields)} fields, the header has {len(names)}; fix the row (quote fields that contain commas)")
-                rows.append(Raw(dict(zip(names, (f.strip() for f in fields))), where, line=reader.line_num))
-    except UnicodeDecodeError:
-        raise decode_error(path, encoding) from None
-    except csv.Error as err:
-        raise DataError(f"{path}: cannot read it as CSV ({err}); fix that row") from None
-    return names, rows
+def csv_records(path: Path, encoding: str = "utf-8", names: Callable[[list[str]], list[str]] | None = None) -> tuple[list[str], list[Raw]]:
+    """(header, one Raw {column: field} per data row) of a CSV file, as `read_csv` reads it
+    (names and fields stripped, blank rows skipped, a row of the wrong width an error naming
+    its line); `names` renames the header first (tabular-csv makes repeated names unique)."""
+    header, rows = read_csv(path, encoding=encoding, encoding_option="task.encoding")
+    keys = header if names is None else names(header)
+    return keys, [Raw(dict(zip(keys, fields)), f"{path}:{line}", line=line) for line, fields in rows]
 
 
 def jsonl_records(path: Path, encoding: str = "utf-8") -> list[Raw]:

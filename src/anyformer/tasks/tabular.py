@@ -84,7 +84,6 @@ class TabularCSVTask(Task):
         # (mean, std), each categorical column's {value: code}, and the split's row indices.
         self._stats: list[tuple[float, float]] = []
         self._codes: list[dict[str, int]] = []
-        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder, n: int = 60) -> dict[str, Any]:
@@ -325,10 +324,6 @@ class TabularCSVTask(Task):
                        for c in state["numeric"]]
         self.categorical_columns = [str(c["name"]) for c in state["categorical"]]
         self._codes = [{str(k): int(v) for k, v in c["codes"].items()} for c in state["categorical"]]
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        self.splits()
-        return dict(self._parts)
 
     def records(self) -> list[Raw]:
         """Every data row of the file, in the order the training read counts them."""

@@ -3,7 +3,6 @@
 tensors training built, with the train statistics and category codes the run saved."""
 from __future__ import annotations
 
-import csv
 import numbers
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from anyformer.errors import DataError, suggest
-from anyformer.tasks.files import existing_file, python_codec
+from anyformer.tasks.files import existing_file
 from anyformer.tasks.raw import Raw, csv_records, jsonl_records
 from anyformer.tasks.tabular_columns import parse_value, unique_names
 
@@ -22,15 +21,7 @@ KNOWN_SHOWN = 5  # category values an unseen-value error lists
 def table_rows(path: Path, encoding: str = "utf-8") -> list[Raw]:
     """One Raw {column: field (stripped)} per data row of a CSV, blank rows skipped, the
     header names made unique as training makes them ('x', 'x.1')."""
-    names, rows = csv_records(path, encoding)
-    unique = unique_names(names)
-    if unique == names:
-        return rows
-    # A repeated name: csv_records' dicts keep one of its columns, so the fields are read
-    # again by position (csv_records checked widths and decoding already).
-    with path.open(newline="", encoding=python_codec(encoding)) as fh:
-        kept = [f for f in csv.reader(fh) if f and any(x.strip() for x in f)][1:]
-    return [Raw(dict(zip(unique, (x.strip() for x in fields))), row.where) for fields, row in zip(kept, rows)]
+    return csv_records(path, encoding, names=unique_names)[1]
 
 
 def spelling(value: Any, where: str, column: str) -> str:

@@ -113,7 +113,6 @@ class TextFileTask(Task):
         self.classes: list[str] = []
         self.vocab: dict[str, int] = {}
         self._length = 0
-        self._parts: dict[str, torch.Tensor] = {}
 
     # -- reading: [(line, text, labels (list), split name or None)]
     def read_rows(self) -> list[tuple[int, str, list[str], str | None]]:
@@ -244,10 +243,6 @@ class TextFileTask(Task):
         self._length, self.vocab = int(state["length"]), dict(state["vocab"])
         if self.pretrained is not None:  # the model reads `length` tokens at most; keep the special tokens
             self.pretrained.tokenizer.enable_truncation(max_length=self._length)
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        self.splits()
-        return dict(self._parts)
 
     def records(self) -> list[Raw]:
         return [Raw(text, f"{self.path}:{line}", labels) for line, text, labels, _ in self.read_rows()]

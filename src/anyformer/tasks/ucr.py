@@ -191,7 +191,6 @@ class UCRTask(Task):
         self.classes: list[str] = []
         self._shape: tuple[int, int] | None = None
         self._masked = False
-        self._parts: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def write_example(folder, n: int = 24) -> dict[str, Any]:
@@ -282,11 +281,6 @@ class UCRTask(Task):
     def restore(self, state: dict[str, Any]) -> None:
         self.classes, self._masked = list(state["classes"]), bool(state["masked"])
         self._shape = (int(state["length"]), int(state["dims"]))
-
-    def split_indices(self) -> dict[str, torch.Tensor]:
-        """Positions in `records`: TRAIN's series first, then TEST's."""
-        self.splits()
-        return dict(self._parts)
 
     def records(self) -> list[Raw]:
         out = []
