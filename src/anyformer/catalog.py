@@ -27,8 +27,12 @@ def create(source: str | Path | dict[str, Any] | ModelConfig = "vit", **override
     return registry.build("arch", cfg.arch.name, config=cfg, **cfg.arch.options)
 
 
-def build_task(spec: ComponentSpec) -> Task:
-    """The task a validated spec names (its data is loaded on first use)."""
+def build_task(spec: ComponentSpec | dict[str, Any]) -> Task:
+    """The task a spec names (its data is loaded on first use); a dict (a run config's
+    `task:` section, {name, options...}) is validated first, as training validates it."""
+    if isinstance(spec, dict):
+        spec = ComponentSpec.model_validate(spec)
+        spec.check("task", "task")
     return registry.build("task", spec.name, **spec.options)
 
 

@@ -118,6 +118,15 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- weights (safetensors only)
 
+def run_precision(run_dir: str | Path, config: dict[str, Any]) -> str:
+    """The precision a run was trained and evaluated in (what `auto` chose then, as its
+    summary.json records it), else its config's `train.precision`: scoring it again in the
+    same precision gives its numbers again."""
+    summary = Path(run_dir) / "summary.json"
+    chosen = read_json(summary).get("precision") if summary.exists() else None
+    return chosen or (config.get("train") or {}).get("precision", "auto")
+
+
 def unique_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """state_dict without aliases (a tied weight is stored once, under its first name),
     contiguous on CPU as safetensors needs."""

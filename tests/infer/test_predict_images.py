@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from anyformer.errors import DataError
-from anyformer.infer.predict import build_task, predictor
+from anyformer.catalog import build_task
+from anyformer.infer.predict import predictor
 from anyformer.tasks.fashion_mnist import FashionMNISTTask
 from anyformer.tasks.images import ImagesNPZTask
 from anyformer.tasks.raw import Raw

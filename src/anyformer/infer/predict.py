@@ -9,21 +9,13 @@ from typing import Any
 
 import torch
 
-from anyformer import catalog, rundir
-from anyformer.config import ComponentSpec
+from anyformer import catalog, registry, rundir
 from anyformer.errors import ConfigError, DataError, unknown
 from anyformer.runtime import resolve_device
 from anyformer.tasks import preprocessing
 from anyformer.tasks.base import Split
 from anyformer.tasks.evaluation import evaluate, outputs
-from anyformer.tasks.raw import Raw, file_digest
-
-
-def build_task(spec: dict[str, Any]):
-    """The task a run's config names, its options validated as training validated them."""
-    component = ComponentSpec.model_validate(spec)
-    component.check("task", "task")
-    return catalog.build_task(component)
+from anyformer.tasks.raw import Raw
 
 
 class Predictor:
@@ -34,20 +26,28 @@ class Predictor:
     def __init__(self, run_dir: str | Path, device: str = "auto", batch_size: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.model, self.config = catalog.load_run(run_dir)
-        spec = self.config.get("task")
-        if spec is None:
+        if self.config.get("task") is None:
             raise ConfigError(f"{run_dir} was imported and trained on no task: it has no preprocessing to predict with; "
                               "fine-tune it on a task first (train.init)")
         self.saved = preprocessing.read(run_dir)
-        options = preprocessing.task_options(spec if isinstance(spec, dict) else {"name": spec}, self.saved, run_dir)
-        self.task = build_task(options)
-        self.task.restore(self.saved["state"])
+        self.task = self._task()
         self.device = resolve_device(device)
         self.model.to(self.device)
-        train = self.config.get("train") or {}
-        self.batch_size = batch_size or train.get("eval_batch_size", 256)
-        summary = self.run_dir / "summary.json"
-        self.precision = (rundir.read_json(summary).get("precision") if summary.exists() else None) or train.get("precision", "auto")
+        self.batch_size = batch_size or (self.config.get("train") or {}).get("eval_batch_size", 256)
+        self.precision = rundir.run_precision(run_dir, self.config)
+
+    def _task(self, data: str | Path | None = None):
+        """The run's task with its saved preprocessing restored (its data file `data`, when
+        given, in place of the one it trained on)."""
+        spec = preprocessing.task_options(self.config["task"], self.saved, self.run_dir)
+        if data is not None:
+            option = next(iter(registry.get("task", spec["name"]).file_options), None)
+            if option is None:
+                raise ConfigError(f"task {spec['name']!r} reads no file: --data does not apply")
+            spec[option] = str(data)
+        task = catalog.build_task(spec)
+        task.restore(self.saved["state"])
+        return task
 
     @property
     def kind(self) -> str | None:
@@ -64,8 +64,6 @@ class Predictor:
         return [{"input": r.where, **p} for r, p in zip(records, self.task.describe(out, records))]
 
     def __call__(self, inputs: list[Any]) -> list[dict[str, Any]]:
-        if self.task.raw_input is None:
-            self.task.read_inputs(Path("."))  # the task's own one-line refusal
         return self.predict_records([Raw(v, f"input {i}") for i, v in enumerate(inputs)])
 
     def read_files(self, paths: list[str | Path]) -> list[Raw]:
@@ -82,14 +80,7 @@ class Predictor:
         indices = preprocessing.split_indices(self.run_dir)
         if name not in indices:
             raise unknown("split", name, list(indices))
-        task = self.task
-        if data is not None:
-            option = next(iter(task.file_options), None)
-            if option is None:
-                raise ConfigError(f"task {task.name!r} reads no file: --data does not apply")
-            spec = {**preprocessing.task_options(self.config["task"], self.saved, self.run_dir), option: str(data)}
-            task = build_task(spec)
-            task.restore(self.saved["state"])
+        task = self.task if data is None else self._task(data)
         self._check_data(task)
         records = task.records()
         index = indices[name]
@@ -109,7 +100,7 @@ class Predictor:
     def _check_data(self, task) -> None:
         recorded = self.saved.get("data")
         current = preprocessing.data_file(task)
-        if recorded and current is not None and file_digest(current) != recorded["sha256"]:
+        if recorded and current is not None and preprocessing.data_digest(current) != recorded["sha256"]:
             raise DataError(f"{current}: the file changed since the run trained on it (SHA-256 differs from "
                             f"{recorded['path']}'s); its split would not be the run's: give the file it trained on")
 

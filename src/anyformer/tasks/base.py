@@ -250,15 +250,18 @@ class Task:
         generated, and `predict --split` rebuilds the split from the options instead."""
         return None
 
+    def _no_raw_input(self) -> ConfigError:
+        return ConfigError(f"task {self.name!r} takes no raw input (its data is generated); "
+                           "score its splits with `anyformer predict RUN --split test`")
+
     def read_inputs(self, path: Path) -> list[Any]:
         """The raw records of a file a user gives `predict` (Raw values with where each came from)."""
-        raise ConfigError(f"task {self.name!r} takes no raw input (its data is generated); "
-                          "score its splits with `anyformer predict RUN --split test`")
+        raise self._no_raw_input()
 
     def encode(self, records: list[Any]) -> tuple[Inputs, torch.Tensor | None]:
         """(model inputs, padding mask or None) of raw records, with the saved preprocessing;
         a record that does not fit is a DataError naming where it came from."""
-        raise ConfigError(f"task {self.name!r} takes no raw input")
+        raise self._no_raw_input()
 
     def targets(self, records: list[Any]) -> torch.Tensor:
         """The targets of records that carry their labels (the run's own data)."""

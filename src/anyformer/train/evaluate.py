@@ -30,10 +30,7 @@ def evaluate_run(run_dir: str | Path, splits: list[str], device: str = "auto",
     dev = resolve_device(device)
     model.to(dev)
     train = config.get("train") or {}
-    # The precision the run was trained and evaluated in (what `auto` chose then).
-    summary = Path(run_dir) / "summary.json"
-    precision = rundir.read_json(summary).get("precision") if summary.exists() else None
-    precision = precision or train.get("precision", "auto")
+    precision = rundir.run_precision(run_dir, config)
     valid = list(built.splits())
     results = {}
     for s in splits:
