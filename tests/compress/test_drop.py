@@ -45,10 +45,10 @@ def test_a_sublayer_that_writes_nothing_scores_one_and_goes_first(vit_run):
     assert scores["1.mixer"] == pytest.approx(1.0, abs=1e-6)
     assert all(-1 - 1e-6 <= v <= 1 + 1e-6 for v in scores.values())
     assert max((v, k) for k, v in scores.items() if k != "1.mixer" and k.endswith(".mixer"))[0] < 1 - 1e-4
-    assert choose(scores, "attention", 1, None, 3) == ["1.mixer"]
-    assert choose(scores, "mlp", None, 1.0, 3) == sorted((k for k in scores if k.endswith(".ffn")), key=lambda k: -scores[k])
-    assert choose(scores, "joint", 4, None, 3)[0] == "1.mixer" and len(choose(scores, "joint", 4, None, 3)) == 4
-    assert choose(scores, "block", 2, None, 3) == sorted((k for k in scores if "." not in k), key=lambda k: -scores[k])[:2]
+    assert choose(scores, "attention", 1, None) == ["1.mixer"]
+    assert choose(scores, "mlp", None, 1.0) == sorted((k for k in scores if k.endswith(".ffn")), key=lambda k: -scores[k])
+    assert choose(scores, "joint", 4, None)[0] == "1.mixer" and len(choose(scores, "joint", 4, None)) == 4
+    assert choose(scores, "block", 2, None) == sorted((k for k in scores if "." not in k), key=lambda k: -scores[k])[:2]
 
 
 def test_dropping_writes_a_run_without_the_layer_and_leaves_the_input_alone(vit_run, tmp_path):
@@ -106,6 +106,7 @@ def test_minilm_is_judged_by_the_cosine_of_its_sentence_embeddings(tmp_path):
     assert half["before"]["cosine"] == pytest.approx(1.0, abs=1e-6)  # the full model against itself
     assert 0.5 < half["after"]["cosine"] < 0.999
     assert len(half["notes"]["dropped"]) == 3 and all(d.endswith(".mixer") for d in half["notes"]["dropped"])
+    assert read_config(tmp_path / "k3")["compressed"]["data"] == str(SENTENCES)  # what it was judged on
     model, _ = catalog.load_run(tmp_path / "k3")
     assert active_parameters(model) == half["after"]["parameters"] < half["before"]["parameters"]
 

@@ -8,8 +8,10 @@ from rich.table import Table
 
 from anyformer.cli.app import app, console
 from anyformer.compress.job import compress
+from anyformer.compress.measure import COSTS
 
-ROWS = ("parameters", "size_mb", "latency_ms", "memory_mb")
+# The cost rows of the table (the latency's quartiles stay in compress.json).
+ROWS = tuple(c for c in COSTS if c != "latency_iqr_ms")
 
 
 @app.command("compress")
@@ -43,7 +45,7 @@ def compress_cmd(
     table = Table(title=f"{method} {run_dir} -> {out}")
     for c in ("", "before", "after", "after / before"):
         table.add_column(c, justify="left" if not c else "right")
-    quality = [key for key in before if key not in ROWS and isinstance(before[key], (int, float))]
+    quality = [key for key in before if key not in COSTS]
     for key in [*quality, *ROWS]:
         b, a = before.get(key), after.get(key)
         if b is None or a is None:

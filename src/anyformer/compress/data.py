@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyformer import catalog, registry
-from anyformer.config import ComponentSpec
 from anyformer.errors import ConfigError, DataError
 from anyformer.infer.generate import text_codec
 from anyformer.runtime import autocast
@@ -46,9 +45,7 @@ class Judged:
 
 
 def from_task(spec: dict[str, Any], batch_size: int, seed: int = 0) -> Judged:
-    component = ComponentSpec.model_validate(spec)
-    component.check("task", "task")
-    task = catalog.build_task(component)
+    task = catalog.build_task(spec)
     train = task.splits()["train"]
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     calibration = [train.batch(order[i: i + batch_size]) for i in range(0, min(len(train), CALIBRATION_BATCHES * batch_size), batch_size)]

@@ -76,7 +76,7 @@ def similarities(model: nn.Module, data: Judged, device: torch.device) -> dict[s
     return {k: s / max(n, 1) for k, (s, n) in sums.items()}
 
 
-def choose(scores: dict[str, float], what: str, k: int | None, fraction: float | None, depth: int) -> list[str]:
+def choose(scores: dict[str, float], what: str, k: int | None, fraction: float | None) -> list[str]:
     """The k most redundant candidates of kind `what` (highest similarity first)."""
     if what not in WHAT:
         raise ConfigError(f"--what {what!r} is not one of {', '.join(WHAT)}")
@@ -90,7 +90,7 @@ def choose(scores: dict[str, float], what: str, k: int | None, fraction: float |
         k = math.floor(fraction * len(pool) + 1e-9)
     if not 0 <= k <= len(pool):
         raise ConfigError(f"--k {k}: the model has {len(pool)} {what} layers to drop; give --k in 0..{len(pool)}")
-    if what in ("block", "joint") and k == len(pool) and what == "block":
+    if what == "block" and k == len(pool):
         raise ConfigError(f"--k {k} drops every block of the model; give --k in 0..{len(pool) - 1}")
     return sorted(pool, key=lambda key: (-pool[key], key))[:k]
 
@@ -100,7 +100,7 @@ def apply(model: nn.Module, config: dict[str, Any], data: Judged, device: torch.
     """(the model with the chosen layers removed, its model config, notes: scores and choice)."""
     model_cfg = copy.deepcopy(config)
     scores = similarities(model, data, device)
-    chosen = choose(scores, what, k, fraction, model.stack.depth)
+    chosen = choose(scores, what, k, fraction)
     schedule = dict(model_cfg.get("schedule") or {})
     drop = sorted(set(schedule.get("drop") or []) | {int(c) for c in chosen if "." not in c})
     # An MLP sublayer is every path but the mixer ('ffn', and macaron's 'ffn2').

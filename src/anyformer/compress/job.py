@@ -14,7 +14,7 @@ import yaml
 from anyformer import catalog, rundir
 from anyformer.compress import drop, prune, quantize
 from anyformer.compress.data import judged
-from anyformer.compress.measure import measure
+from anyformer.compress.measure import COSTS, measure
 from anyformer.errors import ConfigError, unknown
 from anyformer.runtime import resolve_device
 
@@ -48,14 +48,14 @@ def compress(run: str | Path, method: str, out: str | Path, data: str | None = N
     dev = resolve_device(device)
     model, config = catalog.load_run(run)
     model.to(dev)
-    data = judged(config, run, model, dev, data)
-    before = measure(model, data, dev, run / "model.safetensors")
-    model, model_cfg, notes = METHODS[method](model, config["model"], data, dev, **options)
+    judge = judged(config, run, model, dev, data)
+    before = measure(model, judge, dev, run / "model.safetensors")
+    model, model_cfg, notes = METHODS[method](model, config["model"], judge, dev, **options)
     # A quantization policy is applied at load, over the float weights (catalog.load_run).
-    quantization = notes.pop("quantization", None) if isinstance(notes, dict) else None
+    quantization = notes.pop("quantization", None)
     new_config = {**config, "model": model_cfg, **({"quantization": quantization} if quantization else {}),
                   "compressed": {"from": str(run.resolve()), "method": method, "options": options,
-                                 **({"data": data} if isinstance(data, str) else {})}}
+                                 **({"data": str(data)} if data is not None else {})}}
     out.mkdir(parents=True, exist_ok=True)
     for name in KEPT:
         if (run / name).is_file():
@@ -64,13 +64,13 @@ def compress(run: str | Path, method: str, out: str | Path, data: str | None = N
     rundir.save_weights(model, out / "model.safetensors", {"compressed": method})
     reloaded, _ = catalog.load_run(out)
     reloaded.to(dev)
-    after = measure(reloaded, data, dev, out / "model.safetensors")
-    result = {"method": method, "options": options, "metric": data.metric, "higher_is_better": data.higher_is_better,
+    after = measure(reloaded, judge, dev, out / "model.safetensors")
+    result = {"method": method, "options": options, "metric": judge.metric, "higher_is_better": judge.higher_is_better,
               "before": before, "after": after, "notes": notes}
     rundir.atomic_write_json(out / "compress.json", result)
     summary = rundir.read_json(run / "summary.json") if (run / "summary.json").exists() else {}
-    if data.task is not None:  # eval / compare / predict read the run's reported numbers from here
-        rundir.atomic_write_json(out / "summary.json", {**summary, "final": {"test": {k: v for k, v in after.items() if k in before and k not in
-                                                                                    ("parameters", "size_mb", "latency_ms", "latency_iqr_ms", "memory_mb")}},
+    if judge.task is not None:  # eval / compare / predict read the run's reported numbers from here
+        quality = {k: v for k, v in after.items() if k not in COSTS}
+        rundir.atomic_write_json(out / "summary.json", {**summary, "final": {"test": quality},
                                                         "compressed": method, "parameters": after["parameters"]})
     return result

@@ -12,9 +12,8 @@ from anyformer.bench.memory import peak_bytes
 from anyformer.bench.profiler import time_call
 from anyformer.compress.data import Judged, run_batch
 
-
-def _numel(module: nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
+# What `measure` reports besides the quality metrics.
+COSTS = ("parameters", "size_mb", "latency_ms", "latency_iqr_ms", "memory_mb")
 
 
 def active_parameters(model: nn.Module) -> int:
@@ -38,13 +37,13 @@ def active_parameters(model: nn.Module) -> int:
 
 
 def measure(model: nn.Module, data: Judged, device: torch.device, weights: Path | None = None,
-            precision: str = "fp32", repeats: int = 10, quality: dict[str, float] | None = None) -> dict[str, Any]:
+            precision: str = "fp32", repeats: int = 10) -> dict[str, Any]:
     """{quality metrics, parameters, size_mb, latency_ms (median), latency_iqr_ms, memory_mb}."""
     model.eval()
     call = lambda: run_batch(model, data.example, device, precision)  # noqa: E731
     timing = time_call(call, device, warmup=2, repeats=repeats)
     return {
-        **(quality if quality is not None else data.quality(model, device, precision)),
+        **data.quality(model, device, precision),
         "parameters": active_parameters(model),
         "size_mb": round(weights.stat().st_size / 2**20, 4) if weights is not None and weights.exists() else None,
         "latency_ms": timing["median_ms"], "latency_iqr_ms": [timing["q1_ms"], timing["q3_ms"]],
