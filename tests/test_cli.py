@@ -1,18 +1,31 @@
-"""The CLI run as a user runs it: a real process, its output and its exit code."""
+"""The CLI run as a user runs it: its output and its exit code. A few tests start a real
+process; the rest run `main` in this one (each process start costs seconds of imports)."""
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from anyformer.cli import main
+from tests.cli_run import run_cli
 
 
 def run(*args):
+    """`anyformer ARGS` in a new process, as a user's shell runs it."""
     return subprocess.run([sys.executable, "-m", "anyformer", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_list_prints_catalogue_as_a_user_sees_it():
-    proc = run("list", "mixer")
+@pytest.fixture
+def cli(capsys):
+    """`anyformer ARGS` in this process: the same fields as a finished process."""
+    def call(*args):
+        code, out, err = run_cli(args, capsys)
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return call
+
+
+def test_list_prints_catalogue_as_a_user_sees_it(cli):
+    proc = cli("list", "mixer")
     assert proc.returncode == 0, proc.stderr
     for name in ("softmax", "local", "linear", "L^2", "Katharopoulos"):
         assert name in proc.stdout
@@ -86,17 +99,17 @@ def _read_yaml(path):
     ("ffn.ratio=2", "ffn", "ratio", 2.0),
     ("mixer.attn_dropout=0.1", "mixer", "attn_dropout", 0.1),
 ])
-def test_train_takes_an_option_of_a_component_the_preset_brings(tmp_path, setting, field, option, value):
+def test_train_takes_an_option_of_a_component_the_preset_brings(tmp_path, setting, field, option, value, cli):
     """`--set component.option=v` merges into the component the model already has, in
     train as in show (before, train failed with 'model.ffn.name: Field required')."""
     out = tmp_path / "run"
-    proc = run("train", "--set", setting, "--set", "dim=16", "--set", "depth=1", "--set", "heads=2",
+    proc = cli("train", "--set", setting, "--set", "dim=16", "--set", "depth=1", "--set", "heads=2",
                "--steps", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     model = _read_yaml(out / "config.yaml")["model"]
     assert model[field][option] == pytest.approx(value)
     assert model[field]["name"] == {"ffn": "mlp", "mixer": "softmax"}[field]
-    shown = run("show", "vit", "--set", setting)
+    shown = cli("show", "vit", "--set", setting)
     assert shown.returncode == 0, shown.stderr
     assert _read_yaml_text(shown.stdout)["model"][field][option] == pytest.approx(value)
 
@@ -110,14 +123,14 @@ def _read_yaml_text(text):
     return yaml.safe_load("\n".join(lines[:end]))
 
 
-def test_compare_reads_the_users_text_file_given_by_task_path(tmp_path):
+def test_compare_reads_the_users_text_file_given_by_task_path(tmp_path, cli):
     """`--set task.path=` supplies the text task's required path before the task is checked
     (before: "option 'path': Field required")."""
     rows = [(f"{'good great fine' if i % 2 else 'bad awful poor'} item {i}", "pos" if i % 2 else "neg") for i in range(60)]
     path = tmp_path / "reviews.csv"
     path.write_text("text,label\n" + "".join(f"{t},{lab}\n" for t, lab in rows))
     out = tmp_path / "cmp"
-    proc = run("compare", "--task", "text-csv", "--set", f"task.path={path}", "--models", "bert",
+    proc = cli("compare", "--task", "text-csv", "--set", f"task.path={path}", "--models", "bert",
                "--steps", "2", "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     import json
@@ -130,35 +143,35 @@ def test_compare_reads_the_users_text_file_given_by_task_path(tmp_path):
     assert config["task"]["path"] == str(path) and config["model"]["dim"] == 16
 
 
-def test_compare_task_argument_after_a_colon_names_the_users_file(tmp_path):
+def test_compare_task_argument_after_a_colon_names_the_users_file(tmp_path, cli):
     path = tmp_path / "t.csv"
     path.write_text("text,label\n" + "".join(f"w{i} x,{'ab'[i % 2]}\n" for i in range(40)))
-    proc = run("compare", "--task", f"text-csv:{path}", "--models", "bert", "--steps", "1",
+    proc = cli("compare", "--task", f"text-csv:{path}", "--models", "bert", "--steps", "1",
                "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
     assert _read_yaml(tmp_path / "c" / "bert" / "seed-0" / "config.yaml")["task"]["path"] == str(path)
 
 
-def test_compare_takes_an_option_of_a_component_the_preset_brings(tmp_path):
+def test_compare_takes_an_option_of_a_component_the_preset_brings(tmp_path, cli):
     out = tmp_path / "cmp"
-    proc = run("compare", "--task", "digits", "--models", "vit", "--steps", "1", "--set", "ffn.ratio=2",
+    proc = cli("compare", "--task", "digits", "--models", "vit", "--steps", "1", "--set", "ffn.ratio=2",
                "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     ffn = _read_yaml(out / "vit" / "seed-0" / "config.yaml")["model"]["ffn"]
     assert ffn == {**ffn, "name": "mlp", "ratio": 2.0, "activation": "gelu"}  # the preset's other options kept
 
 
-def test_set_model_names_a_preset_in_train_and_is_a_clear_error_in_show(tmp_path):
-    proc = run("train", "--set", "model=gpt", "--set", "task=modular", "--set", "train.steps=1",
+def test_set_model_names_a_preset_in_train_and_is_a_clear_error_in_show(tmp_path, cli):
+    proc = cli("train", "--set", "model=gpt", "--set", "task=modular", "--set", "train.steps=1",
                "--set", "dim=16", "--set", "depth=1", "--set", "heads=2", "--out", str(tmp_path / "g"))
     assert proc.returncode == 0, proc.stderr
     assert _read_yaml(tmp_path / "g" / "config.yaml")["model"]["preset"] == "gpt"
-    proc = run("show", "vit", "--set", "model=gpt")
+    proc = cli("show", "vit", "--set", "model=gpt")
     assert proc.returncode == 2 and "names no model field" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_train_with_two_assignments_after_one_set_says_how_to_repeat_it():
-    proc = run("train", "--set", "dim=16", "depth=1")
+def test_train_with_two_assignments_after_one_set_says_how_to_repeat_it(cli):
+    proc = cli("train", "--set", "dim=16", "depth=1")
     assert proc.returncode == 2 and "--set dim=16 --set depth=1" in proc.stderr
 
 
@@ -208,7 +221,7 @@ def test_a_damaged_run_directory_is_refused_in_one_line_and_left_as_it_was(tmp_p
     (["train", "--nosuch"], "No such option: --nosuch"),
     (["nosuchcommand"], "No such command"),
 ])
-def test_parser_errors_are_one_line_not_a_usage_block(args, says):
-    proc = run(*args)
+def test_parser_errors_are_one_line_not_a_usage_block(args, says, cli):
+    proc = cli(*args)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], proc.stderr

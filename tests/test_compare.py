@@ -86,12 +86,14 @@ def test_compare_killed_mid_model_resumes_its_checkpoint_exactly(tmp_path):
     import time
 
     def cmd(out):
-        return [sys.executable, "-m", "anyformer", "compare", "--task", "digits", "--models", "vit", "--steps", "300",
+        return [sys.executable, "-m", "anyformer", "compare", "--task", "digits", "--models", "vit", "--steps", "200",
                 "--set", "train.eval_every=1000", "--set", "train.checkpoint_every_s=0.05", "--out", str(out), *SMALL]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(cmd(full), env=env, check=True, capture_output=True, timeout=600)
+    # The uninterrupted job runs beside the one to be killed (one thread each).
+    uninterrupted = subprocess.Popen(cmd(full), env=env, stdout=subprocess.DEVNULL,
+                                     stderr=(tmp_path / "full.err").open("w"))
     proc = subprocess.Popen(cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state, step, deadline = killed / "vit" / "seed-0" / "state.json", 0, time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -99,18 +101,19 @@ def test_compare_killed_mid_model_resumes_its_checkpoint_exactly(tmp_path):
             step = json.loads(state.read_text())["step"] if state.exists() else 0
         except (json.JSONDecodeError, OSError):
             step = 0
-        if 0 < step < 300:
+        if 0 < step < 200:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.002)
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL and 0 < step < 300, "the job must be killed inside the model's run"
+    assert proc.returncode == -signal.SIGKILL and 0 < step < 200, "the job must be killed inside the model's run"
     rerun = subprocess.run(cmd(killed), env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert "training 300 steps (resuming)" in rerun.stderr
+    assert "training 200 steps (resuming)" in rerun.stderr
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.err").read_text()
     a, b = (json.loads((d / "results.json").read_text()) for d in (full, killed))
     row_a, row_b = (next(r for r in x["rows"] if r["model"] == "vit") for x in (a, b))
-    assert row_b["steps"] == 300 and row_a["seeds"][0]["quality"] == row_b["seeds"][0]["quality"]
+    assert row_b["steps"] == 200 and row_a["seeds"][0]["quality"] == row_b["seeds"][0]["quality"]
     assert (full / "vit" / "seed-0" / "metrics.jsonl").read_text() == (killed / "vit" / "seed-0" / "metrics.jsonl").read_text()
 
 

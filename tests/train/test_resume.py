@@ -12,11 +12,12 @@ import yaml
 from safetensors.torch import load_file
 
 from anyformer import rundir
+from tests.cli_run import run_cli
 
 CONFIG = {
     "model": {"preset": "vit", "dim": 16, "depth": 1, "heads": 2, "dropout": 0.1},
     "task": {"name": "digits"},
-    "train": {"steps": 300, "batch_size": 16, "eval_every": 50, "checkpoint_every": 5, "log_every": 5,
+    "train": {"steps": 200, "batch_size": 16, "eval_every": 50, "checkpoint_every": 5, "log_every": 5,
               "lr": 3e-3, "warmup_steps": 10, "seed": 3, "progress": False},
 }
 
@@ -26,14 +27,15 @@ def _cmd(cfg_path, out, *extra):
     return [sys.executable, "-m", "anyformer", "train", str(cfg_path), "--out", str(out), *extra], env
 
 
-def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
+def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path, capsys):
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(CONFIG))
     full, killed = tmp_path / "full", tmp_path / "killed"
 
+    # The uninterrupted run trains beside the one to be killed (one thread each).
     cmd, env = _cmd(cfg_path, full)
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-
+    uninterrupted = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=(tmp_path / "full.err").open("w"))
     cmd, env = _cmd(cfg_path, killed)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -53,9 +55,9 @@ def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
     assert not (killed / "summary.json").exists()
 
     # A plain restart without --resume refuses to overwrite the checkpoint.
-    cmd, env = _cmd(cfg_path, killed)
-    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    code, _, err = run_cli(["train", cfg_path, "--out", killed], capsys)
+    assert code == 2 and "--resume" in err
+    assert uninterrupted.wait(timeout=600) == 0, (tmp_path / "full.err").read_text()
 
     cmd, env = _cmd(cfg_path, killed, "--resume")
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
@@ -66,7 +68,7 @@ def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     sa, sb = json.loads((full / "summary.json").read_text()), json.loads((killed / "summary.json").read_text())
-    assert sa["final"] == sb["final"] and sa["steps"] == sb["steps"] == 300
+    assert sa["final"] == sb["final"] and sa["steps"] == sb["steps"] == 200
 
 
 def test_checkpoint_journal_recovery(tmp_path):
