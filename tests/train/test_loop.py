@@ -213,7 +213,7 @@ def test_a_metric_the_task_does_not_report_is_an_error(tmp_path):
 
 
 def test_aux_losses_count_every_call_of_a_shared_block():
-    from anyformer.train.loop import AuxLosses
+    from anyformer.train.aux_losses import AuxLosses
 
     model = af.create("vit", dim=16, heads=2, depth=4, image_size=8, patch_size=2, channels=1,
                       ffn={"name": "moe", "experts": 4}, schedule={"share": 1})

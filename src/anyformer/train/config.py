@@ -80,6 +80,10 @@ class RunConfig(BaseModel):
                                   "an option that is no model field (num_classes) goes to the fitted component that takes it")
     task: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="digits"), description="task and its options")
     train: TrainConfig = Field(default_factory=TrainConfig, description="training settings")
+    # Read by the pipeline above train and compress (anyformer.studies.pipeline), which
+    # validates it; training itself never looks at it, so train imports nothing of compress.
+    compress: Any = Field(default_factory=list, description="compression steps applied in order after training, "
+                                "each {method: NAME, ...options} (`anyformer train` runs them)")
 
 
 def _explain_run(err: pydantic.ValidationError) -> ConfigError:

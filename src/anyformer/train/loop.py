@@ -22,10 +22,14 @@ from anyformer.tasks.evaluation import evaluate, model_kwargs
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
+from anyformer.train.aux_losses import AuxLosses, expert_usage
 from anyformer.train.config import RunConfig, TrainConfig, same_run
 from anyformer.train.data import DataCursor
 from anyformer.train.logging import RunLogger
 from anyformer.train.optim import make_optimizer, make_scheduler
+
+# The prefix of the objective's tensors in state.safetensors.
+OBJECTIVE = "objective."
 
 
 def with_task_defaults(train_cfg: TrainConfig, task) -> TrainConfig:
@@ -46,36 +50,6 @@ def resolved_config(run: RunConfig, model_cfg) -> dict[str, Any]:
     }
 
 
-class AuxLosses:
-    """Collects the auxiliary losses components expose (MoE balancing, router z-loss) from
-    every call in training: a block shared across depth runs several times per forward,
-    and each call's loss counts, not only the last one's."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.terms: list[torch.Tensor] = []
-        for m in model.modules():
-            if isinstance(getattr(m, "aux_loss", None), torch.Tensor):
-                m.register_forward_hook(self._collect)
-
-    def _collect(self, module: nn.Module, inputs, output) -> None:
-        if module.training and isinstance(module.aux_loss, torch.Tensor):
-            self.terms.append(module.aux_loss)
-
-    def pop(self) -> torch.Tensor | float:
-        total: torch.Tensor | float = sum(self.terms) if self.terms else 0.0
-        self.terms = []
-        return total
-
-
-def expert_usage(model: nn.Module) -> dict[str, list[float]]:
-    out = {}
-    for name, m in model.named_modules():
-        usage = getattr(m, "expert_usage", None)
-        if isinstance(usage, torch.Tensor):
-            out[name] = [round(float(u), 4) for u in usage]
-    return out
-
-
 def micro_batch_parts(indices: torch.Tensor, grad_accum: int, world: int, rank: int) -> list[torch.Tensor]:
     """This process's share of each micro-batch of the global batch `indices`. tensor_split
     (not chunk) keeps the micro-batches within one example of each other in size, so with
@@ -87,9 +61,13 @@ class Trainer:
     """Train one run into `out_dir`. `fit()` returns the summary written to summary.json."""
 
     def __init__(self, run: RunConfig, out_dir: str | Path, resume: bool = False,
-                 task: Task | None = None) -> None:
+                 task: Task | None = None, objective: nn.Module | None = None) -> None:
         """`task`: an already built instance of `run.task` whose data is loaded (compare
-        trains many models on one task and loads it once)."""
+        trains many models on one task and loads it once). `objective`: the training loss
+        in place of the task's, called as objective(model, batch, output, hidden) (hidden:
+        every layer's output) within the step's autocast; its parameters are trained with
+        the model's and checkpointed in state.safetensors, so a resume stays exact. What it
+        must neither train nor save (a distillation teacher) it keeps out of its submodules."""
         self.run, self.cfg, self.out = run, run.train, Path(out_dir)
         self.device = resolve_device(self.cfg.device)
         self.dist = D.init(self.device.type)
@@ -120,7 +98,10 @@ class Trainer:
                   subject=f"train.eval_batch_size={self.cfg.eval_batch_size}", fix="lower train.eval_batch_size")
         self.precision: str | None = None  # a resumed `auto` run takes its checkpoint's
         self.aux = AuxLosses(self.model)
-        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.objective = objective.to(self.device) if objective is not None else None
+        # The model's parameters first, so a run without an objective is unchanged.
+        self.trained = nn.ModuleList([self.model, self.objective]) if self.objective is not None else self.model
+        self.optimizer = make_optimizer(self.trained, self.cfg)
         self.scheduler = make_scheduler(self.optimizer, self.cfg)
         self.step, self.skipped, self.best, self.best_step, self.bad_evals = 0, 0, None, None, 0
         self.elapsed_before = 0.0
@@ -188,6 +169,7 @@ class Trainer:
             return False
         tensors, meta = found
         rundir.load_weights(self.model, self.out / "model.safetensors")
+        self._restore_objective(tensors, meta)
         opt_state = ckpt.unflatten_optimizer(tensors, meta["optimizer"])
         self.optimizer.load_state_dict(opt_state)
         self.scheduler.load_state_dict(meta["scheduler"])
@@ -208,15 +190,27 @@ class Trainer:
                                    "reason": f"resumed in the precision the run started in ({self.precision})"}
         return True
 
+    def _restore_objective(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        mine = type(self.objective).__name__ if self.objective is not None else None
+        if meta.get("objective") != mine:
+            raise ConfigError(f"{self.out} was trained with objective {meta.get('objective')!r}, not {mine!r}; "
+                              "resume it as it was started or choose another --out")
+        if self.objective is not None:
+            self.objective.load_state_dict({k[len(OBJECTIVE):]: v.to(self.device) for k, v in tensors.items()
+                                            if k.startswith(OBJECTIVE)})
+
     def _checkpoint(self, elapsed: float) -> None:
         if not self.dist.is_main:
             return
         opt_tensors, opt_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
+        if self.objective is not None:
+            opt_tensors.update({OBJECTIVE + k: v.detach().cpu().contiguous() for k, v in self.objective.state_dict().items()})
         meta = {
             "step": self.step, "skipped": self.skipped, "best": self.best, "best_step": self.best_step,
             "bad_evals": self.bad_evals, "elapsed": elapsed, "data": self.cursor.state(),
             "scheduler": self.scheduler.state_dict(), "optimizer": opt_meta,
             "metrics_bytes": self.logger.size(), "loss_window": self.window, "precision": self.precision, **rng_meta(),
+            **({"objective": type(self.objective).__name__} if self.objective is not None else {}),
         }
         rundir.write_checkpoint(self.out, self.model, {**opt_tensors, **rng_tensors()}, meta)
         self.saved_step = self.step
@@ -244,8 +238,14 @@ class Trainer:
             ctx = self.train_model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 with autocast(self.device, self.precision):
-                    out = self.train_model(batch.inputs, **model_kwargs(batch))
-                loss = self.task.loss(out.float(), batch.target) + self.aux.pop()
+                    if self.objective is None:
+                        out = self.train_model(batch.inputs, **model_kwargs(batch))
+                    else:  # in the step's precision, as the model (a teacher, projectors)
+                        out, hidden = self.train_model(batch.inputs, **model_kwargs(batch), return_hidden=True)
+                        loss = self.objective(self.model, batch, out, hidden)
+                if self.objective is None:
+                    loss = self.task.loss(out.float(), batch.target)
+                loss = loss + self.aux.pop()
                 finite = finite & torch.isfinite(loss.detach())
                 weight = world * len(part) / cfg.batch_size
                 (loss * weight).backward()
@@ -259,8 +259,13 @@ class Trainer:
             t = torch.tensor([total], dtype=torch.float64)
             torch.distributed.all_reduce(t)
             total = float(t.item())
+            # DDP averages the model's gradients; the objective's are averaged here.
+            for p in self.objective.parameters() if self.objective is not None else ():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
         if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self.trained.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -297,7 +302,7 @@ class Trainer:
         # A checkpoint at least every checkpoint_every_s too: a kill loses bounded time, however
         # slow a step is (compare's seeds run long with no eval in between).
         saved_at = time.perf_counter()
-        self.model.train()
+        self.trained.train()
         if self.logger.show:
             self.logger.console.print(f"precision {self.precision} on {self.device}: {self.precision_info['reason']}")
         with self.logger:
