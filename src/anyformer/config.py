@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anyformer import presets, registry
 from anyformer.errors import ConfigError, suggest
+from anyformer.token_filter_config import TokenFilterConfig
 
 
 class ComponentSpec(BaseModel):
@@ -130,6 +131,7 @@ class ModelConfig(BaseModel):
     drop_path: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth: residual branches of layer i dropped per sample at rate drop_path * i / (depth - 1) (DeiT's linear rule)")
     path_scale: bool = Field(False, description="EnsembleScale: a learned scalar on every residual branch (Chang et al. 2023, path ensemble view)")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="per-layer overrides, sharing, dropping")
+    token_filter: TokenFilterConfig | None = Field(None, description="learned token filter before the first layer (Wang et al. 2023); none: every token goes on")
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":
@@ -155,6 +157,8 @@ class ModelConfig(BaseModel):
             raise ConfigError("model.schedule: use either share (cyclic reuse) or repeat (in-place recursion), not both")
         if self.schedule.share is not None and self.schedule.share > self.depth:
             raise ConfigError(f"model.schedule.share {self.schedule.share} exceeds depth {self.depth}")
+        if self.token_filter is not None:
+            self.token_filter.check_model(self.causal, self.arch.name)
         return self
 
     def to_dict(self) -> dict[str, Any]:

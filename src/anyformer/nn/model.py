@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from anyformer.nn.decoding import DecodeState
 from anyformer.nn.ensemble import self_ensembled
 from anyformer.nn.footprint import check_build
 from anyformer.nn.stack import BlockFn, LayerStack, parameter_counter
+from anyformer.nn.token_filter import TokenFilter, check_parts
 
 HeadFn = Callable[[ModelConfig, nn.Module, int], nn.Module]
 
@@ -90,6 +91,18 @@ def build_head(config: ModelConfig, encoder: nn.Module, num_tokens: int) -> nn.M
     return head
 
 
+def build_token_filter(config: ModelConfig, encoder: nn.Module, position: nn.Module, stack: LayerStack,
+                       head: nn.Module) -> TokenFilter | None:
+    """The configured token filter (None when there is none), after checking that every
+    part it feeds can take a subset of the tokens (nn/token_filter.py)."""
+    spec = config.token_filter
+    if spec is None:
+        return None
+    prefix = int(encoder.num_prefix_tokens)
+    check_parts(position, [b.part("mixer") for b in stack.blocks], stack.transitions, head, prefix, spec.threshold is not None)
+    return TokenFilter(config.dim, spec.keep, spec.threshold, spec.hidden, prefix)
+
+
 def parameter_report(model: nn.Module, position: nn.Module | None, transitions: nn.Module | None) -> dict[str, int]:
     """Parameters per part of an assembled model (encoder, position, stack, final_norm,
     head attributes), tied or shared tensors counted once, where first met."""
@@ -99,6 +112,8 @@ def parameter_report(model: nn.Module, position: nn.Module | None, transitions: 
     report["transitions"] = count(transitions)
     report["final norm"] = count(model.final_norm)
     report["head"] = count(model.head)
+    if getattr(model, "token_filter", None) is not None:
+        report["token filter"] = count(model.token_filter)
     report["total"] = sum(p.numel() for p in model.parameters())  # parameters() dedups shared ones
     return report
 
@@ -146,6 +161,8 @@ class AnyFormer(nn.Module):
     first sub-model's."""
 
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
+    # model.token_filter is applied in encode(); an arch that assembles itself otherwise says False.
+    supports_token_filter: ClassVar[bool] = True
     # Set by nn/decoding.decoding() while generating: the tokens the caches already hold.
     decode_state: DecodeState | None = None
 
@@ -166,6 +183,8 @@ class AnyFormer(nn.Module):
             )
         self.final_norm = norm_fn(c)("final") if c.final_norm else None
         self.head = head_fn(c, self.encoder, self.stack.out_length)
+        # Registered last (when configured), so the other parameters keep their order.
+        self.token_filter = build_token_filter(c, self.encoder, self.position, self.stack, self.head)
         accept_old_keys(self, STACK_RENAMES)
 
     @property
@@ -181,10 +200,13 @@ class AnyFormer(nn.Module):
 
     def encode(self, tokens: torch.Tensor, mask: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor]]:
-        """Encoder tokens [B, L, D] -> positions -> the stack -> final norm; returns the
-        tokens, their mask (transitions may shorten both) and every layer's output."""
+        """Encoder tokens [B, L, D] -> positions -> the token filter -> the stack -> final
+        norm; returns the tokens, their mask (the filter and transitions may shorten both)
+        and every layer's output."""
         if self.position.applies_to == "input":
             tokens = self.position(tokens, self.decode_state.offset if self.decode_state is not None else 0)
+        if self.token_filter is not None:  # in training too: a fine-tune learns on the tokens inference keeps
+            tokens, mask = self.token_filter(tokens, mask)
         tokens, mask, hidden = self.stack(self.input_drop(tokens), mask)
         if self.final_norm is not None:
             tokens = self.final_norm(tokens, mask)

@@ -21,6 +21,10 @@ class Position(nn.Module):
 
     applies_to: ClassVar[str] = "input"
     paper: ClassVar[str] = ""
+    # True when a token filter (model.token_filter) may drop tokens after this position acts:
+    # those added to the input are, so each kept token carries its own. Positions applied
+    # inside the mixers would read a kept token's new index instead of its place.
+    accepts_token_subset: ClassVar[bool] = False
 
 
 @register("position", "none")
@@ -29,6 +33,8 @@ class NoPosition(Position):
 
     applies_to = "none"
     paper = "-"
+    residual_axes: ClassVar[dict[str, int | None]] = {}  # OT fusion: nothing to align (compress/fuse.py)
+    accepts_token_subset = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,6 +45,10 @@ class LearnedPosition(Position):
     """A learned vector per position, added to the tokens (BERT, ViT, GPT-2). x: [B, L, D] -> [B, L, D]."""
 
     paper = "Attention Is All You Need (learned variant: BERT, Devlin et al. 2019)"
+    # OT fusion (compress/fuse.py): each parameter -> the axis indexing the residual stream's
+    # channels (None: independent of their order); permuting them there leaves the function unchanged.
+    residual_axes: ClassVar[dict[str, int | None]] = {"weight": 1}
+    accepts_token_subset = True
 
     def __init__(self, dim: int, num_tokens: int, init_std: InitStd = 0.02) -> None:
         super().__init__()
@@ -64,6 +74,7 @@ class SinusoidalPosition(Position):
     """Fixed sine/cosine positions added to the tokens. x: [B, L, D] -> [B, L, D]."""
 
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
+    accepts_token_subset = True
 
     def __init__(self, dim: int, num_tokens: int, base: FrequencyBase = 10000.0) -> None:
         super().__init__()

@@ -152,6 +152,8 @@ class FEDformer(AnyFormer):
     length; calendar-feature embeddings are left out (inputs carry none)."""
 
     paper = "FEDformer: Frequency Enhanced Decomposed Transformer for Long-term Series Forecasting (Zhou et al. 2022)"
+    # Its decomposition layers read the series by time step: no token filter (model.token_filter).
+    supports_token_filter = False
 
     def __init__(self, config: ModelConfig, label_len: NonNegativeInt = 48, horizon: Count | None = None,
                  decoder_depth: Count = 1, moving_avg: Count = 24, modes: Count | None = None,

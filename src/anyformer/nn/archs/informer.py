@@ -96,6 +96,8 @@ class Informer(AnyFormer):
     input length. Informer's calendar-feature embeddings are left out (inputs carry none)."""
 
     paper = "Informer: Beyond Efficient Transformer for Long Sequence Time-Series Forecasting (Zhou et al. 2021)"
+    # Its decoder reads the encoder's whole memory by time step: no token filter (model.token_filter).
+    supports_token_filter = False
 
     def __init__(self, config: ModelConfig, label_len: NonNegativeInt = 48, horizon: Count | None = None,
                  decoder_depth: Count = 1) -> None:

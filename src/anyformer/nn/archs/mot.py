@@ -103,6 +103,8 @@ class MixtureOfTransformers(AnyFormer):
     prefix tokens, which then take `prefix_modality`; without ids every token is modality 0. The final norm and head are shared."""
 
     paper = "Mixture-of-Transformers: A Sparse and Scalable Architecture for Multi-Modal Foundation Models (Liang et al. 2024)"
+    # Tokens are routed to modalities by their position: no token filter (model.token_filter).
+    supports_token_filter = False
 
     def __init__(self, config: ModelConfig, modalities: Count = 2, prefix_modality: NonNegativeInt = 0) -> None:
         if not 0 <= prefix_modality < modalities:

@@ -1,6 +1,7 @@
 """Images -> patch tokens (ViT)."""
 from __future__ import annotations
 
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -42,6 +43,10 @@ class PatchEncoder(Encoder):
 
     paper = "An Image is Worth 16x16 Words (Dosovitskiy et al. 2021)"
     modality = "images"
+    # OT fusion (compress/fuse.py): each parameter -> the axis indexing the residual stream's
+    # channels (None: independent of their order); permuting them there leaves the function unchanged.
+    # The linear patchify only: a conv stem's inner channels (proj.0...) are not declared, so it is refused.
+    residual_axes: ClassVar[dict[str, int | None]] = {"proj.weight": 0, "proj.bias": 0, "cls": 2}
 
     def __init__(self, dim: int, image_size: Count | tuple[Count, Count] = 32,
                  patch_size: Count | tuple[Count, Count] = 4, channels: Count = 3,

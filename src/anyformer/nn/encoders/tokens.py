@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +29,10 @@ class TokenEncoder(Encoder):
 
     paper = "BERT (Devlin et al. 2019) / byte-level models"
     modality = "tokens"
+    # OT fusion (compress/fuse.py): each parameter -> the axis indexing the residual stream's
+    # channels (None: independent of their order); permuting them there leaves the function unchanged.
+    residual_axes: ClassVar[dict[str, int | None]] = {"embedding.weight": 1, "cls": 2, "token_types.weight": 1,
+                                                      "positions.weight": 1, "norm.weight": 0, "norm.bias": 0}
     # Set while generating (nn/decoding.py): new ids sit after the cached ones.
     decode_state: DecodeState | None = None
 

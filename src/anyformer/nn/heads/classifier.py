@@ -18,6 +18,10 @@ class ClassifierHead(nn.Module):
     # The head family: a task's problem strategy names the family whose heads fit it
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "classification"
+    # Whether a token filter (model.token_filter) may hand the head a subset of the tokens,
+    # and whether the head reads position 0 (it must then hold a prefix token: [CLS]).
+    accepts_token_subset: ClassVar[bool] = True
+    reads_first_token: ClassVar[bool] = False
 
     def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False,
                  dropout: Dropout = 0.0) -> None:
@@ -41,6 +45,10 @@ class ClsHead(ClassifierHead):
     (BertForSequenceClassification)."""
 
     paper = "BERT (Devlin et al. 2019)"
+    # OT fusion (compress/fuse.py): each parameter -> the axis indexing the residual stream's
+    # channels (None: independent of their order); permuting them there leaves the function unchanged.
+    residual_axes: ClassVar[dict[str, int | None]] = {"fc.weight": 1, "fc.bias": None}  # the pooler (pooler.*) is not declared: refused
+    reads_first_token = True
 
     def __init__(self, dim: int, num_classes: Count = 2, multi_label: bool = False,
                  dropout: Dropout = 0.0, pooler: bool = False) -> None:
@@ -58,6 +66,7 @@ class MeanHead(ClassifierHead):
     """Classify from the mean of the real tokens. [B, L, D] -> [B, K]."""
 
     paper = "Global average pooling (Lin et al. 2014)"
+    residual_axes: ClassVar[dict[str, int | None]] = {"fc.weight": 1, "fc.bias": None}
 
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask is None:
@@ -71,6 +80,8 @@ class LastHead(ClassifierHead):
     """Classify from the last real token (causal models). [B, L, D] -> [B, K]."""
 
     paper = "GPT (Radford et al. 2018)"
+    residual_axes: ClassVar[dict[str, int | None]] = {"fc.weight": 1, "fc.bias": None}
+    accepts_token_subset = False  # the last kept token is not the last token
 
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask is None:

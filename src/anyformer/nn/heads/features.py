@@ -40,6 +40,15 @@ class FeatureHead(nn.Module):
         self.pooler = nn.Linear(dim, dim) if pooler else None
 
     @property
+    def accepts_token_subset(self) -> bool:
+        """A token filter may drop tokens from a pooled output (not from the last token's, nor per token)."""
+        return self.pool not in ("none", "last")
+
+    @property
+    def reads_first_token(self) -> bool:
+        return self.pool in ("first", "pooler")
+
+    @property
     def per_token(self) -> bool:
         """True when the output keeps one vector per input position ([B, L, D])."""
         return self.pool == "none"

@@ -21,6 +21,8 @@ class ForecastHead(nn.Module):
     # The head family: a task's problem strategy names the family whose heads fit it
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "forecast"
+    # It reads a fixed number of time steps: a token filter may drop none (model.token_filter).
+    accepts_token_subset: ClassVar[bool] = False
 
     def __init__(self, dim: int, num_tokens: int, horizon: Count = 96, channels: Count = 1,
                  per_token: bool = False, dropout: Dropout = 0.0) -> None:

@@ -20,6 +20,11 @@ class LMHead(nn.Module):
     # The head family: a task's problem strategy names the family whose heads fit it
     # (its `head_family`), so fitting a head to a task reads this declaration.
     problem: ClassVar[str] = "lm"
+    # One output per position: a token filter may drop none (model.token_filter).
+    accepts_token_subset: ClassVar[bool] = False
+    # OT fusion (compress/fuse.py): each parameter -> the axis indexing the residual stream's
+    # channels (None: independent of their order); permuting them there leaves the function unchanged.
+    residual_axes: ClassVar[dict[str, int | None]] = {"fc.weight": 1, "fc.bias": None}
     # Set while generating (nn/decoding.py): with last_only, logits of the last position only.
     decode_state: DecodeState | None = None
 

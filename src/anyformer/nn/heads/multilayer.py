@@ -49,6 +49,15 @@ class MultiLayerPoolingHead(ClassifierHead):
         self.query = nn.Parameter(torch.randn(1, 1, dim) * dim ** -0.5)
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
 
+    @property
+    def accepts_token_subset(self) -> bool:
+        """A token filter may drop tokens, unless the head pools the last one (then another)."""
+        return self.token != "last"
+
+    @property
+    def reads_first_token(self) -> bool:
+        return self.token == "first"
+
     def check_hidden_states(self, count: int) -> None:
         """The model gives `count` layer outputs (one per layer, model.depth): refuse at build
         what forward would refuse at the first batch."""

@@ -63,6 +63,9 @@ class RandomFeatureAttentionHead(nn.Module):
 
     paper = "What can a Single Attention Layer Learn? A Study Through the Random Features Lens (Fu et al. 2023)"
     problem: ClassVar[str] = "classification"
+    # A token filter may drop keys; the query x_0 must be a prefix token ([CLS]), always kept.
+    accepts_token_subset: ClassVar[bool] = True
+    reads_first_token: ClassVar[bool] = True
     # Small enough for the generic head suite; a real run wants the default M.
     example_options: ClassVar[dict] = {"num_heads": 64}
 

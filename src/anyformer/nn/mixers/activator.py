@@ -43,6 +43,7 @@ class ActivatorGatingUnit(TokenMixer):
     subquadratic = True
     mixes_tokens = False
     paper = "Activator: GLU Activations as The Core Functions of a Vision Transformer (Abdullah & Aydin 2024)"
+    accepts_token_subset = True  # it acts on each token alone: a filtered subset is fine
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, expansion: PositiveFloat = 2.0,

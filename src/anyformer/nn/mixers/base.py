@@ -60,6 +60,12 @@ class TokenMixer(nn.Module):
     # columns go, the rest keep their head_dim) and `heads_output()` names the linear that
     # reads the concatenated heads, whose input masking a head zeroes (compress's prune).
     prunable_heads: ClassVar[bool] = False
+    # True when the mixer holds weights only in its `attention_projections` and its output is
+    # unchanged by permuting its heads, the dims of q and k together within a head, and those
+    # of v with o_proj's columns (softmax(q k^T / sqrt(Dh)) v per head): what OT fusion
+    # aligns between two models (compress/fuse.py, Imfeld et al. 2024). An attached rotary
+    # or ALiBi position breaks that within a head or across heads; fusion refuses those.
+    fusable_heads: ClassVar[bool] = False
     # True when the mixer takes `kv_heads` < heads (grouped-query attention, Ainslie et al.
     # 2023): fewer key/value heads, each shared by heads // kv_heads query heads.
     supports_kv_heads: ClassVar[bool] = False
@@ -74,6 +80,11 @@ class TokenMixer(nn.Module):
     supports_decoding: ClassVar[bool] = False
     # Held while generating (nn/decoding.py) by mixers that support decoding.
     decode_state: DecodeState | None = None
+    # True when the mixer treats its tokens as a set (what it does to a token depends on the
+    # others' contents, not on their count, index or grid place), so a token filter
+    # (model.token_filter) may hand it any subset of them in order. Declared by each such
+    # class: a mixer that windows, convolves, transforms or projects along the sequence cannot.
+    accepts_token_subset: ClassVar[bool] = False
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None) -> None:

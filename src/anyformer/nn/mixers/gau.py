@@ -43,6 +43,7 @@ class GatedAttentionUnit(TokenMixer):
 
     complexity = "L^2"
     paper = "Transformer Quality in Linear Time (Hua et al. 2022)"
+    accepts_token_subset = True  # a set operation over the tokens: a filtered subset is fine
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, expansion: PositiveFloat = 2.0,

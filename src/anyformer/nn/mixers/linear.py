@@ -100,6 +100,7 @@ class LinearAttention(AttentionMixer):
     complexity = "L"
     subquadratic = True
     paper = "Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention (Katharopoulos et al. 2020)"
+    accepts_token_subset = True  # a set operation over the tokens: a filtered subset is fine
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supports_decoding = True  # the recurrent state (S, z): O(1) per new token
     supported_positions = frozenset()

@@ -56,6 +56,7 @@ class MinimalAttention(AttentionMixer):
 
     complexity = "L^2"
     paper = "Reducing the Transformer Architecture to a Minimum (Bermeitinger et al. 2024)"
+    accepts_token_subset = True  # a set operation over the tokens: a filtered subset is fine
     # Rotary acts on Dh-wide heads, which collapsed queries are not; ALiBi is a score bias.
     supported_positions = frozenset({"alibi"})
 

@@ -181,6 +181,7 @@ class PerformerAttention(AttentionMixer):
     complexity = "L"
     subquadratic = True
     paper = "Rethinking Attention with Performers (Choromanski et al. 2021)"
+    accepts_token_subset = True  # a set operation over the tokens: a filtered subset is fine
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     supported_positions = frozenset({"rotary"})
     example_options = {"features": 16}

@@ -39,6 +39,7 @@ class SimplifiedLinearAttention(LinearAttention):
     paper = "SLAB: Efficient Transformers with Simplified Linear Attention and Progressive Re-parameterized Batch Normalization (Guo et al. 2024)"
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     accepts_grid = True
+    accepts_token_subset = False  # its depthwise convolution reads neighbours by index (the linear attention it extends could)
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, num_tokens: int | None = None,

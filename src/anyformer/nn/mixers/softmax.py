@@ -22,9 +22,11 @@ class SoftmaxAttention(AttentionMixer):
 
     complexity = "L^2"
     paper = "Attention Is All You Need (Vaswani et al. 2017)"
+    accepts_token_subset = True  # a set operation over the tokens: a filtered subset is fine
     supports_kv_heads = True
     supports_decoding = True  # a key/value cache (kv_heads of them under GQA), rotary keys kept rotated
     prunable_heads = True  # nothing but q/k/v/o_proj is per head: removing a head's rows/columns is exact
+    fusable_heads = True  # per head softmax(q k^T) v through q/k/v/o_proj alone: heads and dims can be aligned
 
     def __init__(self, dim: int, heads: int, max_len: int, causal: bool = False,
                  grid: tuple[int, int] | None = None, bias: bool = True,

@@ -40,6 +40,7 @@ class SubsampledSelfAttention(AttentionMixer):
 
     complexity = "L^2"
     paper = "The Information Pathways Hypothesis: Transformers are Dynamic Self-Ensembles (Hossain et al. 2023)"
+    accepts_token_subset = True  # a set operation over the tokens: a filtered subset is fine
     supports_kv_heads = True  # k/v repeated to the query heads by qkv()
     stochastic_in_training = True
 
