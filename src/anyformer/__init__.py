@@ -7,6 +7,8 @@ measure what each design choice buys and costs.
     af.list_components("mixer")
     model, config = af.from_hf("path/to/hf-checkpoint")   # a local Hugging Face checkpoint
     af.predictor("runs/bert-text-csv")(["a new sentence"])  # a trained run on raw inputs
+    af.pipeline("configs/digits-compress.yaml", "runs/digits-compress")  # train -> compress -> eval
+    af.study("train-large-then-compress", task="digits", sizes="32x1,64x2", budget_s=30, out="runs/tltc")
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from anyformer.infer.predict import Predictor, predictor
 from anyformer.interop.hf.convert import from_hf
 from anyformer.presets import list_presets
 from anyformer.registry import build, list_components, register
+from anyformer.studies import pipeline, study
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig", "Predictor",
-    "build", "compress", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "predictor", "register",
+    "build", "compress", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "pipeline", "predictor", "register", "study",
 ]

@@ -24,6 +24,7 @@ from anyformer.infer.predict import predictor
 from anyformer.infer.prediction_rows import prediction_rows
 from anyformer.interop.hf.convert import export_hf, export_notes, import_hf
 from anyformer.nn.generation import RecomputeWarning
+from anyformer.studies.pipeline import pipeline, pipeline_table
 from anyformer.train import train
 from anyformer.train.config import run_config
 from anyformer.train.evaluate import evaluate_run
@@ -45,7 +46,7 @@ def train_cmd(
     config: Optional[str] = typer.Argument(None, help="run YAML (model, task, train); omitted: vit on digits"),
     set_: list[str] = typer.Option([], "--set", help="override, key=value, one --set per assignment: --set task=text-csv:data.csv --set train.lr=3e-4 --set mixer=linear"),
     out: Optional[str] = typer.Option(None, "--out", help="run directory (default runs/<preset>-<task>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out exactly"),
+    resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in --out exactly (with compress: also skip finished stages)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps"),
     budget: Optional[str] = typer.Option(None, "--budget", help="stop training after this long: seconds or 90s, 10m, 1h"),
     max_time: Optional[str] = typer.Option(None, "--max-time", hidden=True, help="old name of --budget"),
@@ -54,10 +55,17 @@ def train_cmd(
     skip_nonfinite: Optional[int] = typer.Option(None, "--skip-nonfinite", help="skip up to N batches with a non-finite loss"),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
 ) -> None:
-    """Train a model on a task; writes a run directory (config, metrics, weights, state)."""
+    """Train a model on a task; writes a run directory (config, metrics, weights, state). A config
+    with a `compress:` section then compresses the trained run step by step (OUT/compress/)."""
     run = _run_config(config, set_, steps=steps, max_time=parse_duration(budget or max_time), device=device, seed=seed,
                       skip_nonfinite=skip_nonfinite, compile=compile_)
     out = out or f"runs/{run.model.get('preset', 'model')}-{run.task.name}"
+    if run.compress:  # the pipeline: train, then the config's compression steps, then eval
+        result = pipeline(run, out, resume=resume, console=err_console)
+        _print_summary(result["train"], out)
+        console.print(pipeline_table(result))
+        console.print(f"stages: {out}/pipeline.json, {out}/pipeline.csv; final run: {result['final']['run']}", highlight=False, soft_wrap=True)
+        return
     summary = train(run, out, resume=resume)
     _print_summary(summary, out)
 
