@@ -20,7 +20,7 @@ ROWS = tuple(c for c in COSTS if c != "latency_iqr_ms")
 def compress_cmd(
     run_dir: Optional[str] = typer.Argument(None, help="a run directory (trained, or imported from Hugging Face); "
                                                         "distill: the teacher (or --teacher)"),
-    method: str = typer.Option(..., "--method", help="drop, quantize, prune or distill"),
+    method: str = typer.Option(..., "--method", help="drop, quantize, prune, distill, token-filter or fuse"),
     out: str = typer.Option(..., "--out", help="the new run directory to write (the input is never changed)"),
     data: Optional[str] = typer.Option(None, "--data", help="calibrate and judge on this: a file of sentences (one a line) "
                                                              "or a task NAME[:ARG]; default: the run's own task"),
@@ -33,7 +33,7 @@ def compress_cmd(
     heads_fraction: Optional[float] = typer.Option(None, "--heads-fraction", help="prune: share of all heads to remove"),
     neurons_fraction: Optional[float] = typer.Option(None, "--neurons-fraction", help="prune: share of FFN neurons to remove"),
     neurons_criterion: Optional[str] = typer.Option(None, "--neurons-criterion", help="prune: magnitude, activation, or memorising (modular: low Fourier IPR, Doshi et al. 2023)"),
-    finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="prune: fine-tune this many steps after"),
+    finetune_steps: Optional[int] = typer.Option(None, "--finetune-steps", help="prune, token-filter, fuse: fine-tune this many steps after"),
     keep: Optional[float] = typer.Option(None, "--keep", help="token-filter: share of each sample's tokens kept, in (0, 1]"),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="token-filter: keep the tokens whose predicted loss "
                                                                        "increase when masked is at least this"),
