@@ -5,8 +5,8 @@ weights averaged without alignment) and each parent, one-shot and after the same
 fine-tune; and fused into a narrower model (heterogeneous fusion) against the anchor alone
 carried onto the same narrow shape.
 
-Run as `.venv/bin/python docs/fusion.py` (about 3 minutes on 2 idle CPUs, two of them
-training the parents).
+Run as `.venv/bin/python docs/fusion.py` (about a minute on 2 idle CPUs, half of it
+training the parents; several minutes on a busy machine).
 """
 from __future__ import annotations
 

@@ -51,7 +51,12 @@ def coupling(cost: np.ndarray, solver: str = "emd", reg: float = 0.08) -> np.nda
                 plan = perm / n
         return plan
     if solver == "sinkhorn":
-        return ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=10_000, stopThr=1e-9, warn=False)
+        # The reference's plain Sinkhorn (fast matrix-vector steps); the log-domain one only
+        # when a small `reg` underflows exp(-cost / reg).
+        plan = ot.sinkhorn(a, b, cost, reg, numItermax=10_000, stopThr=1e-9, warn=False)
+        if not np.isfinite(plan).all() or plan.sum() < 0.5:
+            plan = ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log", numItermax=10_000, stopThr=1e-9, warn=False)
+        return plan
     raise ConfigError(f"unknown --solver {solver!r}; valid: {', '.join(SOLVERS)}")
 
 
