@@ -20,9 +20,9 @@ from anyformer.compress.distill_loss import CrossAttentionProjector, DistillObje
 from anyformer.errors import ConfigError
 from anyformer.tasks.evaluation import evaluate
 from anyformer.tasks.resolve import model_for_task
-from anyformer.train.loop import Trainer
 from tests.cli_run import run_cli
 from tests.infer.helpers import train_tiny
+from tests.train.killing import killed_after_first_checkpoint
 
 CPU = torch.device("cpu")
 # Narrower, shallower, another mixer and 4 x 4 patches (5 tokens) against the teacher's 2 x 2 (17).
@@ -167,19 +167,8 @@ def test_the_job_reports_teacher_alone_and_distilled_and_writes_a_run_that_loads
 def test_a_distillation_stopped_midway_resumes_exactly(distilled, teacher, tmp_path, monkeypatch):
     whole, _ = distilled
 
-    class Killed(Exception):
-        pass
-
-    save = Trainer._checkpoint
-
-    def die_after_first(self, elapsed):  # a kill right after the step-3 checkpoint is on disk
-        save(self, elapsed)
-        raise Killed
-
-    monkeypatch.setattr(Trainer, "_checkpoint", die_after_first)
-    with pytest.raises(Killed):
+    with killed_after_first_checkpoint(monkeypatch):  # a kill right after the step-3 checkpoint is on disk
         compress(teacher, "distill", tmp_path / "out", device="cpu", student=STUDENT, steps=STEPS, layers=LAYERS, alone=False)
-    monkeypatch.setattr(Trainer, "_checkpoint", save)
     part = tmp_path / "out" / "distill"
     state = load_file(part / "state.safetensors")
     assert rundir.read_json(part / "state.json")["step"] == 3 and any(k.startswith("objective.") for k in state)

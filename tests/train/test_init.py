@@ -12,8 +12,8 @@ from anyformer.errors import DataError
 from anyformer.interop.hf.convert import import_hf
 from anyformer.train import train
 from anyformer.train.config import run_config
-from anyformer.train.loop import Trainer
 from tests.cli_run import run_cli
+from tests.train.killing import killed_after_first_checkpoint
 
 TINY = {"dim": 32, "depth": 1, "heads": 4, "train.batch_size": 16, "train.eval_batch_size": 64, "train.progress": False}
 
@@ -65,19 +65,8 @@ def test_the_resume_of_an_initialised_run_is_exact(tmp_path, monkeypatch):
             "train.init": str(tmp_path / "first")}
     train(run_config(None, over), tmp_path / "whole")
 
-    class Killed(Exception):
-        pass
-
-    save = Trainer._checkpoint
-
-    def die_after_first(self, elapsed):  # a kill right after the step-3 checkpoint is on disk
-        save(self, elapsed)
-        raise Killed
-
-    monkeypatch.setattr(Trainer, "_checkpoint", die_after_first)
-    with pytest.raises(Killed):
+    with killed_after_first_checkpoint(monkeypatch):  # a kill right after the step-3 checkpoint is on disk
         train(run_config(None, over), tmp_path / "part")
-    monkeypatch.setattr(Trainer, "_checkpoint", save)
     assert json.loads((tmp_path / "part" / "state.json").read_text())["step"] == 3
     train(run_config(None, over), tmp_path / "part", resume=True)
     a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")

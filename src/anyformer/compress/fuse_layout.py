@@ -93,6 +93,12 @@ class _Builder:
         if axes:
             self.layout.axes[key] = axes
 
+    def own_linear(self, linear: nn.Linear, out_space: str, in_space: str) -> None:
+        """A linear layer's weight [out, in] and bias [out], their axes in those spaces."""
+        self.own(self.key(linear, "weight"), {0: Axis(out_space, "out"), 1: Axis(in_space, "in")})
+        if linear.bias is not None:
+            self.own(self.key(linear, "bias"), {0: Axis(out_space, "out")})
+
     def residual_part(self, module: nn.Module | None, what: str, side: str) -> None:
         """A module declaring `residual_axes`: each of its tensors on the residual space."""
         if module is None:
@@ -123,12 +129,8 @@ class _Builder:
         q, k, v, o = (getattr(mixer, n) for n in mixer.attention_projections)
         width = mixer.heads * mixer.head_dim
         for linear, space in ((q, qk), (k, qk), (v, vo)):
-            self.own(self.key(linear, "weight"), {0: Axis(space, "out"), 1: Axis(RESIDUAL, "in")})
-            if linear.bias is not None:
-                self.own(self.key(linear, "bias"), {0: Axis(space, "out")})
-        self.own(self.key(o, "weight"), {0: Axis(RESIDUAL, "out"), 1: Axis(vo, "in")})
-        if o.bias is not None:
-            self.own(self.key(o, "bias"), {0: Axis(RESIDUAL, "out")})
+            self.own_linear(linear, space, RESIDUAL)
+        self.own_linear(o, RESIDUAL, vo)
         self.complete(mixer, where, f"mixers fuse can align: {supporting('mixer', 'fusable_heads')}")
         self.layout.sizes[qk] = self.layout.sizes[vo] = width
         self.layout.groups[b] = (qk, vo, mixer.heads, mixer.head_dim)
@@ -143,12 +145,8 @@ class _Builder:
         ins, out = linears()
         space = f"{b}.{path}.hidden"
         for linear in ins:
-            self.own(self.key(linear, "weight"), {0: Axis(space, "out"), 1: Axis(RESIDUAL, "in")})
-            if linear.bias is not None:
-                self.own(self.key(linear, "bias"), {0: Axis(space, "out")})
-        self.own(self.key(out, "weight"), {0: Axis(RESIDUAL, "out"), 1: Axis(space, "in")})
-        if out.bias is not None:
-            self.own(self.key(out, "bias"), {0: Axis(RESIDUAL, "out")})
+            self.own_linear(linear, space, RESIDUAL)
+        self.own_linear(out, RESIDUAL, space)
         self.complete(ffn, where, f"ffns fuse can align: {supporting('ffn', 'hidden_linears')}")
         self.layout.sizes[space] = out.in_features
         self.layout.probes[space] = [(out, "input")]
