@@ -3,13 +3,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean chromium fuzz
+.PHONY: demo test bench clean chromium postgres fuzz
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,hf,onnx,hf-fixtures,compress]"
+	$(PY) -m pip install -q -e ".[test,hf,onnx,hf-fixtures,compress,search]"
 	touch $(STAMP)
 
 # The main job on embedded data: ViT and nine efficient variants, 3 seeds each (side by side on
@@ -35,8 +35,20 @@ chromium:
 	  else echo "note: $(CHROMIUM) is absent (as root: apt-get install -y chromium); the browser test will skip"; fi; \
 	fi
 
+# The distributed search's tests start a throwaway PostgreSQL server of their own (tests/search/
+# conftest.py: initdb into a temp dir, a free loopback port), so only the binaries are needed. As
+# with chromium: install them on CI's fresh root Debian, and fail there if they cannot be had;
+# elsewhere, without root, say so: those tests then skip, with the reason. Debian's package may
+# start its own cluster on 5432; the tests never use it.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y postgresql; \
+	  elif [ -n "$$CI" ]; then sudo apt-get update && sudo apt-get install -y postgresql; \
+	  else echo "note: PostgreSQL is absent (as root: apt-get install -y postgresql); the PostgreSQL tests will skip"; fi; \
+	fi
+
 # lint-imports checks the layer contracts in pyproject.toml (DESIGN.md's dependency arrows).
-test: $(STAMP) chromium
+test: $(STAMP) chromium postgres
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 

@@ -194,7 +194,7 @@ def test_out_of_memory_is_one_line_training_error(tmp_path, monkeypatch):
 def test_every_process_gets_examples_in_every_micro_batch(batch, accum, world):
     """batch_size >= grad_accum x processes is all the loop asks; then no process may get an
     empty micro-batch (its loss would be NaN and every step skipped) and none is lost."""
-    from anyformer.train.loop import micro_batch_parts
+    from anyformer.train.data import micro_batch_parts
 
     indices = torch.randperm(batch)
     parts = [micro_batch_parts(indices, accum, world, rank) for rank in range(world)]

@@ -12,6 +12,8 @@ from anyformer import rundir
 from anyformer.bench import plot_sweeps, profile, save_json, sweep
 from anyformer.bench.inputs import example_model, length_builder
 from anyformer.budget import parse_duration
+from anyformer.search.job import report as search_report
+from anyformer.search.settings import SETTINGS
 from anyformer.cli.app import app, console, err_console
 from anyformer.compare import compare
 from anyformer.config import parse_assignments
@@ -151,7 +153,12 @@ def report_cmd(
     dirs: list[str] = typer.Argument(..., help="finished compare directories (several are merged: same task)"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default: the directory itself when one is given, runs/report-<task> when several)"),
 ) -> None:
-    """Rebuild the HTML report (and its figure files) from finished compare directories."""
+    """Rebuild the HTML report (and its figure files) from finished compare directories, or a search directory."""
+    if len(dirs) == 1 and (Path(dirs[0]) / SETTINGS).exists():
+        summary = search_report(dirs[0])
+        console.print(f"report: {Path(dirs[0]) / 'search.html'} ({summary['counts']['finished']} trials, "
+                      f"{len(summary['front'])} on the front, hypervolume {summary['hypervolume']:.4f})", highlight=False, soft_wrap=True)
+        return
     results, curves = read_compare_dirs(dirs)
     target = Path(out) if out else (Path(dirs[0]) if len(dirs) == 1 else Path("runs") / f"report-{rundir.slug(str(results['task']))}")
     path = write_report(target, results, curves)

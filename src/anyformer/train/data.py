@@ -29,3 +29,10 @@ class DataCursor:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
+
+
+def micro_batch_parts(indices: torch.Tensor, grad_accum: int, world: int, rank: int) -> list[torch.Tensor]:
+    """This process's share of each micro-batch of the global batch `indices`. tensor_split
+    (not chunk) keeps the micro-batches within one example of each other in size, so with
+    batch_size >= grad_accum x world every process gets at least one example in each."""
+    return [micro.tensor_split(world)[rank] for micro in indices.tensor_split(grad_accum)]

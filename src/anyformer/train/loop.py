@@ -5,7 +5,7 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -24,7 +24,7 @@ from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
 from anyformer.train.aux_losses import AuxLosses, expert_usage
 from anyformer.train.config import RunConfig, TrainConfig, same_run
-from anyformer.train.data import DataCursor
+from anyformer.train.data import DataCursor, micro_batch_parts
 from anyformer.train.logging import RunLogger
 from anyformer.train.optim import make_optimizer, make_scheduler
 
@@ -50,24 +50,20 @@ def resolved_config(run: RunConfig, model_cfg) -> dict[str, Any]:
     }
 
 
-def micro_batch_parts(indices: torch.Tensor, grad_accum: int, world: int, rank: int) -> list[torch.Tensor]:
-    """This process's share of each micro-batch of the global batch `indices`. tensor_split
-    (not chunk) keeps the micro-batches within one example of each other in size, so with
-    batch_size >= grad_accum x world every process gets at least one example in each."""
-    return [micro.tensor_split(world)[rank] for micro in indices.tensor_split(grad_accum)]
-
-
 class Trainer:
     """Train one run into `out_dir`. `fit()` returns the summary written to summary.json."""
 
     def __init__(self, run: RunConfig, out_dir: str | Path, resume: bool = False,
-                 task: Task | None = None, objective: nn.Module | None = None) -> None:
+                 task: Task | None = None, objective: nn.Module | None = None,
+                 on_eval: Callable[[int, dict[str, dict[str, float]]], None] | None = None) -> None:
         """`task`: an already built instance of `run.task` whose data is loaded (compare
         trains many models on one task and loads it once). `objective`: the training loss
         in place of the task's, called as objective(model, batch, output, hidden) (hidden:
         every layer's output) within the step's autocast; its parameters are trained with
         the model's and checkpointed in state.safetensors, so a resume stays exact. What it
-        must neither train nor save (a distillation teacher) it keeps out of its submodules."""
+        must neither train nor save (a distillation teacher) it keeps out of its submodules.
+        `on_eval(step, {split: metrics})` after every evaluation; it may raise to end the run
+        (a search prunes a hopeless trial), which then stops without a final checkpoint."""
         self.run, self.cfg, self.out = run, run.train, Path(out_dir)
         self.device = resolve_device(self.cfg.device)
         self.dist = D.init(self.device.type)
@@ -99,6 +95,7 @@ class Trainer:
         self.precision: str | None = None  # a resumed `auto` run takes its checkpoint's
         self.aux = AuxLosses(self.model)
         self.objective = objective.to(self.device) if objective is not None else None
+        self.on_eval = on_eval
         # The model's parameters first, so a run without an objective is unchanged.
         self.trained = nn.ModuleList([self.model, self.objective]) if self.objective is not None else self.model
         self.optimizer = make_optimizer(self.trained, self.cfg)
@@ -345,6 +342,8 @@ class Trainer:
                         self.logger.log({"step": self.step, "split": split, **metrics})
                     self.logger.advance(self.step, metric=last_eval[1].get("val", {}).get(self.metric))
                     stop = not D.all_true(not self._after_eval(last_eval[1]), self.dist)
+                    if self.on_eval is not None:
+                        self.on_eval(self.step, last_eval[1])
                 overdue = cfg.checkpoint_every_s is not None and time.perf_counter() - saved_at >= cfg.checkpoint_every_s
                 if self.step % ckpt_every == 0 or self.step == cfg.steps or stop or overdue:
                     self._checkpoint(elapsed())
