@@ -81,6 +81,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) benchmarks/decode.py
 	$(BENCH_PY) benchmarks/compress_quantize.py
 	$(BENCH_PY) benchmarks/compress.py
+	$(BENCH_PY) benchmarks/search_vs_random.py
 	$(BENCH_PY) benchmarks/cuda_path.py
 	$(BENCH_PY) benchmarks/summarize.py
 

@@ -168,12 +168,24 @@ def compress_section(r: dict) -> list[str]:
     return lines
 
 
+def search_section(r: dict) -> list[str]:
+    lines = ["### Search engine against random sampling (`search_vs_random.py`)", "",
+             f"`anyformer search` on digits, quality against parameters, {r['trials']} trials of {r['steps']} steps each, "
+             f"NSGA-II and random sampling with the same seeds; hypervolume of each front, all normalised with the "
+             f"same pooled bounds (parameters on a log scale). ![hypervolume](results/search_vs_random.png)", "",
+             "| seed | NSGA-II | random | NSGA-II / random |", "|---|---|---|---|"]
+    for k, (a, b, q) in enumerate(zip(r["hypervolume"]["nsga2"], r["hypervolume"]["random"], r["ratio_nsga2_over_random"])):
+        lines.append(f"| {k} | {a:.4f} | {b:.4f} | {fmt(q, '.3f')}x |")
+    lines += ["", f"Median ratio {r['median_ratio']:.3f}x; means {r['mean']['nsga2']:.4f} (NSGA-II) and {r['mean']['random']:.4f} (random)."]
+    return lines
+
+
 def main() -> None:
     parts: list[str] = []
     for name, section in (("train_step", train_step_section), ("mixer_scaling", mixer_section),
                           ("flop_coverage", coverage_section), ("compile", compile_section), ("decode", decode_section),
                           ("compress_quantize", quantize_section), ("compress", compress_section),
-                          ("cuda_path", cuda_section)):
+                          ("search_vs_random", search_section), ("cuda_path", cuda_section)):
         r = load(name)
         if r is not None:
             parts += section(r) + [""]

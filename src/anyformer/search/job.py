@@ -120,13 +120,15 @@ def search(task: str | dict[str, Any] | None = None, space: str | Path | dict[st
                   f"{'steps ' + str(settings.steps) if settings.steps else f'budget {settings.budget_s:g} s'} per trial, "
                   f"storage {S.redact(url) if url else out / S.JOURNAL}"
                   + (f"; {before['finished']} finished earlier" if before["finished"] else ""), highlight=False, soft_wrap=True)
-    if settings.workers == 1:
-        _in_process(out, settings, metric, console, before["finished"])
-    else:
-        _processes(out, settings, metric, console, env_url)
-    with S.NextTrialLock(out, url):
-        S.sweep_stale(study_obj)
-    summary = write_results(out, settings, study_obj, task_obj)
+    try:
+        if settings.workers == 1:
+            _in_process(out, settings, metric, console, before["finished"])
+        else:
+            _processes(out, settings, metric, console, env_url)
+    finally:  # a search stopped by an error still writes what it has
+        with S.NextTrialLock(out, url):
+            S.sweep_stale(study_obj)
+        summary = write_results(out, settings, study_obj, task_obj)
     c = summary["counts"]
     if c["finished"] < settings.trials:
         console.print(f"{c['finished']} of {settings.trials} trials finished; rerun the same command to continue",

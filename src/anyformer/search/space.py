@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from anyformer import registry
 from anyformer.config import ModelConfig, model_config
 from anyformer.errors import AnyformerError, ConfigError, suggest
 from anyformer.nn.quantization import SCHEMES, check_policy
@@ -366,7 +367,14 @@ def _check(space: Space) -> None:
             if isinstance(value, str) and value not in SCHEMES and value != NO_QUANTIZATION:
                 raise ConfigError(f"quantization: unknown scheme {value!r}{suggest(value, SCHEMES)}; valid: "
                                   f"{', '.join(SCHEMES)}")
-    _check_point(space.representative(), "the first value of every parameter")
+    for node in _components_of(space.tree):
+        kind = node.path.split(".")[-1]
+        for name in node.alternatives:
+            try:
+                registry.get(kind, name)
+            except ConfigError as err:
+                raise ConfigError(f"{node.path}.choice.{name}: {err}") from None
+    _check_point(space.representative(), "the first candidate (every parameter at its first value)")
     for path, dist in space.dists():
         for value in dist.points():
             def pick(d: Dist, name: str, _path=path, _value=value) -> Any:

@@ -96,7 +96,7 @@ class Worker:
                     return done
                 failed = self._failed()
                 if failed > FAIL_LIMIT + self.settings.trials // 2:
-                    raise ConfigError(f"{failed} candidates of the space failed ({self._first_error()}); fix the "
+                    raise ConfigError(f"{failed} candidate{'s' if failed != 1 else ''} of the space failed ({self._first_error()}); fix the "
                                       "space, then rerun the same command to continue")
                 self.study.optimize(self._objective, n_trials=1, catch=(Exception,),
                                     callbacks=[self._finished] if self.on_trial else None)
