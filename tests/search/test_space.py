@@ -67,7 +67,7 @@ def test_a_study_samples_valid_and_varied_candidates():
 
 
 def test_the_repository_space_reads():
-    space = read_space("configs/search-space-digits.yaml")
+    space = read_space("configs/search/digits.yaml")
     assert space.has_quantization()
     assert {p for p, _ in space.dists()} >= {"model.dim", "model.depth", "quantization", "train.lr"}
 
