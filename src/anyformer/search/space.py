@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from anyformer import registry
-from anyformer.config import ModelConfig, model_config
+from anyformer.config import ModelConfig, model_config, read_yaml
 from anyformer.errors import AnyformerError, ConfigError, suggest
 from anyformer.nn.quantization import SCHEMES, check_policy
 from anyformer.train.config import TrainConfig
@@ -302,16 +301,13 @@ def read_space(source: str | Path | dict[str, Any]) -> Space:
     if isinstance(source, dict):
         raw = copy.deepcopy(source)
     else:
-        path = Path(source).expanduser()
         label = str(source)
-        if not path.is_file():
+        if not Path(source).expanduser().is_file():
             raise ConfigError(f"--space {source}: no such file; write a YAML space (see `anyformer search --help`)")
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"--space {source}{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raw = read_yaml(Path(source).expanduser())
+        except ConfigError as err:
+            raise ConfigError(f"--space: {err}") from None
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{label}: expected a mapping with sections {', '.join(SECTIONS)}, got {raw!r}")
     stray = [k for k in raw if k not in SECTIONS]
