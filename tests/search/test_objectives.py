@@ -1,6 +1,8 @@
 """Objectives, hypervolume and dominance pruning: exact values on small cases."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import optuna
 import pytest
@@ -75,3 +77,25 @@ def test_workers_reseed_and_know_who_is_alive():
     assert alive(f"another-host-{host}:1:1") is None
     assert redact("postgresql://bob:secret@db:5432/s") == "postgresql://bob:***@db:5432/s"
     assert redact("postgresql://bob@db/s") == "postgresql://bob@db/s"
+
+
+def test_the_journal_sweep_fails_and_retries_only_dead_workers_trials(tmp_path):
+    from anyformer.search.storage import open_storage, sweep_stale
+
+    study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="s")
+    host = worker_id().split(":")[0]
+    dead = study.ask()
+    dead.suggest_int("x", 0, 9)
+    dead.set_user_attr("worker", f"{host}:{os.getpid()}:1")  # this pid, another start time: a dead process
+    dead.set_user_attr("folder", "trials/0000")
+    live = study.ask()
+    live.suggest_int("x", 0, 9)
+    live.set_user_attr("worker", worker_id())
+    assert sweep_stale(study) == [dead.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[dead.number] == optuna.trial.TrialState.FAIL and states[live.number] == optuna.trial.TrialState.RUNNING
+    retry = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(retry) == 1 and retry[0].system_attrs["failed_trial"] == dead.number
+    assert retry[0].params == study.get_trials()[dead.number].params
+    assert retry[0].user_attrs["folder"] == "trials/0000"
+    assert sweep_stale(study) == []  # nothing is failed twice

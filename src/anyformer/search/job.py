@@ -127,7 +127,7 @@ def search(task: str | dict[str, Any] | None = None, space: str | Path | dict[st
             _processes(out, settings, metric, console, env_url)
     finally:  # a search stopped by an error still writes what it has
         with S.NextTrialLock(out, url):
-            S.sweep_stale(study_obj)
+            S.sweep_stale(study_obj, url)
         summary = write_results(out, settings, study_obj, task_obj)
     c = summary["counts"]
     if c["finished"] < settings.trials:

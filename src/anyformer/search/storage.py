@@ -116,11 +116,13 @@ def _fail(study: optuna.Study, trial: FrozenTrial) -> bool:
         return False
 
 
-def sweep_stale(study: optuna.Study) -> list[int]:
+def sweep_stale(study: optuna.Study, url: str | None = None) -> list[int]:
     """Fail, and enqueue a retry of, every RUNNING trial whose worker is gone: on an RDB by
     heartbeat (Optuna's own sweep), on the journal by this host's dead worker processes,
     and any trial with no worker at all (its worker died between taking it and naming
-    itself, which happens under the next-trial lock this caller holds). Returns the numbers."""
+    itself, which happens under the next-trial lock this caller holds; only where that lock
+    spans every worker: the journal, PostgreSQL). Returns the numbers."""
+    whole = url is None or url.startswith("postgresql")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
@@ -129,7 +131,7 @@ def sweep_stale(study: optuna.Study) -> list[int]:
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         for trial in study.get_trials(deepcopy=True, states=(TrialState.RUNNING,)):
             worker = trial.user_attrs.get(WORKER)
-            if (worker is None or alive(worker) is False) and _fail(study, trial):
+            if ((worker is None and whole) or (worker is not None and alive(worker) is False)) and _fail(study, trial):
                 retry(study, study._storage.get_trial(trial._trial_id))
                 swept.append(trial.number)
     return sorted(swept)

@@ -90,7 +90,7 @@ class Worker:
         while True:
             self.lock.acquire()
             try:
-                S.sweep_stale(self.study)
+                S.sweep_stale(self.study, self.lock.url)
                 c = S.counts(self.study)
                 if c["finished"] + c["running"] >= self.settings.trials:
                     return done
