@@ -1,6 +1,8 @@
 """Sliding-window (local) attention, optionally with DiSAN's distance penalty."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +66,23 @@ class LocalAttention(AttentionMixer):
         else:
             out = self._blocked(q, k, v, mask)
         return self.o_proj(self.merge(out))
+
+    def attention_weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The softmax weights forward applies to x [B, L, D], as one [B, H, L, L] matrix
+        (zero outside each query's window): what `_full` computes, and what `_blocked` does
+        block by block, since keys beyond the neighbouring blocks are outside every window."""
+        mask = self.check_input(x, mask)
+        q, k, _ = self.qkv(x)
+        L = q.shape[2]
+        pos = torch.arange(L, device=q.device)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + self._bias(pos[:, None] - pos[None, :], q.dtype)
+        alibi = self.score_bias(L, q.dtype)
+        if alibi is not None:
+            scores = scores + alibi[None]
+        allowed = allowed_pairs(L, mask, False, q.device)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return scores.softmax(-1)
 
     def _decode(self, q, k, v, cache):
         """New queries after the cached keys: only the last window - 1 of those can still be

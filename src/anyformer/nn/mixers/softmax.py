@@ -1,6 +1,8 @@
 """Full softmax attention through PyTorch's scaled_dot_product_attention."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +65,23 @@ class SoftmaxAttention(AttentionMixer):
                     attn_mask = attn_mask.masked_fill(~allowed, float("-inf"))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, enable_gqa=gqa)
         return self.o_proj(self.merge(out))
+
+    def attention_weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The softmax weights forward applies to x [B, L, D]: softmax(q k^T / sqrt(Dh) +
+        ALiBi bias) over the keys each query may attend (padding and the future masked, as
+        `allowed_pairs` builds them) -> [B, H, Lq, Lk], rows summing to 1; what attention
+        tracking reads, computed apart so forward keeps SDPA's fused kernels."""
+        mask = self.check_input(x, mask)
+        L = x.shape[1]
+        q, k, _ = self.qkv(x)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        bias = self.score_bias(L, scores.dtype)
+        if bias is not None:
+            scores = scores + bias[None]
+        allowed = allowed_pairs(L, mask, self.causal, x.device)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return scores.softmax(-1)
 
     def decode(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
         """New tokens x [B, T, D] after the cached keys and values -> heads [B, H, T, Dh];
