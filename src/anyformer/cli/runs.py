@@ -54,11 +54,12 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     skip_nonfinite: Optional[int] = typer.Option(None, "--skip-nonfinite", help="skip up to N batches with a non-finite loss"),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model"),
+    track: list[str] = typer.Option([], "--track", help="log more at each evaluation: attention (each layer's attention entropy and top weights, plotted by `anyformer report RUN`)"),
 ) -> None:
     """Train a model on a task; writes a run directory (config, metrics, weights, state). A config
     with a `compress:` section then compresses the trained run step by step (OUT/compress/)."""
     run = _run_config(config, set_, steps=steps, max_time=parse_duration(budget or max_time), device=device, seed=seed,
-                      skip_nonfinite=skip_nonfinite, compile=compile_)
+                      skip_nonfinite=skip_nonfinite, compile=compile_, track=track or None)
     out = out or f"runs/{run.model.get('preset', 'model')}-{run.task.name}"
     if run.compress:  # the pipeline: train, then the config's compression steps, then eval
         result = pipeline(run, out, resume=resume, console=err_console)

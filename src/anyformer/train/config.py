@@ -52,6 +52,8 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where this machine runs this model faster (a GPU with native bf16; a CPU where timing the model's own training step finds bf16 >= 1.2x fp32, e.g. a wide model on AVX512-BF16 or AMX units), else fp32; fp32 or bf16 force it (bf16 is very slow on CPUs without bf16 units)")
     compile: bool = Field(False, description="torch.compile the model")
     progress: bool = Field(True, description="show a progress bar on a terminal")
+    track: list[Literal["attention"]] = Field(default_factory=list, description="what to log besides the metrics: 'attention' logs each "
+                                              "layer's attention entropy and top weights on fixed validation examples at step 0 and every evaluation")
 
     def micro_batch(self, world: int = 1) -> int:
         """The most examples one forward/backward pass takes: the batch split over

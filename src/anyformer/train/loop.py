@@ -22,6 +22,7 @@ from anyformer.tasks.evaluation import evaluate, model_kwargs
 from anyformer.tasks.resolve import model_for_task
 from anyformer.train import checkpoint as ckpt
 from anyformer.train import distributed as D
+from anyformer.train.attention_tracking import tracked_on_eval
 from anyformer.train.aux_losses import AuxLosses, expert_usage
 from anyformer.train.config import RunConfig, TrainConfig, same_run
 from anyformer.train.data import DataCursor, micro_batch_parts
@@ -95,7 +96,6 @@ class Trainer:
         self.precision: str | None = None  # a resumed `auto` run takes its checkpoint's
         self.aux = AuxLosses(self.model)
         self.objective = objective.to(self.device) if objective is not None else None
-        self.on_eval = on_eval
         # The model's parameters first, so a run without an objective is unchanged.
         self.trained = nn.ModuleList([self.model, self.objective]) if self.objective is not None else self.model
         self.optimizer = make_optimizer(self.trained, self.cfg)
@@ -119,6 +119,7 @@ class Trainer:
             (self.out / "best.safetensors").unlink(missing_ok=True)
         if self.precision is None:  # not resumed in the precision it started in: decide now
             self._decide_precision()
+        self.on_eval = tracked_on_eval(self, on_eval)  # after the restore: step 0 only when fresh
         self.train_model = self.model
         if self.cfg.compile:
             self.train_model = torch.compile(self.model)
