@@ -18,6 +18,7 @@ from anyformer.cli.app import app, console, err_console
 from anyformer.compare import compare
 from anyformer.config import parse_assignments
 from anyformer.errors import AnyformerError, ConfigError, TrainingError, unknown
+from anyformer.report.attention import is_run_dir, write_run_report
 from anyformer.report.html import FIGURE_FILES, write_report
 from anyformer.report.sources import read_compare_dirs
 from anyformer.runtime import resolve_device
@@ -150,7 +151,7 @@ def compare_cmd(
 
 @app.command("report")
 def report_cmd(
-    dirs: list[str] = typer.Argument(..., help="finished compare directories (several are merged: same task)"),
+    dirs: list[str] = typer.Argument(..., help="finished compare directories (several are merged: same task), or one training run directory (its attention dynamics)"),
     out: Optional[str] = typer.Option(None, "--out", help="output folder (default: the directory itself when one is given, runs/report-<task> when several)"),
 ) -> None:
     """Rebuild the HTML report (and its figure files) from finished compare directories, or a search directory."""
@@ -158,6 +159,10 @@ def report_cmd(
         summary = search_report(dirs[0])
         console.print(f"report: {Path(dirs[0]) / 'search.html'} ({summary['counts']['finished']} trials, "
                       f"{len(summary['front'])} on the front, hypervolume {summary['hypervolume']:.4f})", highlight=False, soft_wrap=True)
+        return
+    if len(dirs) == 1 and is_run_dir(dirs[0]):  # one training run: its attention dynamics
+        path, written = write_run_report(dirs[0], out)
+        console.print(f"report: {path}; figures beside it: {', '.join(written) or 'none'}", highlight=False, soft_wrap=True)
         return
     results, curves = read_compare_dirs(dirs)
     target = Path(out) if out else (Path(dirs[0]) if len(dirs) == 1 else Path("runs") / f"report-{rundir.slug(str(results['task']))}")
