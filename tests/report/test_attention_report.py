@@ -53,3 +53,19 @@ def test_a_run_without_groups_gets_no_group_figure(tmp_path, capsys):
 def test_a_run_not_tracked_is_refused_in_one_line(tmp_path, capsys):
     code, _, err = run_cli(["report", _run_dir(tmp_path, [])], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--track attention" in err
+
+
+def test_a_comparison_whose_runs_tracked_attention_shows_them(tmp_path):
+    from anyformer.report.html import write_report
+    from anyformer.rundir import slug
+    from tests.report.synthetic import make_curves, make_results
+
+    curves = make_curves()
+    tracked = next(iter(curves))
+    for seed, records in enumerate(curves[tracked]):
+        records += [_record(s, 3.0 - s / 100 - seed / 10, 0.1 + s / 400) for s in (0, 100, 200)]
+    page = write_report(tmp_path, make_results(), curves).read_text()
+    assert "<h2>Attention dynamics</h2>" in page and page.count(f"<h3>{tracked}</h3>") == 1
+    written = sorted(p.name for p in tmp_path.glob("attention-*.png"))
+    assert written == sorted(f"attention-{slug(tracked)}-{k}.png" for k in ("entropy", "top", "groups"))
+    assert "Attention dynamics" not in write_report(tmp_path / "plain", make_results(), make_curves()).read_text()

@@ -197,3 +197,23 @@ entropy and top weights are means over heads and real queries; group masses are 
     path = target / "attention.html"
     rundir.atomic_write_text(path, html)
     return path, written
+
+
+def compare_section(out: str | Path, runs: dict[str, list[list[dict[str, Any]]]]) -> str:
+    """For a comparison whose runs tracked attention: each such model's figures written as
+    attention-<model>-<figure>.png in `out`, and the report's HTML section showing them
+    ("" when no run tracked attention)."""
+    parts = []
+    for name, model_runs in runs.items():
+        if not has_attention(model_runs):
+            continue
+        pngs = attention_pngs(model_runs, name)
+        names = {k: f"attention-{rundir.slug(name)}-{Path(f).stem.split('_', 1)[1]}.png" for k, f in ATTENTION_FILES.items()}
+        for key, png in pngs.items():
+            if png is not None:
+                rundir.atomic_write_bytes(Path(out) / names[key], png)
+        parts.append(f"<h3>{escape(name)}</h3>{figures_html(pngs, names)}")
+    if not parts:
+        return ""
+    return ("<h2>Attention dynamics</h2><p class=\"note\">Runs trained with train.track: [attention]: each layer's "
+            "attention on fixed validation examples, mean over seeds with their range shaded.</p>" + "".join(parts))

@@ -10,7 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from anyformer.report import interactive, page
+from anyformer.report import attention, interactive, page
 from anyformer.report import results as R
 from anyformer.report.curves import curve_bands
 from anyformer.report.figures import learning_curves, quality_vs_cost
@@ -49,7 +49,7 @@ def write_report(out: Path, results: dict[str, Any], curves: Any = None) -> Path
         "curves": interactive.curves(bands, res["metric"], colours, "fig-curves"),
     }
     path = out / "report.html"
-    atomic_write_text(path, _page(res, divs, pngs))
+    atomic_write_text(path, _page(res, divs, pngs, attention.compare_section(out, runs)))
     return path
 
 
@@ -62,7 +62,7 @@ def _static(pngs: dict[str, bytes | None]) -> str:
             f"</summary>{''.join(figures)}</details>")
 
 
-def _page(res: dict[str, Any], divs: dict[str, str | None], pngs: dict[str, bytes | None]) -> str:
+def _page(res: dict[str, Any], divs: dict[str, str | None], pngs: dict[str, bytes | None], attention_html: str = "") -> str:
     task = escape(str(res["task"]))
     metric = escape(res["metric"])
     n = len(R.models(res))
@@ -93,6 +93,7 @@ recommended model.</p>
 <div class="cols">{scatter or '<p class="note">No model has both a score and a cost.</p>'}</div>
 <h2>Learning curves</h2>
 {curves}
+{attention_html}
 <div class="cols">
 <section><h2>Plan</h2>{page.definition_list(page.plan_items(res))}</section>
 <section><h2>Environment</h2>{page.definition_list(page.environment_items(res))}</section>
