@@ -9,7 +9,7 @@ import torch
 
 from anyformer import rundir
 from anyformer.errors import ConfigError
-from anyformer.train.attention_tracking import attention_statistics, group_mass
+from anyformer.train.attention_tracking import attention_statistics, group_mass, last_query_statistics
 from anyformer.train.config import run_config
 from anyformer.train.loop import Trainer
 from tests.cli_run import run_cli
@@ -53,6 +53,17 @@ def test_group_mass_reads_the_last_real_query():
     out = group_mass(w, mask, groups)
     assert out["groups"] == {"a": pytest.approx(0.6), "b": pytest.approx(0.4)}
     assert out["group_share"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.5)}
+    assert last_query_statistics(w, mask) == {"entropy": pytest.approx(-0.6 * math.log(0.6) - 0.4 * math.log(0.4)), "top1": 0.6}
+
+
+def test_group_mass_averages_over_the_examples_holding_the_group():
+    w = torch.tensor([[0.5, 0.5], [1.0, 0.0]]).expand(2, 1, 2, 2).clone()  # last query: [1, 0]
+    groups = {"a": torch.tensor([[True, False], [False, False]]), "b": torch.tensor([[False, True], [True, True]])}
+    out = group_mass(w, None, groups)
+    # 'a' is only in the first example, where the query gives it everything.
+    assert out["groups"] == {"a": pytest.approx(1.0), "b": pytest.approx(0.5)}
+    assert out["group_share"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.75)}
+    assert "a" not in group_mass(w, None, {"a": torch.zeros(2, 2, dtype=torch.bool)})["groups"]
 
 
 class Stop(Exception):

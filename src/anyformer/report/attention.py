@@ -180,15 +180,17 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> tupl
     last = attention_records(records)[-1]
     table = "".join(f"<tr><td>{layer.get('layer')}</td><td>{escape(str(layer.get('mixer', '')))}</td>"
                     f"<td>{num(layer.get('entropy'))}</td><td>{num(layer.get('top1'))}</td><td>{num(layer.get('topk'))}</td>"
+                    f"<td>{num((layer.get('last_query') or {}).get('entropy'))}</td><td>{num((layer.get('last_query') or {}).get('top1'))}</td>"
                     f"<td>{escape(json.dumps(layer.get('groups', {})))}</td></tr>" for layer in last["layers"])
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>anyformer attention: {escape(run_dir.name)}</title>
 <style>{page.STYLE}</style></head><body>
 <h1>Attention dynamics of {escape(str(run_dir))}</h1>
 <p class="lede">Each layer's attention on the first validation examples, at step 0 and every evaluation:
-entropy and top weights are means over heads and real queries; group masses are those of the last query.</p>
+entropy and top weights are means over heads and real queries, or those of the last real query (the token a
+'last' head reads); group masses are the last query's, over the examples holding that group.</p>
 <h2>At step {last['step']}</h2>
-<table><thead><tr><th>layer</th><th>mixer</th><th>entropy</th><th>top-1</th><th>top-k</th><th>groups</th></tr></thead>
+<table><thead><tr><th>layer</th><th>mixer</th><th>entropy</th><th>top-1</th><th>top-k</th><th>last query entropy</th><th>last query top-1</th><th>groups (last query)</th></tr></thead>
 <tbody>{table}</tbody></table>
 <h2>Over training</h2>
 {figures_html(pngs)}

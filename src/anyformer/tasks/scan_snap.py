@@ -39,7 +39,7 @@ class ScanSnapTask(Task):
         queries: Annotated[int, Field(description="query tokens M; class n ends with query n mod M")] = 2,
         distinct: Annotated[int, Field(description="distinct tokens per class (they occur with that class only)")] = 5,
         common: Annotated[int, Field(description="common tokens, shared by every class")] = 10,
-        common_share: Annotated[float, Field(description="chance that a contextual token is a common one")] = 0.75,
+        common_share: Annotated[float, Field(description="chance that a contextual token is a common one")] = 0.9,
         distinct_skew: Annotated[float, Field(description="Zipf exponent of the distinct tokens' frequencies (0: uniform)")] = 0.0,
         length: Annotated[int, Field(description="tokens per sequence: length - 1 contextual tokens, then the query")] = 32,
         num_train: Annotated[int, Field(description="training sequences")] = 4000,

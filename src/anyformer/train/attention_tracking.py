@@ -78,19 +78,36 @@ def last_real(mask: torch.Tensor | None, batch: int, length: int, device: torch.
     return (mask.long() * torch.arange(length, device=device)).argmax(1)
 
 
-def group_mass(weights: torch.Tensor, mask: torch.Tensor | None, groups: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The attention mass the last real query puts on each key group (Bool[B, Lk] each), the
-    mean over examples and heads, and the share of the real keys each group holds (the mass
-    uniform attention would give it)."""
-    B, H, _, Lk = weights.shape
+def last_query_row(weights: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The attention row [B, H, Lk] of each sequence's last real query."""
+    B = weights.shape[0]
     query = last_real(mask, B, weights.shape[2], weights.device)
-    row = weights.float()[torch.arange(B, device=weights.device), :, query]  # [B, H, Lk]
+    return weights.float()[torch.arange(B, device=weights.device), :, query]
+
+
+def last_query_statistics(weights: torch.Tensor, mask: torch.Tensor | None) -> dict[str, float]:
+    """Entropy and top-1 weight of the last real query's row, the mean over examples and
+    heads: the one query a 'last' head reads, which the means over every query dilute."""
+    row = last_query_row(weights, mask)
+    return {"entropy": round(float(-torch.special.xlogy(row, row).sum(-1).mean()), 6),
+            "top1": round(float(row.max(-1).values.mean()), 6)}
+
+
+def group_mass(weights: torch.Tensor, mask: torch.Tensor | None, groups: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The attention mass the last real query puts on each key group (Bool[B, Lk] each),
+    the mean over heads and over the examples holding a key of that group, and the share of
+    those examples' real keys the group holds (the mass uniform attention would give it)."""
+    row = last_query_row(weights, mask)  # [B, H, Lk]
+    B, _, Lk = row.shape
     real = torch.ones(B, Lk, device=weights.device) if mask is None else mask.float()
     mass, share = {}, {}
     for name, members in groups.items():
         m = members.to(weights.device).float() * real
-        mass[name] = round(float((row * m[:, None]).sum(-1).mean()), 6)
-        share[name] = round(float((m.sum(-1) / real.sum(-1)).mean()), 6)
+        present = m.sum(-1) > 0
+        if not bool(present.any()):
+            continue
+        mass[name] = round(float((row * m[:, None]).sum(-1).mean(-1)[present].mean()), 6)
+        share[name] = round(float((m.sum(-1) / real.sum(-1))[present].mean()), 6)
     return {"groups": mass, "group_share": share}
 
 
@@ -140,7 +157,8 @@ class AttentionTracker:
             if not has_attention_weights(mixer):
                 continue
             weights = mixer.attention_weights(x.float(), mask)
-            entry = {"layer": layer, "mixer": mixer.name, **attention_statistics(weights, mask)}
+            entry = {"layer": layer, "mixer": mixer.name, **attention_statistics(weights, mask),
+                     "last_query": last_query_statistics(weights, mask)}
             if self.groups and all(g.shape[1] == weights.shape[-1] for g in self.groups.values()):
                 entry.update(group_mass(weights, mask, self.groups))
             layers.append(entry)
