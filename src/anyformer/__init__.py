@@ -23,11 +23,11 @@ from anyformer.interop.hf.convert import from_hf
 from anyformer.presets import list_presets
 from anyformer.registry import build, list_components, register
 from anyformer.search import search
-from anyformer.studies import pipeline, study
+from anyformer.studies import continual, pipeline, study
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AnyformerError", "ConfigError", "DataError", "ShapeError", "TrainingError", "ModelConfig", "Predictor",
-    "build", "compress", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "pipeline", "predictor", "register", "search", "study",
+    "build", "compress", "continual", "create", "from_hf", "list_components", "list_presets", "load", "model_config", "pipeline", "predictor", "register", "search", "study",
 ]

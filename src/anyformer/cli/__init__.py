@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 # Each registers its commands; imported in the order `anyformer --help` lists them.
-from anyformer.cli import catalogue, runs, measure, compress, study, search  # noqa: F401, I001
+from anyformer.cli import catalogue, runs, measure, compress, study, continual, search  # noqa: F401, I001
 from anyformer.cli.app import app, err_console
 from anyformer.errors import AnyformerError
 

@@ -6,12 +6,14 @@ Every run they make is an ordinary run directory, and a rerun continues where on
     import anyformer as af
     af.pipeline("configs/digits-compress.yaml", "runs/digits-compress")
     af.study("train-large-then-compress", task="digits", sizes="32x1,64x2", budget_s=30, out="runs/tltc")
+    af.continual("configs/continual/modular-related.yaml", "runs/continual")  # selective initialisation
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from anyformer.errors import unknown
+from anyformer.studies.continual import continual
 from anyformer.studies.pipeline import pipeline
 from anyformer.studies.train_large_then_compress import train_large_then_compress
 
@@ -26,4 +28,4 @@ def study(name: str, **options: Any) -> dict[str, Any]:
     return STUDIES[name](**options)
 
 
-__all__ = ["STUDIES", "pipeline", "study", "train_large_then_compress"]
+__all__ = ["STUDIES", "continual", "pipeline", "study", "train_large_then_compress"]
