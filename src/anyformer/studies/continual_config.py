@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from anyformer import rundir
 from anyformer.config import read_yaml
@@ -59,11 +59,12 @@ class SequenceConfig(BaseModel):
     seeds: int = Field(1, ge=1, description="independent repeats of the whole sequence (seed, seed + 1, ...)")
     tasks: list[TaskEntry] = Field(..., description="the tasks in the order they arrive (at least two)")
 
-    @model_validator(mode="after")
-    def _two_tasks(self) -> "SequenceConfig":
-        if len(self.tasks) < 2:
+    @field_validator("tasks")
+    @classmethod
+    def _two_tasks(cls, tasks: list[TaskEntry]) -> list[TaskEntry]:
+        if len(tasks) < 2:
             raise ValueError("a sequence needs at least two tasks (the first has no past checkpoint to start from)")
-        return self
+        return tasks
 
 
 class SequenceTask(BaseModel):
@@ -77,13 +78,17 @@ _MODELS = {(): SequenceConfig, ("probe",): ProbeConfig, ("tasks",): TaskEntry}
 
 
 def _explain(err: pydantic.ValidationError) -> ConfigError:
-    first = err.errors()[0]
+    errors = err.errors()
+    # An unknown field first: a misspelt `tasks` also reads as a missing one.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = first["loc"]
     path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
     if first["type"] == "extra_forbidden":
         parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
         valid = sorted(_MODELS.get(parent, SequenceConfig).model_fields)
         return ConfigError(f"{path}: unknown field{suggest(str(loc[-1]), valid)}; valid: {', '.join(valid)}")
+    if first["type"] == "missing":
+        return ConfigError(f"{path}: a required field is missing; valid fields: {', '.join(sorted(SequenceConfig.model_fields))}")
     message = first["msg"].removeprefix("Value error, ")
     return ConfigError(f"{path or 'sequence'}: {message}" + ("" if first["type"] == "value_error" else f" (got {first.get('input')!r})"))
 
