@@ -59,6 +59,7 @@ class GMAN(nn.Module):
             raise ConfigError(f"arch 'gman': model.head.horizon {self.horizon} differs from the encoder's horizon "
                               f"{self.encoder.horizon} (the future steps whose time it is given); set both alike")
         self.spatial_embedding, self.spatial_attention = spatial_embedding, spatial_attention
+        self.causal_temporal = causal_temporal
         spatial_size = self.encoder.spatial_size if spatial_embedding == "laplacian" else None
         self.embedding = SpatioTemporalEmbedding(c.dim, spatial_size, self.encoder.steps_per_day)
         self.encoder_blocks = nn.ModuleList(STAttentionBlock(c.dim, c.heads, spatial_attention, causal_temporal) for _ in range(c.depth))
@@ -74,6 +75,14 @@ class GMAN(nn.Module):
     def sees_other_sensors(self) -> bool:
         """Whether a sensor's forecast can depend on another sensor's readings."""
         return self.spatial_attention
+
+    @property
+    def reaches_every_token(self) -> bool:
+        """Whether every encoder token's last state depends on every input token: only
+        without causal temporal attention, with spatial attention and at least two blocks
+        (one block joins a token to its own step and its own sensor only). The forecast
+        itself reads every input token in every variant."""
+        return self.spatial_attention and not self.causal_temporal and self.config.depth >= 2
 
     def forward(self, x: Any, mask: torch.Tensor | None = None, return_hidden: bool = False):
         tokens, _ = self.encoder(x, mask)
