@@ -42,8 +42,8 @@ def test_choice_follows_the_probes_and_starts_from_the_checkpoint_it_names(ran):
         folder = out / f"seed-{k}" / "2-copy-b"
         probes = {n: read_json(folder / "probe" / n / "summary.json") for n in last["inits"]}
         assert all(s["steps"] == 2 for s in probes.values())
-        assert record["probes"] == {n: s["final"]["val"]["accuracy"] for n, s in probes.items()}
-        assert record["choice"] == choose(record["probes"], True, 0.0)
+        assert record["probes"] == {n: s["final"]["val"]["loss"] for n, s in probes.items()}
+        assert record["choice"] == choose(record["probes"], False, 0.0)  # validation loss: lower wins
         # Each full run from a past task starts from the checkpoint the learner chose for that task.
         for j, label in enumerate(["copy-a", "mod"]):
             chosen = result["tasks"][j]["seeds"][k]["choice"]
@@ -117,6 +117,7 @@ def test_negative_transfer_is_flagged_only_beyond_the_noise():
     (lambda d: d["tasks"][1].update(lable="x"), "tasks[1].lable: unknown field (did you mean 'label'?)"),
     (lambda d: d["tasks"][2]["train"].update(stpes=3), "tasks[2].train.stpes: unknown field (did you mean 'steps'?)"),
     (lambda d: d["train"].update(lr=-1), "train.lr: Input should be greater than 0"),
+    (lambda d: d["probe"].update(share=2), "probe.share: Input should be less than or equal to 1"),
     (lambda d: d["tasks"][1]["task"].update(name="modulr"), "tasks[1]: unknown task 'modulr' (did you mean 'modular'?)"),
     (lambda d: d["tasks"][2].update(label="mod"), "tasks[2]: label 'mod' is used twice"),
     (lambda d: d["tasks"][1].update(train={"init": "runs/x"}), "tasks[1].train.init: a sequence chooses"),
@@ -134,6 +135,12 @@ def test_sequence_errors_name_their_path(change, message):
 def test_example_sequences_parse(path):
     seq, steps = parse_sequence(path)
     assert len(steps) >= 2 and seq.seeds >= 1
+
+
+def test_an_unknown_probe_metric_stops_before_training(tmp_path):
+    with pytest.raises(ConfigError, match=r"probe.metric \(tasks\[0\] copy-a\): unknown metric .*'accurcy'.*did you mean 'accuracy'"):
+        af.continual({**SEQUENCE, "probe": {"steps": 2, "metric": "accurcy"}}, tmp_path / "o")
+    assert not any((tmp_path / "o").rglob("summary.json"))
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):

@@ -3,7 +3,8 @@ with selective initialisation, after "Towards Robust and Efficient Continual Lan
 Learning" (Fisch et al. 2023). Tasks arrive one after another; for each new task the learner
 chooses its initialisation among from-scratch and the checkpoints it trained on every past
 task, by a cheap probe: a short fine-tune from each candidate on the new task's training
-data, scored on its validation split; the best probe wins (a past checkpoint only when it
+data, scored on its validation split (by loss unless `probe.metric` says otherwise); the best
+probe wins (a past checkpoint only when it
 beats scratch by more than `probe.margin`). The chosen candidate is then trained in full and
 becomes that task's checkpoint for the tasks after it.
 
@@ -193,13 +194,20 @@ def continual(sequence: str | Path | dict[str, Any], out: str | Path, *, seeds: 
     out.mkdir(parents=True, exist_ok=True)
     console = console or Console(stderr=True)
     tasks = [catalog.build_task(s.run.task) for s in steps]
-    for task in tasks:
+    for i, (step, task) in enumerate(zip(steps, tasks)):
         task.splits()
+        try:  # every metric checked before any training
+            task.strategy.higher_is_better(seq.probe.metric)
+        except ConfigError as err:
+            raise ConfigError(f"probe.metric (tasks[{i}] {step.label}): {err}") from None
     chains: list[dict[str, Path]] = [{} for _ in range(seq.seeds)]  # per repeat: task label -> its learner checkpoint
     records: list[dict[str, Any]] = []
     for i, (step, task) in enumerate(zip(steps, tasks)):
         inits = [SCRATCH] + [init_name(s.label) for s in steps[:i]]
         n_steps = _task_steps(step, task)
+        higher = task.strategy.higher_is_better(step.run.train.metric or task.primary_metric)
+        probe_metric = seq.probe.metric
+        probe_higher = task.strategy.higher_is_better(probe_metric)
         probe_steps = seq.probe.steps_for(n_steps)
         done = []
         for k in range(seq.seeds):
@@ -212,9 +220,8 @@ def continual(sequence: str | Path | dict[str, Any], out: str | Path, *, seeds: 
                 for name, source in sources.items():
                     summary, _ = _trained(_candidate_run(step.run, source, seed, probe_steps), folder / "probe" / name, task,
                                           f"{where} probe {name}", console)
-                    probes[name] = summary["final"]["val"][summary["metric"]]
-            higher = task.strategy.higher_is_better(step.run.train.metric or task.primary_metric)
-            choice = choose(probes, higher, seq.probe.margin) if probes else SCRATCH
+                    probes[name] = summary["final"]["val"][probe_metric]
+            choice = choose(probes, probe_higher, seq.probe.margin) if probes else SCRATCH
             full: dict[str, dict[str, Any]] = {}
             for name, source in sources.items():
                 run_dir = folder / name
@@ -229,7 +236,7 @@ def continual(sequence: str | Path | dict[str, Any], out: str | Path, *, seeds: 
             done.append({"seed": seed, "probes": probes, "choice": choice, "best": best,
                          "regret": sign * (full[best]["test"] - full[choice]["test"]), "full": full})
             shown = ", ".join(f"{n} {v:.4f}" for n, v in probes.items())
-            console.print(f"{where} " + (f"probe val {metric}: {shown}; chose {choice}; " if probes else "")
+            console.print(f"{where} " + (f"probe val {probe_metric}: {shown}; chose {choice}; " if probes else "")
                           + f"test {metric}: " + ", ".join(f"{n} {full[n]['test']:.4f}" for n in inits), highlight=False, soft_wrap=True)
         records.append(_task_record(step, inits, done, higher, metric))
         result = _write(out, seq, steps, records, probe_steps_of(seq, steps, tasks))

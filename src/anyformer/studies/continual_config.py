@@ -6,7 +6,7 @@ checked as a run config checks it, with the task's index in the path.
 
     model: {preset: gpt, dim: 32, depth: 2, heads: 4}
     train: {steps: 300, lr: 1.0e-3, batch_size: 128}
-    probe: {steps: 30}            # or {share: 0.1}: a tenth of each task's steps
+    probe: {steps: 30}            # or {share: 0.1}: a tenth of each task's steps; metric: loss
     seeds: 3
     tasks:
       - {task: {name: modular, p: 23, seed: 0}, label: add-a}
@@ -35,6 +35,11 @@ class ProbeConfig(BaseModel):
     share: float = Field(0.1, gt=0, le=1, description="each probe's share of the task's training steps, when `steps` is not given")
     margin: float = Field(0.0, ge=0, description="a past checkpoint is chosen only when its probe beats scratch's by more than "
                           "this on the validation metric (0: the best probe wins, scratch on a tie)")
+    # Loss, not the task's metric, by default: after a short probe a checkpoint that memorised
+    # random labels can lead on accuracy yet end worse, while its overconfident mistakes
+    # already show in the loss (measured in docs/continual.md).
+    metric: str = Field("loss", description="the validation metric the probes are ranked by ('loss', lower better; or one "
+                        "of the task's metrics, e.g. accuracy)")
 
     def steps_for(self, task_steps: int) -> int:
         return self.steps if self.steps is not None else max(1, round(self.share * task_steps))
