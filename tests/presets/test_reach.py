@@ -45,10 +45,13 @@ def test_every_input_token_reaches_the_output(preset):
     torch.manual_seed(0)
     model = af.create(preset, **SIZE).double().eval()
     inputs = model.encoder.example_input(batch=2)
-    if inputs.is_floating_point():
+    if isinstance(inputs, dict):
+        inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    elif inputs.is_floating_point():
         inputs = inputs.double()
-    # Token-wise mixers (Activator) leave each token alone: only the pooled head reads them all.
-    mixing = registry.get("mixer", model.config.mixer.name).mixes_tokens
+    # Token-wise mixers (Activator) leave each token alone: only the pooled head reads them all;
+    # so for an arch declaring its tokens do not each see the whole input (reaches_every_token).
+    mixing = registry.get("mixer", model.config.mixer.name).mixes_tokens and getattr(model, "reaches_every_token", True)
     for position in [None] if not mixing else [-1] if model.config.causal else [0, -1]:
         reached, real = input_reach(model, inputs, position)
         missing = (~reached & real).nonzero().flatten().tolist()

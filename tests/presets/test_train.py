@@ -23,7 +23,8 @@ def suited_task(preset: str) -> dict:
     enc = model.get("encoder") or {}
     enc_name = enc if isinstance(enc, str) else enc.get("name")
     modality = registry.get("encoder", enc_name).modality if enc_name else "tokens"
-    return {"images": {"name": "digits"}, "series": {"name": "forecast", "source": "synthetic", "input_len": 32, "horizon": 8}}.get(
+    return {"images": {"name": "digits"}, "series": {"name": "forecast", "source": "synthetic", "input_len": 32, "horizon": 8},
+            "spatiotemporal": {"name": "traffic", **registry.get("task", "traffic").example_options}}.get(
         modality, {"name": "modular", "p": 11})
 
 

@@ -184,6 +184,22 @@ def _lm_missing(folder: Path):
     return ["--set", f"task=lm:{path}"], path, "does not exist"
 
 
+def _stamps(i: int) -> str:
+    return f"2012-03-01 {i // 12:02d}:{i % 12 * 5:02d}:00"
+
+
+TRAFFIC_OK = "timestamp,s1,s2,s3\n" + _rows(60, lambda i: f"{_stamps(i)},{60 + i % 7},{55 + i % 5},{50 + i % 3}")
+DISTANCES_OK = "from,to,cost\ns1,s2,100.0\ns2,s3,250.5\n"
+
+
+def traffic_case(name: str, readings: str, graph: str, bad: str, expect: str) -> Case:
+    """Sensor readings and their graph (task traffic); `bad` names the file the message names."""
+    def make(folder: Path):
+        paths = {"readings": _write(folder, "speeds.csv", readings), "graph": _write(folder, "distances.csv", graph)}
+        return ["--set", f"task=traffic:{paths['readings']}", "--set", f"task.graph={paths['graph']}"], paths[bad], expect
+    return Case(name, "traffic", make)
+
+
 CASES = [
     # -- lm (a text file or a folder of them)
     file_case("empty", "lm", "notes.txt", "", "the file is empty"),
@@ -197,6 +213,14 @@ CASES = [
     lm_folder_case("folder of empty text files", {"a.txt": "", "b.md": "\n"}, None, "hold no text"),
     lm_folder_case("bad bytes in a folder's file", {"a.txt": "fine text\n" * 100, "b.txt": _latin1("x" + BAD_UTF8)}, "b.txt",
                    ":1: byte 0xff"),
+    # -- traffic (sensor readings + their graph)
+    traffic_case("not a number", TRAFFIC_OK.replace(",61,", ",6x1,", 1), DISTANCES_OK, "readings", ":3: column 's1' holds '6x1'"),
+    traffic_case("ragged row", TRAFFIC_OK.replace(",61,", ",61,7,", 1), DISTANCES_OK, "readings", ":3:"),
+    traffic_case("bad time stamp", TRAFFIC_OK.replace("2012-03-01 00:10:00", "yesterday", 1), DISTANCES_OK, "readings",
+                 ":4: 'yesterday' in the first column is not a time stamp"),
+    traffic_case("uneven time steps", TRAFFIC_OK.replace("2012-03-01 00:10:00", "2012-03-01 00:12:00", 1), DISTANCES_OK,
+                 "readings", ":4: time stamp '2012-03-01 00:12:00' is 0:07:00 after the row above"),
+    traffic_case("unknown sensor", TRAFFIC_OK, DISTANCES_OK + "s3,s9,10\n", "graph", ":4: sensor 's9' is not a column of"),
     # -- text-csv
     file_case("empty", "text-csv", "t.csv", "", "the file is empty"),
     file_case("header only", "text-csv", "t.csv", "text,label\n", "no data rows"),
