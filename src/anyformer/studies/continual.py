@@ -13,7 +13,8 @@ budget (the transfer matrix: each task's test score from scratch and from each e
 task's checkpoint), over `seeds` repeats of the whole sequence. A cell is negative transfer
 when it scores worse than scratch beyond the seed and test-set noise (a paired two-level
 bootstrap over seeds and test units, stats.paired_bootstrap_pvalue, at 5%), positive when
-better beyond it.
+better beyond it. With one seed only the test-set noise counts: use several seeds before
+reading a flag as a property of the initialisation rather than of one training.
 
 OUT holds seed-<k>/<i>-<task>/probe/<init>/ and seed-<k>/<i>-<task>/<init>/ (ordinary run
 directories: `anyformer eval`, `predict` take each; <init> is `scratch` or `from-<task>`),
