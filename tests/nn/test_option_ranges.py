@@ -17,8 +17,9 @@ from anyformer.errors import ConfigError
 from ..fuzz_cases import options_of
 
 MODEL_KINDS = ("mixer", "ffn", "norm", "position", "encoder", "head", "transition", "arch")
-# Numeric options with no range, each for a reason: any integer seeds a generator.
-UNBOUNDED = {("mixer", "ssa", "eval_seed")}
+# Numeric options with no range, each for a reason: any integer seeds a generator; the mean
+# of a user's sensor readings (the task writes it) can be any finite value.
+UNBOUNDED = {("mixer", "ssa", "eval_seed"), ("encoder", "sensor-readings", "mean")}
 
 
 def numeric_options() -> list[tuple[str, str, str]]:

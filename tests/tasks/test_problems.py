@@ -29,6 +29,8 @@ def _outputs(name: str, seed: int = 0):
         return torch.randn(40, 4, generator=g), (torch.rand(40, 4, generator=g) > 0.5).float()
     if name == "forecast":
         return torch.randn(6, 8, 3, generator=g), torch.randn(6, 8, 3, generator=g)
+    if name != "lm":
+        return registry.build("problem", name).example_batch(g)
     target = torch.randint(0, 7, (4, 9), generator=g)
     target[:, :3] = -100
     return torch.randn(4, 9, 7, generator=g), target
@@ -53,11 +55,11 @@ def test_directions_cover_every_metric_and_agree_with_the_primary(name):
     metrics = strategy.metrics(stats, kept)
     assert set(metrics) | {"loss"} == set(strategy.metric_directions)
     assert strategy.primary_metric in metrics
-    assert strategy.higher_is_better(strategy.primary_metric) is {"accuracy": True, "mse": False}[strategy.primary_metric]
+    assert strategy.higher_is_better(strategy.primary_metric) is {"accuracy": True, "mse": False, "mae": False, "auc": True}[strategy.primary_metric]
     # The name heuristic the training loop used before strategies existed: every metric
     # a problem reports still points the way it said.
     for metric in strategy.metric_directions:
-        assert strategy.higher_is_better(metric) == (metric.lower() not in ("loss", "mse", "mae", "perplexity", "bits_per_byte")), (name, metric)
+        assert strategy.higher_is_better(metric) == (metric.lower() not in ("loss", "mse", "mae", "rmse", "mape", "logloss", "perplexity", "bits_per_byte")), (name, metric)
 
 
 def test_the_old_heuristic_cases():

@@ -40,6 +40,15 @@ def require_parts(config: ModelConfig) -> None:
     check_build(config)
 
 
+def refuse_mixer(config: ModelConfig, arch: str) -> None:
+    """For an arch that builds its own attention or message passing (it declares
+    `builds_own_mixer = True`): a model.mixer other than the default would be silently
+    ignored, so it is refused."""
+    if config.mixer.name != "softmax" or config.mixer.options:
+        raise ConfigError(f"arch {arch!r} builds its own token mixing, so model.mixer {config.mixer.name!r} cannot apply; "
+                          "drop model.mixer (or build the model with arch 'stack')")
+
+
 def build_encoder(config: ModelConfig) -> nn.Module:
     return _build("encoder", config.encoder, dim=config.dim, max_len=config.max_len)
 

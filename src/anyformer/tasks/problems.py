@@ -89,6 +89,11 @@ class Problem:
     def name(self) -> str:
         return getattr(self, "registry_name", type(self).__name__)
 
+    def example_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random (output, target) batch of this problem's shapes and target values: what
+        the registry-wide contract tests score for a problem they do not know by name."""
+        raise NotImplementedError(f"problem {self.name!r} declares no example_batch")
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar training loss of one batch."""
         raise NotImplementedError

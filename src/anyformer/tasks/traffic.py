@@ -37,6 +37,12 @@ class MaskedForecast(Problem):
     metric_ranges = {m: (0.0, math.inf) for m in metric_directions}
     test_unit = "window"
 
+    def example_batch(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forecasts [6, 4, 3] and readings near 50 with a quarter of them missing (0)."""
+        target = 50 + 10 * torch.randn(6, 4, 3, generator=generator)
+        target[torch.rand(6, 4, 3, generator=generator) < 0.25] = 0
+        return 50 + 10 * torch.randn(6, 4, 3, generator=generator), target
+
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = _valid(target)
         err = (output - target.to(output.dtype)).abs() * valid

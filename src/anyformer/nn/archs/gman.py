@@ -10,7 +10,7 @@ from anyformer import registry
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.archs.gman_attention import STAttentionBlock, SpatioTemporalEmbedding, TransformAttention, two_layer_fc
-from anyformer.nn.model import build_encoder, require_parts
+from anyformer.nn.model import build_encoder, refuse_mixer, require_parts
 from anyformer.nn.stack import parameter_counter
 
 
@@ -31,6 +31,7 @@ class GMAN(nn.Module):
 
     paper = "GMAN: A Graph Multi-Attention Network for Traffic Prediction (Zheng et al. 2020)"
     supports_token_filter = False
+    builds_own_mixer = True  # model.mixer does not apply; refuse_mixer says so
     example_config = {"dim": 32, "heads": 4, "depth": 2, "dropout": 0.0, "position": "none", "max_len": 3,
                       "arch": {"name": "gman"},
                       "encoder": {"name": "sensor-readings", "sensors": 4, "horizon": 2, "spatial_size": 3, "steps_per_day": 6},
@@ -41,6 +42,7 @@ class GMAN(nn.Module):
         super().__init__()
         self.config = c = config
         require_parts(c)
+        refuse_mixer(c, "gman")
         s = c.schedule
         if s.share or s.transition is not None or s.overrides or s.repeat > 1:
             raise ConfigError("arch 'gman' builds its own blocks; model.schedule.share/repeat/overrides/transition are not supported")
