@@ -98,7 +98,7 @@ class RotaryPosition(Position):
         rot = int(head_dim * fraction) // 2 * 2
         if rot < 2:
             raise ConfigError(f"rotary positions need at least 2 rotated dims per head; head dim is {head_dim}, fraction {fraction}")
-        self.rot = rot
+        self.rot = rot  # rotated dims per head: a mixer checks its head_dim against it (set_position)
         inv = 1.0 / base ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot)
         angle = torch.arange(num_tokens, dtype=torch.float64)[:, None] * inv[None]
         self.register_buffer("cos", angle.cos().float(), persistent=False)

@@ -133,3 +133,12 @@ def test_kv_heads_through_a_model_config():
     assert model(torch.randint(0, 256, (2, LEN))).shape == (2, LEN, 256)
     with pytest.raises(ConfigError, match="kv_heads"):
         af.create("gpt", dim=DIM, heads=HEADS, depth=1, max_len=LEN, mixer={"name": "window", "kv_heads": 2})
+
+
+def test_rotary_wider_than_a_set_head_dim_is_a_config_error():
+    # Found by the fuzzer: head_dim 1 under rotary laid out for dim / heads = 4 broke in the forward.
+    config = {"preset": "llama", "dim": 8, "heads": 2, "depth": 1, "max_len": 4,
+              "mixer": {"name": "softmax", "head_dim": 1}, "position": {"name": "rotary"}}
+    with pytest.raises(ConfigError, match="rotate 4 dims of each head .* more than mixer 'softmax''s head_dim 1"):
+        af.create(config)
+    assert af.create({**config, "mixer": {"name": "softmax", "head_dim": 4}})(torch.zeros(1, 4, dtype=torch.long)).shape[:2] == (1, 4)

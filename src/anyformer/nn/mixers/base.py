@@ -145,6 +145,12 @@ class TokenMixer(nn.Module):
                 f"mixer {self.name!r} cannot apply {kind!r} positions (supports: {allowed}); "
                 "use position 'learned' or 'sinusoidal', which act on the input"
             )
+        # Rotary angles are laid out for dim / heads; a mixer whose head_dim is set smaller
+        # (a fuzzed head_dim 1 under rotary) has fewer dims than the angles rotate.
+        rotated, head_dim = getattr(position, "rot", 0), getattr(self, "head_dim", None)
+        if head_dim is not None and rotated > head_dim:
+            raise ConfigError(f"{kind!r} positions rotate {rotated} dims of each head (model.dim / model.heads), more than "
+                              f"mixer {self.name!r}'s head_dim {head_dim}; raise model.mixer.head_dim or lower position.fraction")
         self.position = position
 
     @property
