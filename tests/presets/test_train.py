@@ -23,9 +23,13 @@ def suited_task(preset: str) -> dict:
     enc = model.get("encoder") or {}
     enc_name = enc if isinstance(enc, str) else enc.get("name")
     modality = registry.get("encoder", enc_name).modality if enc_name else "tokens"
-    return {"images": {"name": "digits"}, "series": {"name": "forecast", "source": "synthetic", "input_len": 32, "horizon": 8},
-            "spatiotemporal": {"name": "traffic", **registry.get("task", "traffic").example_options}}.get(
-        modality, {"name": "modular", "p": 11})
+    named = {"images": {"name": "digits"}, "series": {"name": "forecast", "source": "synthetic", "input_len": 32, "horizon": 8},
+             "tokens": {"name": "modular", "p": 11}}
+    if modality in named:
+        return named[modality]
+    # A modality one task serves (sensor graphs, graphs, click logs): that task, at its example size.
+    task = next(t for t in registry.list_components("task") if getattr(registry.get("task", t), "modality", None) == modality)
+    return {"name": task, **registry.get("task", task).example_options}
 
 
 @pytest.mark.parametrize("preset", af.list_presets())

@@ -39,6 +39,8 @@ def test_task_contract(name, tmp_path):
                 assert t.dtype == torch.long and t.dim() == 1 and int(t.min()) >= 0
         elif task.problem == "lm":
             assert t.dtype == torch.long and ((t == -100) | (t >= 0)).all()
+        elif task.problem == "ctr":  # click, and the user's index for GAUC
+            assert t.dtype == torch.long and t.shape[1] == 2 and set(t[:, 0].tolist()) <= {0, 1} and int(t[:, 1].min()) >= 0
         else:
             assert t.dim() == 3 and t.is_floating_point()
         if b.mask is not None:

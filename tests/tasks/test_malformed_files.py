@@ -200,6 +200,11 @@ def traffic_case(name: str, readings: str, graph: str, bad: str, expect: str) ->
     return Case(name, "traffic", make)
 
 
+# A click log whose line 3 (candidate i9) is the one the cases break.
+CLICKS_OK = "user,age,history,item,click\nu1,1,i1|i2,i3,0\nu2,0,i1,i9,1\n" + "".join(
+    f"u{i % 4},{i % 3},i1|i{i % 5},i{2 + i % 3},{i % 2}\n" for i in range(40))
+
+
 CASES = [
     # -- lm (a text file or a folder of them)
     file_case("empty", "lm", "notes.txt", "", "the file is empty"),
@@ -333,6 +338,12 @@ CASES = [
     # -- fashion-mnist (a local data_dir)
     mnist_case("missing file", _mnist_missing, "no t10k-labels-idx1-ubyte[.gz]"),
     mnist_case("truncated IDX", _mnist_truncated, "the file is truncated or corrupt"),
+    # -- ctr (a click log)
+    file_case("click not 0 or 1", "ctr", "clicks.csv", CLICKS_OK.replace(",i9,1\n", ",i9,yes\n"), ":3: column 'click' holds 'yes'"),
+    file_case("no candidate", "ctr", "clicks.csv", CLICKS_OK.replace(",i9,1\n", ",,1\n"), ":3: column 'item' is empty"),
+    file_case("wrong field count", "ctr", "clicks.csv", CLICKS_OK.replace(",i9,1\n", ",i9,1,9\n"), ":3: 6 fields, the header has 5"),
+    file_case("no history column", "ctr", "clicks.csv", CLICKS_OK.replace("history", "past", 1), "no column 'history'"),
+    file_case("clicks only", "ctr", "clicks.csv", CLICKS_OK.replace(",0\n", ",1\n"), "needs clicks and non-clicks"),
     mnist_case("binary garbage", _mnist_garbage, "not an IDX file"),
     mnist_case("broken gzip", _mnist_broken_gzip, "a broken gzip file"),
     mnist_case("label count", _mnist_label_count, "expected 20 labels (one per image)"),
