@@ -4,6 +4,8 @@ import torch
 
 from anyformer.errors import ConfigError
 from anyformer.tasks.modular import ModularArithmeticTask, modular_table
+from anyformer.train import train
+from anyformer.train.config import run_config
 
 from .helpers import check_model_fits
 
@@ -75,3 +77,16 @@ def test_errors():
         ModularArithmeticTask(train_fraction=1.0)
     with pytest.raises(ConfigError, match="label_noise"):
         ModularArithmeticTask(label_noise=1.5)
+
+
+def test_every_label_corrupted_trains_and_evaluates_without_a_clean_split(tmp_path):
+    task = ModularArithmeticTask(p=7, op="+", label_noise=1.0, seed=0)
+    splits = task.splits()
+    assert "train_clean" not in splits and "train_clean" not in task.eval_splits()
+    assert len(splits["train_corrupted"]) == len(splits["train"])
+    assert not (splits["train"].target == splits["train_corrupted"].target).any()  # every label wrong
+    run = run_config({"model": {"preset": "gpt", "dim": 16, "depth": 1, "heads": 2},
+                      "task": {"name": "modular", "p": 7, "op": "+", "label_noise": 1.0},
+                      "train": {"steps": 2, "eval_every": 2, "progress": False}}, {})
+    summary = train(run, tmp_path / "run")
+    assert set(summary["final"]) == {"val", "test", "train_corrupted"} and summary["steps"] == 2

@@ -39,7 +39,7 @@ def group_auc(score: np.ndarray, label: np.ndarray, group: np.ndarray) -> float:
         auc = (ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * (len(y) - pos))
         total += auc * len(y)
         weight += len(y)
-    return total / weight if weight else math.nan
+    return float(total / weight) if weight else math.nan
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:

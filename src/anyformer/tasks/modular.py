@@ -104,8 +104,10 @@ class ModularArithmeticTask(Task):
             "train": Split(tokens[train], noisy),
             "val": Split(tokens[val], c[val]),
             "test": Split(tokens[test], c[test]),
-            "train_clean": Split(tokens[train[~corrupted]], c[train[~corrupted]]),
         }
+        # With every label corrupted there is no clean split to evaluate (an empty one broke evaluation).
+        if n_bad < n_train:
+            splits["train_clean"] = Split(tokens[train[~corrupted]], c[train[~corrupted]])
         if n_bad:
             splits["train_corrupted"] = Split(tokens[train[corrupted]], c[train[corrupted]])
         return splits
@@ -118,8 +120,9 @@ class ModularArithmeticTask(Task):
         return tokens, (self.p, len(a) // self.p)
 
     def eval_splits(self) -> list[str]:
-        names = ["val", "test", "train_clean"]
-        return names + (["train_corrupted"] if round(self.label_noise * round(self.train_fraction * self._pairs())) else [])
+        n_train = round(self.train_fraction * self._pairs())
+        n_bad = round(self.label_noise * n_train)
+        return ["val", "test"] + (["train_clean"] if n_bad < n_train else []) + (["train_corrupted"] if n_bad else [])
 
     def _pairs(self) -> int:
         return self.p * (self.p - 1 if self.op == "/" else self.p)
