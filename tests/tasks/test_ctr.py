@@ -121,3 +121,13 @@ def test_without_categories_the_category_slot_is_padding(tmp_path):
 def test_more_interests_than_categories_is_a_config_error():
     with pytest.raises(ConfigError, match="interests 5 exceed categories 4"):
         registry.build("task", "ctr", categories=4, interests=5)
+
+
+def test_the_item_click_rate_baseline_is_each_items_shrunk_training_rate():
+    problem = registry.build("problem", "ctr")
+    candidate = torch.tensor([[2, 0], [2, 0], [2, 0], [3, 0]])
+    train = type("S", (), {"inputs": {"candidate": candidate}, "target": torch.tensor([[1, 0], [1, 0], [0, 0], [0, 1]])})()
+    model = problem.trivial_baselines(train, train)["item click rate"]
+    p = torch.softmax(model({"candidate": torch.tensor([[2, 0], [3, 0], [1, 0]])}), -1)[:, 1]
+    overall = 0.5
+    assert torch.allclose(p, torch.tensor([(2 + 5 * overall) / (3 + 5), (0 + 5 * overall) / (1 + 5), overall]))

@@ -99,3 +99,22 @@ def test_masked_metrics_skip_missing_targets():
     both = torch.cat([target, torch.full_like(target, 0.0)]), torch.cat([output, output])
     units = p.per_example(both[1], both[0], "mae")
     assert math.isclose(float(units.mean()), p.metrics(both[1], both[0])["mae"])
+
+
+def test_trivial_baselines_hold_the_last_reading_and_average_the_same_step_of_the_week():
+    task = registry.build("task", "traffic", sensors=4, days=8, input_len=3, horizon=2)
+    splits = task.splits()
+    baselines = task.trivial_baselines(splits)
+    test = splits["test"]
+    held = baselines["last value"](test.inputs)
+    assert torch.allclose(held[:, 1], test.inputs["readings"][:, -1] * task.std + task.mean)
+    assert torch.equal(held[:, 0], held[:, 1])
+    # the historical average of one (day, step) slot and sensor, by hand over the training readings
+    train = splits["train"]
+    future, target = train.inputs["time"][:, 3:], train.target
+    day, slot = int(future[0, 0, 1]), int(future[0, 0, 0])
+    hit = (future[..., 1] == day) & (future[..., 0] == slot)
+    values = target[hit][:, 2].double()
+    expected = values[values != 0].mean()
+    ha = baselines["historical average"](train.inputs)
+    assert torch.isclose(ha[0, 0, 2].double(), expected, atol=1e-4)

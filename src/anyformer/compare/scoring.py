@@ -56,7 +56,7 @@ def baseline_rows(task: Task, metric: str, higher: bool, batch_size: int, device
     test as a model is: (row, per-unit test outcomes) each; rows carry no cost."""
     splits = task.splits()
     found = []
-    for name, model in task.strategy.trivial_baselines(splits["train"], splits["test"]).items():
+    for name, model in task.trivial_baselines(splits).items():
         test, units = score(model, task, "test", metric, batch_size, device, "fp32")
         val, _ = score(model, task, "val", metric, batch_size, device, "fp32")
         found.append((baseline_row(name, metric, higher, val, test, len(splits["test"])), units))

@@ -226,6 +226,11 @@ class Task:
         """Metrics over a whole split: the `compact` outputs of every batch, concatenated."""
         return self.strategy.metrics(output, target)
 
+    def trivial_baselines(self, splits: dict[str, Split]) -> dict[str, torch.nn.Module]:
+        """What a comparison must beat: the strategy's baselines, fitted on the train split
+        (a task whose inputs are scaled adds those that need its scaling)."""
+        return self.strategy.trivial_baselines(splits["train"], splits["test"])
+
     # -- a trained model on raw inputs (infer/predict.py): what a run saves at training
     def preprocessing(self) -> dict[str, Any]:
         """JSON-able facts fitted on the data at training that turn raw inputs into model

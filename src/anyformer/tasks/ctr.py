@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from pydantic import Field
 
 from anyformer.errors import ConfigError
@@ -54,6 +55,28 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+class ItemClickRate(nn.Module):
+    """A baseline that reads no history: each candidate item's click rate in training,
+    shrunk to the overall rate by `prior_weight` pseudo-impressions (an unseen item gets
+    the overall rate). inputs {'candidate': [B, 2]} -> logits [B, 2]."""
+
+    def __init__(self, rate: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("rate", rate)  # [items]
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.rate[inputs["candidate"][:, 0]]
+        return torch.stack([torch.log1p(-p), torch.log(p)], -1)
+
+    @classmethod
+    def fit(cls, candidate: torch.Tensor, click: torch.Tensor, items: int, prior_weight: float = 5.0) -> "ItemClickRate":
+        overall = float(click.double().mean())
+        shows = torch.bincount(candidate, minlength=items).double()
+        clicks = torch.bincount(candidate, weights=click.double(), minlength=items)
+        rate = (clicks + prior_weight * overall) / (shows + prior_weight)
+        return cls(rate.clamp(1e-6, 1 - 1e-6).float())
+
+
 @register("problem", "ctr")
 class ClickThrough(Problem):
     """Click-through-rate prediction (Zhou et al. 2018): output logits [N, 2] (no click,
@@ -73,6 +96,14 @@ class ClickThrough(Problem):
         click = torch.randint(0, 2, (40,), generator=generator)
         user = torch.arange(40) // 10
         return torch.randn(40, 2, generator=generator), torch.stack([click, user], 1)
+
+    def trivial_baselines(self, train: Any, test: Any) -> dict[str, nn.Module]:
+        """Each item's training click rate: what a model that reads no history scores."""
+        if not isinstance(train.inputs, dict) or "candidate" not in train.inputs:
+            return {}
+        candidate = train.inputs["candidate"][:, 0]
+        items = int(max(candidate.max(), test.inputs["candidate"][:, 0].max())) + 1
+        return {"item click rate": ItemClickRate.fit(candidate, train.target[:, 0], items)}
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.float(), target[:, 0])

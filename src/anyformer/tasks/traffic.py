@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
@@ -22,6 +23,49 @@ FRACTIONS = (0.7, 0.1, 0.2)
 
 def _valid(target: torch.Tensor) -> torch.Tensor:
     return target != 0
+
+
+class HeldLastReading(nn.Module):
+    """The trivial forecast: each sensor's last input reading held over the horizon, in the
+    data's units (a missing last reading, 0 once scaled, is the training mean). inputs
+    {'readings': [B, P, N] scaled} -> [B, Q, N]."""
+
+    def __init__(self, mean: float, std: float, horizon: int) -> None:
+        super().__init__()
+        self.mean, self.std, self.horizon = mean, std, horizon
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        last = inputs["readings"][:, -1:] * self.std + self.mean
+        return last.expand(-1, self.horizon, -1)
+
+
+class HistoricalAverage(nn.Module):
+    """GMAN's HA baseline: each sensor's mean training reading at the same step of the week
+    (day of week x step of day), missing readings left out; a slot the training data never
+    saw falls back to the sensor's mean. inputs {'time': [B, P + Q, 2] (step of day, day
+    of week)} -> [B, Q, N]."""
+
+    def __init__(self, table: torch.Tensor, steps_per_day: int, horizon: int) -> None:
+        super().__init__()
+        self.register_buffer("table", table)  # [7 * steps_per_day, N]
+        self.steps_per_day, self.horizon = steps_per_day, horizon
+
+    def forward(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        future = inputs["time"][:, -self.horizon:]
+        return self.table[future[..., 1] * self.steps_per_day + future[..., 0]]
+
+    @classmethod
+    def fit(cls, time: torch.Tensor, target: torch.Tensor, steps_per_day: int) -> "HistoricalAverage":
+        """From training windows: future times [W, Q, 2] and their readings [W, Q, N]."""
+        slot = (time[..., 1] * steps_per_day + time[..., 0]).reshape(-1)
+        values = target.double().reshape(len(slot), -1)
+        seen = (values != 0).double()
+        slots = 7 * steps_per_day
+        total = torch.zeros(slots, values.shape[1], dtype=torch.float64).index_add_(0, slot, values)
+        count = torch.zeros_like(total).index_add_(0, slot, seen)
+        fallback = values.sum(0) / seen.sum(0).clamp_min(1)
+        table = torch.where(count > 0, total / count.clamp_min(1), fallback)
+        return cls(table.float(), steps_per_day, int(target.shape[1]))
 
 
 @register("problem", "masked-forecast")
@@ -169,6 +213,13 @@ class TrafficTask(Task):
 
     def required_options(self) -> dict[str, dict[str, Any]]:
         return {"encoder": self._encoder_facts(), "head": {"horizon": self.horizon}}
+
+    def trivial_baselines(self, splits: dict[str, Split]) -> dict[str, nn.Module]:
+        """Held last reading (a 5-minute forecast is hard to beat) and the historical
+        average of the same step of the week (GMAN's HA)."""
+        train = splits["train"]
+        ha = HistoricalAverage.fit(train.inputs["time"][:, self.input_len:], train.target, self.steps_per_day)
+        return {"last value": HeldLastReading(self.mean, self.std, self.horizon), "historical average": ha}
 
     def baseline_preset(self) -> str:
         return "gman"
