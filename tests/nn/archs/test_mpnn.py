@@ -198,3 +198,15 @@ def test_an_edge_to_a_missing_node_is_a_shape_error():
     x["edges"] = torch.tensor([[[0, 1], [1, 4], [2, 3]]])
     with pytest.raises(ShapeError, match="outside 0..3"):
         m(x)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_flops_are_counted_with_and_without_gradients(grad):
+    # Reported: bench's FLOP count under no_grad failed on the virtual node's first state
+    # (an expanded view of a parameter, which the counter's module hooks cannot take).
+    from anyformer.bench.flops import flop_counter
+    m = model()
+    counter = flop_counter()
+    with torch.set_grad_enabled(grad), counter:
+        m(path_graph(6))
+    assert counter.get_total_flops() > 0

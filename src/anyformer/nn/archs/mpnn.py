@@ -130,7 +130,9 @@ class MessagePassingNetwork(nn.Module):
         h, mask = self.encoder(x, mask)
         edges = self.encoder.edges(x, mask)
         real = mask[..., None].to(h.dtype)
-        vn = self.virtual_init.to(h.dtype).expand(h.shape[0], -1) if self.virtual_node else None
+        # A sum, not expand(): an expanded view of a parameter made under no_grad claims to need
+        # a gradient yet has no grad_fn, which FLOP counting's module hooks (bench) cannot take.
+        vn = torch.zeros_like(h[:, 0]) + self.virtual_init.to(h.dtype) if self.virtual_node else None
         hidden: list[torch.Tensor] = []
         for i, layer in enumerate(self.layers):
             if vn is not None:
