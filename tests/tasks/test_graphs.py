@@ -58,6 +58,9 @@ def test_generated_graphs_hold_one_far_match_whose_value_is_the_label():
         values = g.nodes[:, 1 + KEYS:]
         assert values[q].sum() == 0 and (values[np.arange(n) != q].sum(1) == 1).all()
         assert g.label == int(values[match].argmax())
+        # Values as even as n - 1 allows: the counts barely hint at the label.
+        counts = values.sum(0)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == n - 1
         labels.append(g.label)
     assert set(labels) == set(range(CLASSES))
     # The query is not at a fixed position: the nodes are shuffled.

@@ -62,11 +62,15 @@ def retrieval_graphs(count: int, min_nodes: int, max_nodes: int, keys: int, clas
                      min_distance: int, branching: float, seed: int) -> list[GraphRecord]:
     """`count` long-range retrieval graphs: a thin random tree whose root is the query node,
     holding a key; exactly one other node, at least `min_distance` hops from it, holds the
-    same key, and the label is that node's value. Every other node has a random other key
-    and a random value. Features [is_query, one-hot key (keys), one-hot value (classes)];
-    nodes are shuffled, so a node's position says nothing of its place in the tree. A
-    node's neighbourhood of fewer than min_distance / 2 hops never holds both the query and
-    its match, and the label is independent of everything else."""
+    same key, and the label is that node's value. Every other node has a random other key.
+    The n - 1 nodes but the query hold values as evenly as n - 1 allows (each class
+    (n - 1) // classes times, the remainder's classes drawn at random), so the graph's value
+    counts say almost nothing of the label (a guess from them scores at most
+    ceil((n - 1) / classes) / (n - 1)); drawn independently, the match's value made its
+    class the most frequent often enough for a plain 4-layer MPNN to score 0.31 (chance 0.25). Features [is_query, one-hot key (keys), one-hot value
+    (classes)]; nodes are shuffled, so a node's position says nothing of its place in the
+    tree. A node's neighbourhood of fewer than min_distance / 2 hops never holds both the
+    query and its match."""
     rng = np.random.default_rng(seed)
     graphs: list[GraphRecord] = []
     width = 1 + keys + classes
@@ -86,7 +90,9 @@ def retrieval_graphs(count: int, min_nodes: int, max_nodes: int, keys: int, clas
         others = rng.integers(keys - 1, size=n)
         node_keys = others + (others >= query_key)  # every key but the query's
         node_keys[0] = node_keys[match] = query_key
-        values = rng.integers(classes, size=n)
+        counts = np.full(classes, (n - 1) // classes)
+        counts[rng.choice(classes, (n - 1) % classes, replace=False)] += 1
+        values = np.concatenate([[0], rng.permutation(np.repeat(np.arange(classes), counts))])  # node 0: no value
         x = np.zeros((n, width), dtype=np.float32)
         x[0, 0] = 1.0
         x[np.arange(n), 1 + node_keys] = 1.0
