@@ -67,10 +67,11 @@ def retrieval_graphs(count: int, min_nodes: int, max_nodes: int, keys: int, clas
     (n - 1) // classes times, the remainder's classes drawn at random), so the graph's value
     counts say almost nothing of the label (a guess from them scores at most
     ceil((n - 1) / classes) / (n - 1)); drawn independently, the match's value made its
-    class the most frequent often enough for a plain 4-layer MPNN to score 0.31 (chance 0.25). Features [is_query, one-hot key (keys), one-hot value
-    (classes)]; nodes are shuffled, so a node's position says nothing of its place in the
-    tree. A node's neighbourhood of fewer than min_distance / 2 hops never holds both the
-    query and its match."""
+    class the most frequent often enough for a plain 4-layer MPNN to score 0.31 (chance
+    0.25). Features [is_query, one-hot key (keys), one-hot value (classes)]; nodes are
+    shuffled, so a node's position says nothing of its place in the tree. A node's
+    neighbourhood of fewer than min_distance / 2 hops never holds both the query and its
+    match."""
     rng = np.random.default_rng(seed)
     graphs: list[GraphRecord] = []
     width = 1 + keys + classes
