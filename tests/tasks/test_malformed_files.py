@@ -200,6 +200,25 @@ def traffic_case(name: str, readings: str, graph: str, bad: str, expect: str) ->
     return Case(name, "traffic", make)
 
 
+# Twenty small graphs as JSON lines, labels 0 and 1; the cases replace line 3.
+GRAPH_LINES = [json.dumps({"nodes": [[1.0], [float(i)]], "edges": [[0, 1]], "label": i % 2}) for i in range(20)]
+
+
+def _graphs_with(line3: str) -> str:
+    return "\n".join(GRAPH_LINES[:2] + [line3] + GRAPH_LINES[3:]) + "\n"
+
+
+def tu_case(name: str, edges: str, expect: str) -> Case:
+    """A TU Dortmund dataset folder (task graphs) of two graphs whose DS_A.txt is `edges`."""
+    def make(folder: Path):
+        ds = folder / "toy"
+        ds.mkdir()
+        _write(ds, "TOY_graph_indicator.txt", "1\n1\n2\n2\n")
+        _write(ds, "TOY_graph_labels.txt", "0\n1\n")
+        return ["--set", f"task=graphs:{ds}"], _write(ds, "TOY_A.txt", edges), expect
+    return Case(name, "graphs", make)
+
+
 # A click log whose line 3 (candidate i9) is the one the cases break.
 CLICKS_OK = "user,age,history,item,click\nu1,1,i1|i2,i3,0\nu2,0,i1,i9,1\n" + "".join(
     f"u{i % 4},{i % 3},i1|i{i % 5},i{2 + i % 3},{i % 2}\n" for i in range(40))
@@ -338,6 +357,19 @@ CASES = [
     # -- fashion-mnist (a local data_dir)
     mnist_case("missing file", _mnist_missing, "no t10k-labels-idx1-ubyte[.gz]"),
     mnist_case("truncated IDX", _mnist_truncated, "the file is truncated or corrupt"),
+    # -- graphs (JSON lines, or a TU Dortmund dataset folder)
+    file_case("bad JSON", "graphs", "graphs.jsonl", _graphs_with('{"nodes": [[1.0]'), ":3: not valid JSON"),
+    file_case("edge to a missing node", "graphs", "graphs.jsonl",
+              _graphs_with('{"nodes": [[1.0], [2.0]], "edges": [[0, 5]], "label": 0}'),
+              ":3: edges[0] names node 5, but the graph has nodes 0..1"),
+    file_case("no label", "graphs", "graphs.jsonl", _graphs_with('{"nodes": [[1.0], [2.0]], "edges": [[0, 1]]}'),
+              ":3: no key 'label'"),
+    file_case("ragged node features", "graphs", "graphs.jsonl",
+              _graphs_with('{"nodes": [[1.0, 2.0], [2.0, 3.0]], "edges": [[0, 1]], "label": 0}'),
+              ":3: nodes[0] has 2 features, earlier ones have 1"),
+    file_case("one class", "graphs", "graphs.jsonl", "\n".join(GRAPH_LINES[::2]) + "\n", "only one class 0"),
+    tu_case("TU edge between graphs", "1, 2\n2, 3\n3, 4\n", ":2: an edge between graphs 1 and 2"),
+    tu_case("TU edge to a missing node", "1, 2\n3, 9\n", ":2: node 9 does not exist"),
     # -- ctr (a click log)
     file_case("click not 0 or 1", "ctr", "clicks.csv", CLICKS_OK.replace(",i9,1\n", ",i9,yes\n"), ":3: column 'click' holds 'yes'"),
     file_case("no candidate", "ctr", "clicks.csv", CLICKS_OK.replace(",i9,1\n", ",,1\n"), ":3: column 'item' is empty"),
