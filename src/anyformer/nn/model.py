@@ -49,6 +49,14 @@ def refuse_mixer(config: ModelConfig, arch: str) -> None:
                           "drop model.mixer (or build the model with arch 'stack')")
 
 
+def refuse_schedule(config: ModelConfig, arch: str) -> None:
+    """For an arch that builds its own layers: the layer schedule's sharing, repeats,
+    overrides and transitions act on the standard stack only, so they are refused."""
+    s = config.schedule
+    if s.share or s.transition is not None or s.overrides or s.repeat > 1:
+        raise ConfigError(f"arch {arch!r} builds its own layers; model.schedule.share/repeat/overrides/transition are not supported")
+
+
 def build_encoder(config: ModelConfig) -> nn.Module:
     return _build("encoder", config.encoder, dim=config.dim, max_len=config.max_len)
 

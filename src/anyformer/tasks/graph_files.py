@@ -11,6 +11,7 @@ import numpy as np
 from anyformer.errors import DataError
 from anyformer.tasks.files import text_lines
 from anyformer.tasks.graph_data import GraphRecord
+from anyformer.tasks.raw import jsonl_records
 
 
 def _numbers(value: Any, where: str, what: str) -> list[float]:
@@ -52,16 +53,8 @@ def read_jsonl(path: Path) -> list[GraphRecord]:
     graphs: list[GraphRecord] = []
     width: int | None = None
     edge_width: int | None = None
-    for line, text in text_lines(path):
-        if not text.strip():
-            continue
-        where = f"{path}:{line}"
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: not valid JSON ({err.msg}); write one graph object per line") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+    for row in jsonl_records(path):
+        obj, where = row.value, row.where
         for key in ("nodes", "label"):
             if key not in obj:
                 raise DataError(f"{where}: no key {key!r}; each line needs 'nodes' and 'label' ('edges' may be left out)")

@@ -10,7 +10,7 @@ from anyformer import registry
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.archs.gman_attention import STAttentionBlock, SpatioTemporalEmbedding, TransformAttention, two_layer_fc
-from anyformer.nn.model import build_encoder, refuse_mixer, require_parts
+from anyformer.nn.model import build_encoder, refuse_mixer, refuse_schedule, require_parts
 from anyformer.nn.stack import parameter_counter
 
 
@@ -43,9 +43,7 @@ class GMAN(nn.Module):
         self.config = c = config
         require_parts(c)
         refuse_mixer(c, "gman")
-        s = c.schedule
-        if s.share or s.transition is not None or s.overrides or s.repeat > 1:
-            raise ConfigError("arch 'gman' builds its own blocks; model.schedule.share/repeat/overrides/transition are not supported")
+        refuse_schedule(c, "gman")
         if c.position.name != "none":
             raise ConfigError(f"arch 'gman' encodes time by its temporal embedding, so position {c.position.name!r} cannot apply; "
                               "set model.position: none")

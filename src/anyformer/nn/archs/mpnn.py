@@ -10,7 +10,7 @@ from anyformer import registry
 from anyformer.config import ModelConfig
 from anyformer.errors import ConfigError
 from anyformer.nn.encoders.graph import GraphEdges
-from anyformer.nn.model import build_encoder, build_head, norm_fn, read_out, refuse_mixer, require_parts
+from anyformer.nn.model import build_encoder, build_head, norm_fn, read_out, refuse_mixer, refuse_schedule, require_parts
 from anyformer.nn.stack import parameter_counter
 from anyformer.registry import register
 
@@ -97,9 +97,7 @@ class MessagePassingNetwork(nn.Module):
         refuse_mixer(c, "mpnn")
         if c.causal:
             raise ConfigError("arch 'mpnn' reads a graph, which has no order to be causal in; set model.causal: false")
-        s = c.schedule
-        if s.share or s.transition is not None or s.overrides or s.repeat > 1:
-            raise ConfigError("arch 'mpnn' builds its own layers; model.schedule.share/repeat/overrides/transition are not supported")
+        refuse_schedule(c, "mpnn")
         if c.position.name != "none":
             raise ConfigError(f"arch 'mpnn': node order carries no meaning, so position {c.position.name!r} cannot apply; "
                               "set model.position: none (the encoder's pe option encodes structure)")
