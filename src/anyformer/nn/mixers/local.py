@@ -73,15 +73,7 @@ class LocalAttention(AttentionMixer):
         block by block, since keys beyond the neighbouring blocks are outside every window."""
         mask = self.check_input(x, mask)
         q, k, _ = self.qkv(x)
-        L = q.shape[2]
-        pos = torch.arange(L, device=q.device)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + self._bias(pos[:, None] - pos[None, :], q.dtype)
-        alibi = self.score_bias(L, q.dtype)
-        if alibi is not None:
-            scores = scores + alibi[None]
-        allowed = allowed_pairs(L, mask, False, q.device)
-        if allowed is not None:
-            scores = scores.masked_fill(~allowed, float("-inf"))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + self._full_bias(q, mask)
         return scores.softmax(-1)
 
     def _decode(self, q, k, v, cache):
@@ -100,7 +92,9 @@ class LocalAttention(AttentionMixer):
         cache["k"], cache["v"] = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
-    def _full(self, q, k, v, mask):
+    def _full_bias(self, q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The additive score bias over all L x L pairs: window and distance penalty, ALiBi,
+        -inf at padded keys."""
         L = q.shape[2]
         pos = torch.arange(L, device=q.device)
         bias = self._bias(pos[:, None] - pos[None, :], q.dtype)[None, None]
@@ -110,7 +104,10 @@ class LocalAttention(AttentionMixer):
         allowed = allowed_pairs(L, mask, False, q.device)
         if allowed is not None:
             bias = bias.masked_fill(~allowed, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return bias
+
+    def _full(self, q, k, v, mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._full_bias(q, mask))
 
     def _blocked(self, q, k, v, mask):
         B, H, L, Dh = q.shape
