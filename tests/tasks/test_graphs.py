@@ -12,7 +12,7 @@ import torch
 
 from anyformer import registry
 from anyformer.errors import ConfigError, DataError
-from anyformer.tasks.graph_data import padded, retrieval_graphs
+from anyformer.tasks.graph_data import above_mean_graphs, above_mean_thresholds, padded, retrieval_graphs
 
 from .helpers import check_model_fits
 
@@ -104,6 +104,62 @@ def test_the_generated_task_splits_by_count_and_fits_the_graph_encoder():
     # The same options give the same data.
     again = registry.build("task", "graphs", **opts).splits()
     assert torch.equal(again["test"].inputs["edges"], splits["test"].inputs["edges"])
+    assert torch.equal(again["test"].target, splits["test"].target)
+    for preset in ("mpnn", "mpnn-vn", "graph-transformer"):
+        check_model_fits(task, preset)
+
+
+def test_above_mean_labels_are_the_bucket_of_the_share_above_the_mean():
+    graphs = above_mean_graphs(80, 12, 16, 4, 0.3, seed=2)
+    cuts = above_mean_thresholds(12, 16, 4)
+    assert len(cuts) == 3 and (np.diff(cuts) > 0.05).all()
+    exact = 0
+    for g in graphs:
+        n = len(g.nodes)
+        assert 12 <= n <= 16 and g.nodes.shape == (n, 1) and g.edge_features is None
+        assert len(g.edges) == n - 1 and (hops(n, g.edges, 0) >= 0).all()  # a tree
+        # By hand: the mean, then the share of the nodes above it.
+        v = [float(x) for x in g.nodes[:, 0]]
+        mean = sum(v) / n
+        share = sum(x > mean for x in v) / n
+        # The class counts the cuts below the share; a share on a cut (within the 1e-6
+        # tie-break) may fall on either side of it.
+        below = sum(share > c + 1e-5 for c in cuts)
+        on = sum(abs(share - c) <= 1e-5 for c in cuts)
+        assert below <= g.label <= below + on
+        exact += on == 0
+    assert exact > 40 and {g.label for g in graphs} == {0, 1, 2, 3}
+
+
+def test_above_mean_values_form_two_levels_in_few_connected_pieces():
+    # Each graph's values form two levels a step of 2..4 apart: the region of the tree's
+    # first k nodes is connected, the rest at most 3 pieces (a node hangs 1..3 back).
+    for g in above_mean_graphs(20, 12, 16, 4, 0.3, seed=5):
+        v = g.nodes[:, 0]
+        high = v > (v.max() + v.min()) / 2
+        assert 0 < high.sum() < len(v) and v[high].min() - v[~high].max() > 0.5
+        pieces = sorted(int(part.sum()) - sum(1 for a, b in g.edges if part[a] and part[b]) for part in (high, ~high))
+        assert pieces[0] == 1 and pieces[1] <= 3
+
+
+def test_above_mean_graphs_are_seeded_and_balanced():
+    a, b, c = (above_mean_graphs(5, 10, 12, 4, 0.3, seed=s) for s in (3, 3, 4))
+    assert all(np.array_equal(x.nodes, y.nodes) and np.array_equal(x.edges, y.edges) and x.label == y.label
+               for x, y in zip(a, b))
+    assert not all(np.array_equal(x.nodes, y.nodes) for x, y in zip(a, c))
+    labels = np.array([g.label for g in above_mean_graphs(2000, 24, 32, 4, 0.3, seed=0)])
+    shares = np.bincount(labels, minlength=4) / len(labels)
+    assert (np.abs(shares - 0.25) < 0.03).all(), shares
+
+
+def test_the_above_mean_task_fits_the_graph_encoder():
+    options = {"target": "above-mean", "num_train": 24, "num_val": 8, "num_test": 8, "min_nodes": 8, "max_nodes": 10}
+    task = registry.build("task", "graphs", **options, min_distance=50)  # min_distance: retrieval's only
+    splits = task.splits()
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [24, 8, 8]
+    assert task.classes == ["0", "1", "2", "3"] and task.node_features == 1 and task.edge_features == 0
+    again = registry.build("task", "graphs", **options).splits()
+    assert torch.equal(again["test"].inputs["nodes"], splits["test"].inputs["nodes"])
     assert torch.equal(again["test"].target, splits["test"].target)
     for preset in ("mpnn", "mpnn-vn", "graph-transformer"):
         check_model_fits(task, preset)

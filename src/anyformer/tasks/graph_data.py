@@ -1,4 +1,4 @@
-"""Graphs as records, padded into batch tensors, and the generated long-range retrieval set."""
+"""Graphs as records, padded into batch tensors, and the generated sets: long-range retrieval and above-mean."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -103,4 +103,62 @@ def retrieval_graphs(count: int, min_nodes: int, max_nodes: int, keys: int, clas
         where[order] = np.arange(n)
         edges = np.stack([where[parents], where[np.arange(1, n)]], 1)
         graphs.append(GraphRecord(x[order], edges, None, int(values[match])))
+    return graphs
+
+
+def above_mean_score(values: np.ndarray) -> float:
+    """The share of the `values` [n] above their mean, plus a tie-break under any step
+    between shares (1e-6 times the mean of max(0, v_i - mean), over the values' spread):
+    without it, shares such as 1/2 recur in so many graphs that no cut between the classes
+    could split them near evenly."""
+    above = values - values.mean()
+    return float((above > 0).mean() + 1e-6 * np.maximum(above, 0).mean() / max(float(values.std()), 1e-12))
+
+
+def region_values(rng: np.random.Generator, n: int) -> np.ndarray:
+    """[n] values of one graph of `chain_tree`'s n nodes: tree nodes 0..k-1, a connected
+    region (a parent precedes its child), hold c + d + noise, the others c + noise; the
+    offset c ~ N(0, 3^2), the step d = +-(2..4) and the region's share k / n (uniform
+    0.1..0.9) are drawn per graph, the noise N(0, 0.25^2) per node (small beside d, or the
+    larger region would sit about its own mean and every share come out near 1/2). A node inside either part
+    sees neighbours like itself: whether it lies above the graph's mean depends on c, d
+    and k, which only the whole graph shows."""
+    k = int(np.clip(round(rng.uniform(0.1, 0.9) * n), 1, n - 1))
+    step = rng.choice([-1.0, 1.0]) * rng.uniform(2.0, 4.0)
+    return rng.normal(0.0, 3.0) + step * (np.arange(n) < k) + 0.25 * rng.standard_normal(n)
+
+
+def above_mean_thresholds(min_nodes: int, max_nodes: int, classes: int, samples: int = 20000) -> np.ndarray:
+    """The classes - 1 cut points between the classes of `above_mean_graphs`: quantiles of
+    `above_mean_score` over `samples` graphs drawn from a fixed generator (not the task's
+    seed), so a graph's class depends on the graph alone and the classes come out near
+    equal in size."""
+    rng = np.random.default_rng(20230101)
+    shares = [above_mean_score(region_values(rng, int(rng.integers(min_nodes, max_nodes + 1)))) for _ in range(samples)]
+    return np.quantile(shares, np.arange(1, classes) / classes)
+
+
+def above_mean_graphs(count: int, min_nodes: int, max_nodes: int, classes: int, branching: float,
+                      seed: int) -> list[GraphRecord]:
+    """`count` graphs whose class needs the global mean at every node: a thin random tree
+    (as `retrieval_graphs`', nodes shuffled) whose nodes each hold one value
+    (`region_values`: two connected regions a random step apart, under a random offset);
+    the class is the bucket of the share of nodes whose value is above the graph's mean,
+    cut at `above_mean_thresholds` (near-equal classes). One mean over all nodes,
+    broadcast back (a virtual node's or uniform attention's one step), a per-node
+    comparison and the mean readout compute it; a node's few-hop neighbourhood in a thin
+    tree sees only its own region. Features: [value]."""
+    rng = np.random.default_rng(seed)
+    cuts = above_mean_thresholds(min_nodes, max_nodes, classes)
+    graphs: list[GraphRecord] = []
+    for _ in range(count):
+        n = int(rng.integers(min_nodes, max_nodes + 1))
+        parents = chain_tree(rng, n, branching)
+        x = region_values(rng, n)
+        label = int(np.searchsorted(cuts, above_mean_score(x), side="right"))
+        order = rng.permutation(n)
+        where = np.empty(n, dtype=np.int64)
+        where[order] = np.arange(n)
+        edges = np.stack([where[parents], where[np.arange(1, n)]], 1)
+        graphs.append(GraphRecord(x[order, None].astype(np.float32), edges, None, label))
     return graphs

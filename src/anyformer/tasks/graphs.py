@@ -1,8 +1,8 @@
-"""Graph classification: the generated long-range retrieval set, or the user's graph file."""
+"""Graph classification: a generated set (long-range retrieval or above-mean), or the user's graph file."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -10,7 +10,7 @@ from pydantic import Field
 from anyformer.errors import ConfigError, DataError
 from anyformer.registry import register
 from anyformer.tasks.base import Split, Task, require_classes
-from anyformer.tasks.graph_data import GraphRecord, padded, retrieval_graphs
+from anyformer.tasks.graph_data import GraphRecord, above_mean_graphs, padded, retrieval_graphs
 from anyformer.tasks.graph_files import read_jsonl, read_tu
 from anyformer.tasks.splits import stratified_split
 
@@ -27,9 +27,14 @@ class GraphsTask(Task):
     thin random tree the root holds a query key, exactly one node at least `min_distance`
     hops away holds the same key, and the class is that node's value (graph_data.py); a
     plain MPNN of fewer than min_distance / 2 layers cannot relate the two, a virtual node
-    or attention over all nodes can. With `path`: a JSON-lines file (one graph a line,
-    {"nodes", "edges", "edge_features"?, "label"}) or a TU Dortmund dataset (its folder or
-    DS_A.txt), split into stratified seeded fractions. Inputs: {'nodes', 'edges',
+    or attention over all nodes can. With `target: above-mean` instead: the same thin trees,
+    every node holding one value (two connected regions a random step apart, under a
+    random offset), and the class is the bucket (`classes` near-equal ones) of the share of
+    nodes whose value is above the graph's mean: it needs the global mean at every node,
+    one step of a virtual node or of uniform attention, which a few-hop neighbourhood
+    does not see (graph_data.above_mean_graphs). With `path`: a JSON-lines file (one graph
+    a line, {"nodes", "edges", "edge_features"?, "label"}) or a TU Dortmund dataset (its
+    folder or DS_A.txt), split into stratified seeded fractions. Inputs: {'nodes', 'edges',
     'edge_features'?} padded to the most nodes and edges of any graph, with the node mask
     (encoder 'graph')."""
 
@@ -44,14 +49,15 @@ class GraphsTask(Task):
     def __init__(
         self,
         path: Annotated[str | None, Field(description="a .jsonl file of graphs or a TU dataset folder (or its DS_A.txt); none: generated")] = None,
+        target: Annotated[Literal["retrieval", "above-mean"], Field(description="the generated task: retrieval (the far node matching the root's key; its value is the class) or above-mean (the bucket of the share of nodes above the graph's mean value)")] = "retrieval",
         num_train: Annotated[int, Field(ge=1, description="generated training graphs")] = 3000,
         num_val: Annotated[int, Field(ge=1, description="generated val graphs")] = 500,
         num_test: Annotated[int, Field(ge=1, description="generated test graphs")] = 500,
         min_nodes: Annotated[int, Field(ge=2, description="fewest nodes of a generated graph")] = 24,
         max_nodes: Annotated[int, Field(ge=2, description="most nodes of a generated graph")] = 32,
         keys: Annotated[int, Field(ge=2, description="distinct keys of the generated nodes")] = 8,
-        classes: Annotated[int, Field(ge=2, description="distinct values (the classes) of the generated nodes")] = 4,
-        min_distance: Annotated[int, Field(ge=1, description="fewest hops between the query and its match")] = 10,
+        classes: Annotated[int, Field(ge=2, description="the generated classes: distinct node values (retrieval) or buckets of the share above the mean (above-mean)")] = 4,
+        min_distance: Annotated[int, Field(ge=1, description="fewest hops between the query and its match (retrieval)")] = 10,
         branching: Annotated[float, Field(ge=0.0, le=1.0, description="chance a generated node hangs off 2-3 nodes back, not the previous one")] = 0.3,
         seed: Annotated[int, Field(description="seed of the generated graphs")] = 0,
         val_fraction: Annotated[float, Field(description="share of a file's graphs held out for val (stratified)")] = 0.1,
@@ -61,11 +67,11 @@ class GraphsTask(Task):
         super().__init__()
         if min_nodes > max_nodes:
             raise ConfigError(f"task 'graphs': min_nodes {min_nodes} exceeds max_nodes {max_nodes}")
-        if min_distance >= max_nodes:
+        if target == "retrieval" and min_distance >= max_nodes:
             raise ConfigError(f"task 'graphs': min_distance {min_distance} needs more than {min_distance} nodes; raise max_nodes")
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ConfigError("task 'graphs': val_fraction and test_fraction must be in (0, 1) with a sum below 1")
-        self.path = path
+        self.path, self.target = path, target
         self.counts = dict(zip(SPLITS, (num_train, num_val, num_test)))
         self.min_nodes, self.max_nodes, self.keys, self.num_values = min_nodes, max_nodes, keys, classes
         self.min_distance, self.branching, self.seed = min_distance, branching, seed
@@ -85,8 +91,12 @@ class GraphsTask(Task):
     def build_splits(self) -> dict[str, Split]:
         if self.path is None:
             total = sum(self.counts.values())
-            graphs = retrieval_graphs(total, self.min_nodes, self.max_nodes, self.keys, self.num_values,
-                                      self.min_distance, self.branching, self.seed)
+            if self.target == "above-mean":
+                graphs = above_mean_graphs(total, self.min_nodes, self.max_nodes, self.num_values, self.branching,
+                                           self.seed)
+            else:
+                graphs = retrieval_graphs(total, self.min_nodes, self.max_nodes, self.keys, self.num_values,
+                                          self.min_distance, self.branching, self.seed)
             self.classes = [str(c) for c in range(self.num_values)]
             y = torch.tensor([int(g.label) for g in graphs], dtype=torch.long)
             cuts = torch.tensor([0] + [self.counts[s] for s in SPLITS]).cumsum(0).tolist()
