@@ -86,12 +86,30 @@ def stat(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
 
+def read_rows(results: dict) -> tuple[dict[str, dict], dict[str, list[float]], dict | None]:
+    """A comparison's rows by model, each model's test accuracy per seed, and its trivial baseline."""
+    rows = {r["model"]: r for r in results["rows"]}
+    acc = {m: [s["quality"] for s in rows[m]["seeds"]] for m in MODELS}
+    return rows, acc, next((r for r in results["rows"] if r["baseline"]), None)
+
+
+def result_rows(rows: dict[str, dict], acc: dict[str, list[float]], chance: dict | None) -> list[str]:
+    """The results table's lines below its header: each model's accuracy and cost, then the baseline."""
+    lines = []
+    for m, label in MODELS.items():
+        r = rows[m]
+        lines.append(f"| `{m}`: {label} | {stat(acc[m])} | {', '.join(f'{v:.3f}' for v in acc[m])} | {r['params']:,} | "
+                     f"{r['flops_per_sample'] / 1e6:.2f} | {r['latency_ms']:.2f} | {r['train_step_ms']:.1f} | "
+                     f"{r['peak_memory_bytes'] / 2**20:.2f} |")
+    if chance is not None:
+        lines.append(f"| {chance['model']} | {chance['quality']:.3f} | | | | | | |")
+    return lines
+
+
 def above_mean_section(above: dict, out: Path) -> tuple[list[str], dict[str, list[float]]]:
     """The page's first section: the task.target=above-mean comparison."""
     results, seeds = above["results"], above["seeds"]
-    rows = {r["model"]: r for r in results["rows"]}
-    acc = {m: [s["quality"] for s in rows[m]["seeds"]] for m in MODELS}
-    chance = next((r for r in results["rows"] if r["baseline"]), None)
+    rows, acc, chance = read_rows(results)
     lines = ["## Where the claim should hold: a global average at every node", "",
              f"`{above['command']}` ({above['minutes']:.1f} minutes).", "",
              "Task: `graphs` with `target: above-mean`: the same 3000 / 500 / 500 thin random trees of 24..32 nodes, "
@@ -114,13 +132,7 @@ def above_mean_section(above: dict, out: Path) -> tuple[list[str], dict[str, lis
              "neighbourhood, so a plain MPNN could estimate the share locally).", "",
              f"| model | test accuracy (mean ± std over {seeds} seeds) | per seed | params | MFLOP / graph | "
              "latency ms / batch of 64 | train step ms | peak MiB |", "|---|---|---|---|---|---|---|---|"]
-    for m, label in MODELS.items():
-        r = rows[m]
-        lines.append(f"| `{m}`: {label} | {stat(acc[m])} | {', '.join(f'{v:.3f}' for v in acc[m])} | {r['params']:,} | "
-                     f"{r['flops_per_sample'] / 1e6:.2f} | {r['latency_ms']:.2f} | {r['train_step_ms']:.1f} | "
-                     f"{r['peak_memory_bytes'] / 2**20:.2f} |")
-    if chance is not None:
-        lines.append(f"| {chance['model']} | {chance['quality']:.3f} | | | | | | |")
+    lines += result_rows(rows, acc, chance)
     tied = [m for m in MODELS if rows[m].get("tied_with_best")]
     mean = {m: statistics.mean(acc[m]) for m in MODELS}
     gap_vn, gap_gt = mean["mpnn-vn"] - mean["mpnn"], mean["graph-transformer"] - mean["mpnn-vn"]
@@ -205,9 +217,7 @@ def main() -> None:
                                          "seeds": args.seeds, "steps": args.above_mean_steps}))
     above = {**json.loads(above_ran.read_text()), "results": json.loads((above_out / "results.json").read_text())}
     above_lines, above_acc = above_mean_section(above, above_out)
-    rows = {r["model"]: r for r in results["rows"]}
-    acc = {m: [s["quality"] for s in rows[m]["seeds"]] for m in MODELS}
-    chance = next((r for r in results["rows"] if r["baseline"]), None)
+    rows, acc, chance = read_rows(results)
     flops = {m: flops_by_size(m) for m in MODELS}
     attention_only = flops_by_size("graph-transformer", pe="none")
     env = results["environment"]
@@ -233,13 +243,7 @@ def main() -> None:
              "query and its match (that needs 5 hops), and the mean readout only adds up what each node saw.", "",
              f"| model | test accuracy (mean ± std over {args.seeds} seeds) | per seed | params | MFLOP / graph | "
              "latency ms / batch of 64 | train step ms | peak MiB |", "|---|---|---|---|---|---|---|---|"]
-    for m, label in MODELS.items():
-        r = rows[m]
-        lines.append(f"| `{m}`: {label} | {stat(acc[m])} | {', '.join(f'{v:.3f}' for v in acc[m])} | {r['params']:,} | "
-                     f"{r['flops_per_sample'] / 1e6:.2f} | {r['latency_ms']:.2f} | {r['train_step_ms']:.1f} | "
-                     f"{r['peak_memory_bytes'] / 2**20:.2f} |")
-    if chance is not None:
-        lines.append(f"| {chance['model']} | {chance['quality']:.3f} | | | | | | |")
+    lines += result_rows(rows, acc, chance)
     gap_vn = statistics.mean(acc["mpnn-vn"]) - statistics.mean(acc["mpnn"])
     gap_gt = statistics.mean(acc["graph-transformer"]) - statistics.mean(acc["mpnn-vn"])
     wins_vn = sum(a > b for a, b in zip(acc["mpnn-vn"], acc["mpnn"]))
