@@ -90,17 +90,15 @@ class BehaviourFieldsEncoder(Encoder):
         return tokens[:, 0], tokens[:, 1:u], tokens[:, u:], mask[:, u:]
 
     def _batch_aware_l2(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        def count(key: str) -> torch.Tensor | None:
-            return x.get(key)
-        uc, hc, cc = count("user_count"), count("history_count"), count("candidate_count")
+        uc, hc, cc = x.get("user_count"), x.get("history_count"), x.get("candidate_count")
         total = sum(batch_aware_l2(emb, x["user"][:, k], None if uc is None else uc[:, k]) for k, emb in enumerate(self.user))
-        ids = torch.cat([x["history"][..., 0].reshape(-1), x["candidate"][:, 0]])
-        counts = None if hc is None or cc is None else torch.cat([hc[..., 0].reshape(-1), cc[:, 0]])
-        total = total + batch_aware_l2(self.item, ids, counts)
-        if self.category is not None:
-            ids = torch.cat([x["history"][..., 1].reshape(-1), x["candidate"][:, 1]])
-            counts = None if hc is None or cc is None else torch.cat([hc[..., 1].reshape(-1), cc[:, 1]])
-            total = total + batch_aware_l2(self.category, ids, counts)
+        # Column 0 of behaviours and candidate holds item ids, column 1 category ids.
+        for column, table in enumerate((self.item, self.category)):
+            if table is None:
+                continue
+            ids = torch.cat([x["history"][..., column].reshape(-1), x["candidate"][:, column]])
+            counts = None if hc is None or cc is None else torch.cat([hc[..., column].reshape(-1), cc[:, column]])
+            total = total + batch_aware_l2(table, ids, counts)
         return total
 
     def forward(self, x: Any, mask: torch.Tensor | None = None):
